@@ -1,0 +1,82 @@
+// engine/tensor.cpp: Shape and Tensor (CPU storage) implementation; see tensor.h.
+#include "engine/tensor.h"
+
+#include <cstdlib>
+#include <cstring>
+#include <sstream>
+
+#include "engine/error.h"
+
+namespace engine {
+
+const char* device_name(Device d) { return d == Device::CPU ? "cpu" : "cuda"; }
+
+int64_t Shape::numel() const {
+  int64_t n = 1;
+  for (int64_t d : dims_) n *= d;
+  return n;
+}
+
+std::string Shape::str() const {
+  std::ostringstream os;
+  os << '(';
+  for (size_t i = 0; i < dims_.size(); ++i) os << (i ? ", " : "") << dims_[i];
+  os << ')';
+  return os.str();
+}
+
+void AlignedFree::operator()(float* p) const { std::free(p); }
+
+HostBuffer alloc_host(int64_t numel) {
+  ENGINE_CHECK(numel >= 0, "alloc_host: negative size ", numel);
+  size_t bytes = static_cast<size_t>(numel) * sizeof(float);
+  bytes = (bytes + 63) / 64 * 64;
+  if (bytes == 0) bytes = 64;
+  void* p = std::aligned_alloc(64, bytes);
+  if (!p) fail("out of host memory allocating ", bytes, " bytes");
+  return HostBuffer(static_cast<float*>(p));
+}
+
+Tensor::Tensor(Shape shape, Device device) : shape_(std::move(shape)), device_(device) {
+  for (int64_t d : shape_.dims())
+    ENGINE_CHECK(d >= 0, "Tensor: negative dimension in shape ", shape_.str());
+  ENGINE_CHECK(device == Device::CPU, "Tensor: owning CUDA tensors are made by the GPU backend");
+  storage_ = alloc_host(shape_.numel());
+  data_ = storage_.get();
+}
+
+Tensor Tensor::zeros(Shape shape) {
+  Tensor t(std::move(shape));
+  std::memset(t.data_, 0, static_cast<size_t>(t.numel()) * sizeof(float));
+  return t;
+}
+
+Tensor Tensor::view(float* data, Shape shape, Device device) {
+  Tensor t;
+  t.shape_ = std::move(shape);
+  t.device_ = device;
+  t.data_ = data;
+  return t;
+}
+
+Tensor Tensor::from(Shape shape, const std::vector<float>& values) {
+  ENGINE_CHECK(shape.numel() == static_cast<int64_t>(values.size()), "Tensor::from: shape ",
+               shape.str(), " needs ", shape.numel(), " values, got ", values.size());
+  Tensor t(std::move(shape));
+  std::memcpy(t.data_, values.data(), values.size() * sizeof(float));
+  return t;
+}
+
+Tensor Tensor::clone() const {
+  ENGINE_CHECK(device_ == Device::CPU, "Tensor::clone: only CPU tensors");
+  Tensor t(shape_);
+  if (numel()) std::memcpy(t.data_, data_, static_cast<size_t>(numel()) * sizeof(float));
+  return t;
+}
+
+Tensor Tensor::reshaped(Shape shape) const {
+  ENGINE_CHECK(shape.numel() == numel(), "reshape ", shape_.str(), " -> ", shape.str());
+  return view(data_, std::move(shape), device_);
+}
+
+}  // namespace engine

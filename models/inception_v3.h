@@ -1,0 +1,51 @@
+// models/inception_v3.h: Inception v3 as Keras builds it (../shared/REFERENCE.md), CPU path:
+// N x 299 x 299 x 3 images in [-1, 1] (NHWC) -> N x 2048 bottlenecks (global average pool of
+// mixed10). Every conv is a Conv2dCpu with its batch norm folded in and ReLU fused; activations
+// come from one BufferPool, so repeated forward passes of a batch size allocate nothing new.
+// A Tap callback sees the output of the stem and of every mixed block, for tests and debugging.
+#pragma once
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "engine/buffer_pool.h"
+#include "kernels/conv2d.h"
+#include "models/inception_weights.h"
+
+namespace engine {
+
+class InceptionV3Cpu {
+ public:
+  using Tap = std::function<void(const std::string& name, const Tensor& t)>;
+  explicit InceptionV3Cpu(const InceptionWeights& w);
+
+  // x: (N, 299, 299, 3); bottleneck: (N, 2048), preallocated. Taps: "stem", "mixed0".."mixed10".
+  void forward(const Tensor& x, Tensor& bottleneck, const Tap& tap = {});
+  // The Keras `predictions` top (softmax over classes) when the weight file has one.
+  bool has_top() const { return has_top_; }
+  int64_t top_classes() const { return top_classes_; }
+  void predict_top(const Tensor& bottleneck, Tensor& probs) const;
+
+  double flops_per_image() const;  // sum over the 94 convs of 2*kh*kw*cin*cout*Ho*Wo
+  int64_t activation_bytes() const { return pool_.reserved_bytes(); }
+  int64_t activation_allocations() const { return pool_.allocations(); }
+
+ private:
+  PooledTensor conv(int index, const Tensor& x);  // C# 1..94
+  PooledTensor max_pool(const Tensor& x);         // 3x3 s2 valid
+  PooledTensor avg_pool_same(const Tensor& x);    // 3x3 s1 same, padding excluded
+  PooledTensor concat(const std::vector<const Tensor*>& xs);
+  PooledTensor block35(const Tensor& x, int first);
+  PooledTensor block_reduce35(const Tensor& x);
+  PooledTensor block17(const Tensor& x, int first);
+  PooledTensor block_reduce17(const Tensor& x);
+  PooledTensor block8(const Tensor& x, int first);
+
+  std::vector<Conv2dCpu> convs_;
+  BufferPool pool_;
+  bool has_top_ = false;
+  int64_t top_classes_ = 0;
+  std::vector<float> top_kernel_, top_bias_;
+};
+
+}  // namespace engine

@@ -1,0 +1,46 @@
+// models/inception_weights.h: the Inception v3 architecture table (the 94 convolutions in Keras
+// creation order, C1..C94 of ../shared/REFERENCE.md) and the loader for a Keras InceptionV3 HDF5
+// weight file (weights/README.md documents the format). The loader maps layers by the number in
+// their name (1-based Keras 2 or 0-based tf.keras/Keras 3), never by the depth-sorted order of
+// `layer_names`, checks every shape, dtype and value, and folds each batch norm into its conv.
+#pragma once
+#include <string>
+#include <vector>
+
+#include "kernels/conv2d.h"
+
+namespace engine {
+
+struct ConvDef {
+  int index;  // C#, 1..94, creation order
+  int64_t cin, cout;
+  int kh, kw, stride;
+  Padding padding;
+  int64_t in_hw;  // spatial size (square) of this conv's input at 299x299
+};
+constexpr int kInceptionConvs = 94;
+constexpr int64_t kBottleneckSize = 2048;
+constexpr int64_t kInceptionInput = 299;
+constexpr float kKerasBnEpsilon = 1e-3f;
+const std::vector<ConvDef>& inception_v3_conv_defs();  // size 94, [i].index == i + 1
+double inception_v3_flops_per_image();                 // 2*kh*kw*cin*cout*Ho*Wo over the convs
+
+struct FoldedConv {
+  std::vector<float> w_hwio;  // (kh, kw, cin, cout), BN scale folded in
+  std::vector<float> bias;    // (cout), BN shift
+};
+
+struct InceptionWeights {
+  std::string path;
+  bool zero_based = false;       // tf.keras / Keras 3 names
+  bool under_model_weights = false;
+  std::vector<FoldedConv> convs;  // 94, in C# order
+  bool has_top = false;           // `predictions` Dense 2048 -> classes
+  int64_t top_classes = 0;
+  std::vector<float> top_kernel, top_bias;
+};
+
+// Throws engine::Error with one line naming the file, the dataset and expected vs found.
+InceptionWeights load_inception_v3_weights(const std::string& path);
+
+}  // namespace engine

@@ -1,0 +1,63 @@
+// tests/test_util.h: shared test helpers: where the PyTorch reference files live, and the
+// tensor comparison every test uses: |got - want| <= atol + rtol * |want| element-wise; on
+// failure it reports the count of bad elements and the worst element (index, both values).
+#pragma once
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <sstream>
+#include <string>
+
+#include "engine/hdf5_io.h"
+#include "engine/tensor.h"
+
+namespace engine::test {
+
+// Directory written by tests/reference/make_reference.py (the CTest fixture sets the variable).
+inline std::string reference_dir() {
+  const char* d = std::getenv("ENGINE_REFERENCE_DIR");
+  return d ? d : ENGINE_DEFAULT_REFERENCE_DIR;
+}
+inline std::string reference_file(const std::string& name) { return reference_dir() + "/" + name; }
+
+struct CompareResult {
+  int64_t bad = 0, worst = -1;
+  double worst_excess = 0, max_abs = 0, max_rel = 0;
+};
+
+// Element-wise check; returns a gtest assertion that prints the worst element on failure.
+inline ::testing::AssertionResult tensors_close(const float* got, const float* want, int64_t n,
+                                                double atol, double rtol,
+                                                const std::string& what = "") {
+  CompareResult r;
+  for (int64_t i = 0; i < n; ++i) {
+    double g = got[i], w = want[i];
+    double diff = std::fabs(g - w);
+    double lim = atol + rtol * std::fabs(w);
+    if (!(diff <= lim)) {  // NaN counts as bad
+      ++r.bad;
+      double excess = std::isnan(diff) ? INFINITY : diff - lim;
+      if (r.worst < 0 || excess > r.worst_excess) r.worst = i, r.worst_excess = excess;
+    }
+    if (diff > r.max_abs) r.max_abs = diff;
+    if (std::fabs(w) > 1e-3 && diff / std::fabs(w) > r.max_rel) r.max_rel = diff / std::fabs(w);
+  }
+  std::ostringstream os;
+  os << what << ": " << n << " elements, max |diff| " << r.max_abs << ", max rel (|want|>1e-3) "
+     << r.max_rel << " (atol " << atol << ", rtol " << rtol << ")";
+  if (r.bad == 0) return ::testing::AssertionSuccess() << os.str();
+  os << "; " << r.bad << " elements out of tolerance, worst at flat index " << r.worst
+     << ": got " << got[r.worst] << ", want " << want[r.worst];
+  return ::testing::AssertionFailure() << os.str();
+}
+
+inline ::testing::AssertionResult tensors_close(const Tensor& got, const Tensor& want, double atol,
+                                                double rtol, const std::string& what = "") {
+  if (got.shape() != want.shape())
+    return ::testing::AssertionFailure()
+           << what << ": shape " << got.shape().str() << " vs reference " << want.shape().str();
+  return tensors_close(got.data(), want.data(), got.numel(), atol, rtol, what);
+}
+
+}  // namespace engine::test
