@@ -100,12 +100,14 @@ std::vector<std::string> h5_read_string_array_attr(hid_t obj, const std::string&
   H5Id type(H5Aget_type(attr.get()));
   H5Id space(H5Aget_space(attr.get()));
   if (!type.valid() || !space.valid()) fail(where, ": cannot read attribute '", name, "'");
-  if (H5Tget_class(type.get()) != H5T_STRING)
-    fail(where, ": attribute '", name, "': expected strings, found ", dtype_name(type.get()));
   hssize_t n = H5Sget_simple_extent_npoints(space.get());
   if (n < 0) fail(where, ": attribute '", name, "': bad dataspace");
   std::vector<std::string> out;
+  // Keras writes an empty weight_names as np.asarray([]), a float64 array: empty of any type is
+  // an empty list.
   if (n == 0) return out;
+  if (H5Tget_class(type.get()) != H5T_STRING)
+    fail(where, ": attribute '", name, "': expected strings, found ", dtype_name(type.get()));
   if (H5Tis_variable_str(type.get()) > 0) {
     std::vector<char*> ptrs(static_cast<size_t>(n), nullptr);
     H5Id mem(H5Tcopy(H5T_C_S1));

@@ -106,12 +106,12 @@ struct LayerFile {
       if (n.size() >= suffix.size() &&
           n.compare(n.size() - suffix.size(), suffix.size(), suffix) == 0 &&
           (n.size() == suffix.size() || n[n.size() - suffix.size() - 1] == '/')) {
-        std::string obj = layer + "/" + n;
-        std::string shown = prefix + "/" + obj;
-        if (!h5_exists(root, obj))
+        // Absolute paths, so every message names the dataset as h5py would show it.
+        const std::string shown = prefix + "/" + layer + "/" + n;
+        if (!h5_exists(file.id(), shown))
           fail(file.path(), ": dataset '", shown, "' is listed in weight_names of layer '", layer,
                "' but missing");
-        auto v = h5_read_float_checked(root, obj, shape, file.path());
+        auto v = h5_read_float_checked(file.id(), shown, shape, file.path());
         for (size_t i = 0; i < v.size(); ++i)
           if (!std::isfinite(v[i]))
             fail(file.path(), ": dataset '", shown, "': expected finite values, found ", v[i],
@@ -235,7 +235,7 @@ InceptionWeights load_inception_v3_weights(const std::string& path) {
       for (auto& n : wn)
         if (n.size() >= 6 && n.compare(n.size() - 6, 6, "bias:0") == 0) bias_name = n;
       if (bias_name.empty()) fail(where, ": layer 'predictions': no bias:0 in weight_names");
-      H5FloatArray b = h5_read_float_array(root.get(), "predictions/" + bias_name, where);
+      H5FloatArray b = h5_read_float_array(file.id(), lf.prefix + "/predictions/" + bias_name, path);
       if (b.dims.size() != 1 || b.dims[0] < 1)
         fail(where, ": dataset '", lf.prefix, "/predictions/", bias_name,
              "': expected rank 1 (classes,), found ", Shape(b.dims).str());

@@ -30,15 +30,17 @@ Reference open_reference() {
   return r;
 }
 
-// Tolerances (fp32 engine vs float64 PyTorch reference). Each block's reference is the full
-// network computed in float64; our fp32 result accumulates rounding through up to 94 convs of
-// K = kh*kw*cin <= 3*3*448 terms, so relative error grows with depth from ~1e-6 (stem) to a few
-// 1e-5 (mixed10). atol is scaled to the activations (unit-ish after BN calibration) so that
-// near-zero post-ReLU outputs are judged absolutely: 1e-4 abs + 1e-4 rel for block outputs, and
-// the 1e-4 relative on the bottleneck (an average of 64 values, so less noisy) with a
-// 2e-5 absolute floor for elements close to zero.
-constexpr double kBlockAtol = 1e-4, kBlockRtol = 1e-4;
-constexpr double kBottleneckAtol = 2e-5, kBottleneckRtol = 1e-4;
+// Tolerances (fp32 engine vs a float64 PyTorch reference). fp32 rounding in a conv output
+// scales with the magnitude of the K = kh*kw*cin <= 3*3*448 summed terms, not with the output
+// itself, and it accumulates through up to 94 convs; so the absolute part is scaled by the
+// tensor's largest value (post-ReLU outputs near zero carry the layer's absolute error). Measured:
+// max|diff| / max|ref| grows from ~1e-6 (stem) to 9.3e-5 (mixed10); the bottleneck (a mean of 64
+// values) is 3.0e-5, better than PyTorch's own float32 forward on these weights (5.0e-5, stored
+// by the generator as f32_vs_f64_bottleneck_max_rel). Limits, about 2-5x above what we measured:
+// stem..mixed3 (<= 30 convs deep, measured <= 4.4e-6) 2e-5 * max|ref|; mixed4..mixed10 2e-4 *
+// max|ref|; + 1e-4 rel; bottleneck 1e-4 * max|ref| + 1e-4 rel (the "about 1e-4 relative").
+constexpr double kShallowAtolScale = 2e-5, kBlockAtolScale = 2e-4, kBlockRtol = 1e-4;
+constexpr double kBottleneckAtolScale = 1e-4, kBottleneckRtol = 1e-4;
 
 void check_against_reference(const std::string& weights_file, bool check_blocks) {
   Reference ref = open_reference();
@@ -51,16 +53,23 @@ void check_against_reference(const std::string& weights_file, bool check_blocks)
   model.forward(ref.inputs, bottleneck, [&](const std::string& name, const Tensor& t) {
     if (!check_blocks) return;
     Tensor want = h5_read_tensor(ref.file.id(), "/blocks/" + name, ref.file.path());
-    EXPECT_TRUE(engine::test::tensors_close(t, want, kBlockAtol, kBlockRtol, name));
-    std::printf("  %-8s %s\n", name.c_str(),
-                engine::test::tensors_close(t, want, kBlockAtol, kBlockRtol, "").message());
+    const bool shallow = name == "stem" || name == "mixed0" || name == "mixed1" ||
+                         name == "mixed2" || name == "mixed3";
+    const double scale = shallow ? kShallowAtolScale : kBlockAtolScale;
+    auto r = engine::test::tensors_close(t, want, scale * engine::test::max_abs(want),
+                                         kBlockRtol, name);
+    EXPECT_TRUE(r);
+    std::printf("  %s\n", r.message());
     ++blocks_seen;
   });
-  if (check_blocks) EXPECT_EQ(blocks_seen, 12);  // stem + mixed0..mixed10
+  if (check_blocks) {
+    EXPECT_EQ(blocks_seen, 12);  // stem + mixed0..mixed10
+  }
   Tensor want = h5_read_tensor(ref.file.id(), "/blocks/bottleneck", ref.file.path());
-  auto r = engine::test::tensors_close(bottleneck, want, kBottleneckAtol, kBottleneckRtol, "bottleneck");
+  auto r = engine::test::tensors_close(
+      bottleneck, want, kBottleneckAtolScale * engine::test::max_abs(want), kBottleneckRtol, "bottleneck");
   EXPECT_TRUE(r);
-  std::printf("  bottleneck %s\n", r.message());
+  std::printf("  %s\n", r.message());
   if (model.has_top()) {
     Tensor probs(Shape{n, model.top_classes()});
     model.predict_top(bottleneck, probs);

@@ -52,6 +52,12 @@ inline ::testing::AssertionResult tensors_close(const float* got, const float* w
   return ::testing::AssertionFailure() << os.str();
 }
 
+inline double max_abs(const Tensor& t) {
+  double m = 0;
+  for (int64_t i = 0; i < t.numel(); ++i) m = std::fmax(m, std::fabs(t.data()[i]));
+  return m;
+}
+
 inline ::testing::AssertionResult tensors_close(const Tensor& got, const Tensor& want, double atol,
                                                 double rtol, const std::string& what = "") {
   if (got.shape() != want.shape())

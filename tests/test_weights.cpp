@@ -88,7 +88,9 @@ TEST_P(BadWeightFile, OneLineErrorNamingFileAndReason) {
     EXPECT_NE(msg.find(path), std::string::npos) << msg;
     EXPECT_EQ(msg.find('\n'), std::string::npos) << "not one line: " << msg;
     for (const char* s : c.must_contain)
-      if (s) EXPECT_NE(msg.find(s), std::string::npos) << "'" << s << "' not in: " << msg;
+      if (s) {
+        EXPECT_NE(msg.find(s), std::string::npos) << "'" << s << "' not in: " << msg;
+      }
     std::printf("  %s -> %s\n", c.file, msg.c_str());
   }
 }
