@@ -112,6 +112,7 @@ std::vector<std::string> h5_read_string_array_attr(hid_t obj, const std::string&
     std::vector<char*> ptrs(static_cast<size_t>(n), nullptr);
     H5Id mem(H5Tcopy(H5T_C_S1));
     H5Tset_size(mem.get(), H5T_VARIABLE);
+    H5Tset_cset(mem.get(), H5Tget_cset(type.get()));  // h5py writes str as UTF-8
     if (H5Aread(attr.get(), mem.get(), ptrs.data()) < 0)
       fail(where, ": H5Aread failed for attribute '", name, "'");
     for (char* p : ptrs) out.emplace_back(p ? p : "");
@@ -122,6 +123,7 @@ std::vector<std::string> h5_read_string_array_attr(hid_t obj, const std::string&
     H5Id mem(H5Tcopy(H5T_C_S1));
     H5Tset_size(mem.get(), len);
     H5Tset_strpad(mem.get(), H5T_STR_NULLPAD);
+    H5Tset_cset(mem.get(), H5Tget_cset(type.get()));
     if (H5Aread(attr.get(), mem.get(), buf.data()) < 0)
       fail(where, ": H5Aread failed for attribute '", name, "'");
     for (hssize_t i = 0; i < n; ++i) {

@@ -2,6 +2,7 @@
 // functions follow keras_applications/inception_v3.py line by line (branch order = concat order).
 #include "models/inception_v3.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "engine/error.h"
@@ -10,7 +11,9 @@
 
 namespace engine {
 
-InceptionV3Cpu::InceptionV3Cpu(const InceptionWeights& w) {
+InceptionV3Cpu::InceptionV3Cpu(const InceptionWeights& w, int64_t micro_batch)
+    : micro_batch_(micro_batch) {
+  ENGINE_CHECK(micro_batch >= 1, "InceptionV3Cpu: micro_batch must be >= 1, got ", micro_batch);
   const auto& defs = inception_v3_conv_defs();
   ENGINE_CHECK(w.convs.size() == defs.size(), "InceptionV3Cpu: expected ", defs.size(),
                " convs, got ", w.convs.size());
@@ -110,8 +113,20 @@ void InceptionV3Cpu::forward(const Tensor& x, Tensor& bottleneck, const Tap& tap
   ENGINE_CHECK(bottleneck.shape() == (Shape{x.n(), kBottleneckSize}),
                "InceptionV3Cpu::forward: bottleneck must be (", x.n(), ", 2048), got ",
                bottleneck.shape().str());
+  const int64_t image = kInceptionInput * kInceptionInput * 3;
+  for (int64_t first = 0; first < x.n(); first += micro_batch_) {
+    const int64_t n = std::min(micro_batch_, x.n() - first);
+    const Tensor xs = Tensor::view(const_cast<float*>(x.data()) + first * image,
+                                   Shape{n, kInceptionInput, kInceptionInput, 3});
+    Tensor bs = Tensor::view(bottleneck.data() + first * kBottleneckSize, Shape{n, kBottleneckSize});
+    forward_chunk(xs, bs, tap, first);
+  }
+}
+
+void InceptionV3Cpu::forward_chunk(const Tensor& x, Tensor& bottleneck, const Tap& tap,
+                                   int64_t first) {
   auto emit = [&](const char* name, const PooledTensor& t) {
-    if (tap) tap(name, *t);
+    if (tap) tap(name, *t, first);
   };
   PooledTensor h = conv(3, *conv(2, *conv(1, x)));
   h = max_pool(*h);

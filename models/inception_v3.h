@@ -3,6 +3,9 @@
 // mixed10). Every conv is a Conv2dCpu with its batch norm folded in and ReLU fused; activations
 // come from one BufferPool, so repeated forward passes of a batch size allocate nothing new.
 // A Tap callback sees the output of the stem and of every mixed block, for tests and debugging.
+// The batch runs through the network in micro-batches (default 1 image): on the 2-core machine
+// one image's activations stay in the 4 MiB L2 of a core, and batch 8 as one pass was 1.45x
+// slower per image than batch 1 (bench/README.md).
 #pragma once
 #include <functional>
 #include <string>
@@ -16,11 +19,13 @@ namespace engine {
 
 class InceptionV3Cpu {
  public:
-  using Tap = std::function<void(const std::string& name, const Tensor& t)>;
-  explicit InceptionV3Cpu(const InceptionWeights& w);
+  // t holds images [first, first + t.n()) of the batch.
+  using Tap = std::function<void(const std::string& name, const Tensor& t, int64_t first)>;
+  explicit InceptionV3Cpu(const InceptionWeights& w, int64_t micro_batch = 1);
 
   // x: (N, 299, 299, 3); bottleneck: (N, 2048), preallocated. Taps: "stem", "mixed0".."mixed10".
   void forward(const Tensor& x, Tensor& bottleneck, const Tap& tap = {});
+  int64_t micro_batch() const { return micro_batch_; }
   // The Keras `predictions` top (softmax over classes) when the weight file has one.
   bool has_top() const { return has_top_; }
   int64_t top_classes() const { return top_classes_; }
@@ -40,9 +45,11 @@ class InceptionV3Cpu {
   PooledTensor block17(const Tensor& x, int first);
   PooledTensor block_reduce17(const Tensor& x);
   PooledTensor block8(const Tensor& x, int first);
+  void forward_chunk(const Tensor& x, Tensor& bottleneck, const Tap& tap, int64_t first);
 
   std::vector<Conv2dCpu> convs_;
   BufferPool pool_;
+  int64_t micro_batch_;
   bool has_top_ = false;
   int64_t top_classes_ = 0;
   std::vector<float> top_kernel_, top_bias_;

@@ -42,29 +42,32 @@ Reference open_reference() {
 constexpr double kShallowAtolScale = 2e-5, kBlockAtolScale = 2e-4, kBlockRtol = 1e-4;
 constexpr double kBottleneckAtolScale = 1e-4, kBottleneckRtol = 1e-4;
 
-void check_against_reference(const std::string& weights_file, bool check_blocks) {
+void check_against_reference(const std::string& weights_file, int64_t micro_batch) {
   Reference ref = open_reference();
   InceptionWeights w = load_inception_v3_weights(weights_file);
-  InceptionV3Cpu model(w);
+  InceptionV3Cpu model(w, micro_batch);
   const int64_t n = ref.inputs.n();
   ASSERT_GE(n, 2) << "reference must hold at least 2 images";
   Tensor bottleneck(Shape{n, kBottleneckSize});
-  int blocks_seen = 0;
-  model.forward(ref.inputs, bottleneck, [&](const std::string& name, const Tensor& t) {
-    if (!check_blocks) return;
-    Tensor want = h5_read_tensor(ref.file.id(), "/blocks/" + name, ref.file.path());
+  int taps_seen = 0;
+  model.forward(ref.inputs, bottleneck, [&](const std::string& name, const Tensor& t, int64_t first) {
+    // The tap sees images [first, first + t.n()) of the batch: compare with that slice.
+    Tensor all = h5_read_tensor(ref.file.id(), "/blocks/" + name, ref.file.path());
+    const int64_t per_image = all.numel() / all.dim(0);
+    std::vector<int64_t> dims = all.shape().dims();
+    dims[0] = t.n();
+    Tensor want = Tensor::view(all.data() + first * per_image, Shape(dims));
     const bool shallow = name == "stem" || name == "mixed0" || name == "mixed1" ||
                          name == "mixed2" || name == "mixed3";
     const double scale = shallow ? kShallowAtolScale : kBlockAtolScale;
-    auto r = engine::test::tensors_close(t, want, scale * engine::test::max_abs(want),
-                                         kBlockRtol, name);
+    auto r = engine::test::tensors_close(t, want, scale * engine::test::max_abs(all), kBlockRtol,
+                                         name + " images " + std::to_string(first) + "+");
     EXPECT_TRUE(r);
     std::printf("  %s\n", r.message());
-    ++blocks_seen;
+    ++taps_seen;
   });
-  if (check_blocks) {
-    EXPECT_EQ(blocks_seen, 12);  // stem + mixed0..mixed10
-  }
+  // stem + mixed0..mixed10, once per micro-batch
+  EXPECT_EQ(taps_seen, 12 * ((n + micro_batch - 1) / micro_batch));
   Tensor want = h5_read_tensor(ref.file.id(), "/blocks/bottleneck", ref.file.path());
   auto r = engine::test::tensors_close(
       bottleneck, want, kBottleneckAtolScale * engine::test::max_abs(want), kBottleneckRtol, "bottleneck");
@@ -82,11 +85,11 @@ void check_against_reference(const std::string& weights_file, bool check_blocks)
 }  // namespace
 
 TEST(InceptionV3Cpu, BlocksAndBottleneckMatchPyTorch_OneBasedFile) {
-  check_against_reference(reference_file("inception_v3_1based.h5"), true);
+  check_against_reference(reference_file("inception_v3_1based.h5"), 1);  // default micro-batch
 }
 
-TEST(InceptionV3Cpu, BottleneckMatchesPyTorch_ZeroBasedModelWeightsFile) {
-  check_against_reference(reference_file("inception_v3_0based_model_weights.h5"), false);
+TEST(InceptionV3Cpu, BlocksAndBottleneckMatchPyTorch_ZeroBasedModelWeightsFile_WholeBatch) {
+  check_against_reference(reference_file("inception_v3_0based_model_weights.h5"), 2);
 }
 
 TEST(InceptionV3Cpu, RepeatedForwardAllocatesNothingNew) {
