@@ -7,12 +7,14 @@
 // and shape (expect brgconv / brgconv_1x1 :avx512_core on the dev box; never a 'ref' one).
 #include <oneapi/dnnl/dnnl.hpp>
 #include <oneapi/dnnl/dnnl_debug.h>
+#include <omp.h>
 
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <mutex>
 #include <tuple>
 #include <vector>
 
@@ -116,14 +118,21 @@ namespace {
 
 // One engine + stream for the whole process: creating them per layer would multiply the JIT
 // caches and thread pools for nothing.
+// Each calling thread gets its own stream: the model may run one image per core, each thread
+// executing single-threaded primitives (oneDNN runs nested OpenMP calls on the calling thread).
 struct DnnlContext {
   dnnl::engine eng{dnnl::engine::kind::cpu, 0};
   dnnl::stream strm{eng};
 };
 DnnlContext& dnnl_context() {
-  static DnnlContext ctx;
+  static dnnl::engine eng{dnnl::engine::kind::cpu, 0};
+  thread_local DnnlContext ctx{eng, dnnl::stream(eng)};
   return ctx;
 }
+
+// Which primitive/scratchpad set a call uses: 0 outside OpenMP parallel regions (primitives use
+// every thread), 1 + thread number inside one (primitives run on that thread alone).
+int64_t execution_slot() { return omp_in_parallel() ? 1 + omp_get_thread_num() : 0; }
 
 // Runs a oneDNN call; a dnnl::error becomes an engine::Error naming the layer and the status.
 template <typename F>
@@ -153,7 +162,10 @@ struct Conv2dCpu::Impl {
   dnnl::memory bias;
   std::vector<float> bias_data;
   dnnl::primitive_attr attr;
-  std::map<std::tuple<int64_t, int64_t, int64_t>, Entry> cache;  // keyed by input N,H,W
+  // Keyed by input N, H, W and execution slot; std::map keeps references to entries valid while
+  // other threads insert, so only lookup and insertion hold the mutex.
+  std::map<std::tuple<int64_t, int64_t, int64_t, int64_t>, Entry> cache;
+  std::mutex mu;
 };
 
 namespace {
@@ -239,7 +251,8 @@ void Conv2dCpu::forward(const Tensor& x, Tensor& y) {
                ", expected ", ys.str(), " for input ", x.shape().str());
   Impl& im = *impl_;
   auto& ctx = dnnl_context();
-  const auto key = std::make_tuple(x.n(), x.h(), x.w());
+  const auto key = std::make_tuple(x.n(), x.h(), x.w(), execution_slot());
+  std::unique_lock<std::mutex> lock(im.mu);
   auto it = im.cache.find(key);
   if (it == im.cache.end()) {
     Impl::Entry e = dnnl_checked(name_, "primitive creation", [&] {
@@ -261,6 +274,7 @@ void Conv2dCpu::forward(const Tensor& x, Tensor& y) {
     it = im.cache.emplace(key, std::move(e)).first;
   }
   Impl::Entry& e = it->second;
+  lock.unlock();
   dnnl_checked(name_, "execution", [&] {
     dnnl::memory src(e.src_md, ctx.eng, const_cast<float*>(x.data()));
     dnnl::memory dst(e.dst_md, ctx.eng, y.data());

@@ -4,6 +4,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <exception>
+
+#include <omp.h>
 
 #include "engine/error.h"
 #include "kernels/dense.h"
@@ -33,19 +36,19 @@ InceptionV3Cpu::InceptionV3Cpu(const InceptionWeights& w, int64_t micro_batch)
 
 PooledTensor InceptionV3Cpu::conv(int index, const Tensor& x) {
   Conv2dCpu& c = convs_.at(static_cast<size_t>(index - 1));
-  PooledTensor y = pool_.acquire(c.output_shape(x.shape()));
+  PooledTensor y = pool().acquire(c.output_shape(x.shape()));
   c.forward(x, *y);
   return y;
 }
 
 PooledTensor InceptionV3Cpu::max_pool(const Tensor& x) {
-  PooledTensor y = pool_.acquire(pool2d_output_shape(x.shape(), 3, 2, Padding::Valid));
+  PooledTensor y = pool().acquire(pool2d_output_shape(x.shape(), 3, 2, Padding::Valid));
   max_pool2d_forward_cpu(x, 3, 2, Padding::Valid, *y);
   return y;
 }
 
 PooledTensor InceptionV3Cpu::avg_pool_same(const Tensor& x) {
-  PooledTensor y = pool_.acquire(pool2d_output_shape(x.shape(), 3, 1, Padding::Same));
+  PooledTensor y = pool().acquire(pool2d_output_shape(x.shape(), 3, 1, Padding::Same));
   avg_pool2d_forward_cpu(x, 3, 1, Padding::Same, *y);
   return y;
 }
@@ -54,7 +57,7 @@ PooledTensor InceptionV3Cpu::concat(const std::vector<const Tensor*>& xs) {
   int64_t c = 0;
   for (const Tensor* t : xs) c += t->c();
   const Tensor& a = *xs.front();
-  PooledTensor y = pool_.acquire(Shape{a.n(), a.h(), a.w(), c});
+  PooledTensor y = pool().acquire(Shape{a.n(), a.h(), a.w(), c});
   concat_channels_cpu(xs, *y);
   return y;
 }
@@ -114,19 +117,60 @@ void InceptionV3Cpu::forward(const Tensor& x, Tensor& bottleneck, const Tap& tap
                "InceptionV3Cpu::forward: bottleneck must be (", x.n(), ", 2048), got ",
                bottleneck.shape().str());
   const int64_t image = kInceptionInput * kInceptionInput * 3;
-  for (int64_t first = 0; first < x.n(); first += micro_batch_) {
-    const int64_t n = std::min(micro_batch_, x.n() - first);
+  const int64_t chunks = (x.n() + micro_batch_ - 1) / micro_batch_;
+  auto run_chunk = [&](int64_t c) {
+    const int64_t first = c * micro_batch_, n = std::min(micro_batch_, x.n() - first);
     const Tensor xs = Tensor::view(const_cast<float*>(x.data()) + first * image,
                                    Shape{n, kInceptionInput, kInceptionInput, 3});
     Tensor bs = Tensor::view(bottleneck.data() + first * kBottleneckSize, Shape{n, kBottleneckSize});
     forward_chunk(xs, bs, tap, first);
+  };
+  const int threads = static_cast<int>(std::min<int64_t>(omp_get_max_threads(), chunks));
+  // Grown only here, when no PooledTensor is alive (they point into their pool).
+  if (pools_.size() < static_cast<size_t>(std::max(threads, 1)))
+    pools_.resize(static_cast<size_t>(std::max(threads, 1)));
+  if (threads <= 1) {
+    for (int64_t c = 0; c < chunks; ++c) run_chunk(c);
+    return;
   }
+  std::exception_ptr error;
+  std::mutex error_mu;
+#pragma omp parallel num_threads(threads)
+  {
+    for (int64_t c = omp_get_thread_num(); c < chunks; c += threads) {
+      try {
+        run_chunk(c);
+      } catch (...) {  // an exception must not leave an OpenMP region: keep the first, rethrow
+        std::lock_guard<std::mutex> g(error_mu);
+        if (!error) error = std::current_exception();
+      }
+    }
+  }
+  if (error) std::rethrow_exception(error);
+}
+
+BufferPool& InceptionV3Cpu::pool() {
+  return pools_.at(omp_in_parallel() ? static_cast<size_t>(omp_get_thread_num()) : 0);
+}
+
+int64_t InceptionV3Cpu::activation_bytes() const {
+  int64_t b = 0;
+  for (const BufferPool& p : pools_) b += p.reserved_bytes();
+  return b;
+}
+
+int64_t InceptionV3Cpu::activation_allocations() const {
+  int64_t a = 0;
+  for (const BufferPool& p : pools_) a += p.allocations();
+  return a;
 }
 
 void InceptionV3Cpu::forward_chunk(const Tensor& x, Tensor& bottleneck, const Tap& tap,
                                    int64_t first) {
   auto emit = [&](const char* name, const PooledTensor& t) {
-    if (tap) tap(name, *t, first);
+    if (!tap) return;
+    std::lock_guard<std::mutex> g(tap_mu_);
+    tap(name, *t, first);
   };
   PooledTensor h = conv(3, *conv(2, *conv(1, x)));
   h = max_pool(*h);

@@ -3,11 +3,15 @@
 // mixed10). Every conv is a Conv2dCpu with its batch norm folded in and ReLU fused; activations
 // come from one BufferPool, so repeated forward passes of a batch size allocate nothing new.
 // A Tap callback sees the output of the stem and of every mixed block, for tests and debugging.
-// The batch runs through the network in micro-batches (default 1 image): on the 2-core machine
-// one image's activations stay in the 4 MiB L2 of a core, and batch 8 as one pass was 1.45x
-// slower per image than batch 1 (bench/README.md).
+// The batch runs through the network in micro-batches (default 1 image): one image's
+// activations stay in a core's 2 MiB L2, and batch 8 as one pass was 1.3x slower per image than
+// batch 1. When there are several micro-batches they are spread over the OpenMP threads, one
+// micro-batch per thread with single-threaded convolutions: small 17x17 and 8x8 layers split
+// poorly over cores, and 2 images side by side beat 1 image on 2 cores (bench/README.md).
+// Each thread has its own BufferPool; taps are serialised.
 #pragma once
 #include <functional>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -32,8 +36,8 @@ class InceptionV3Cpu {
   void predict_top(const Tensor& bottleneck, Tensor& probs) const;
 
   double flops_per_image() const;  // sum over the 94 convs of 2*kh*kw*cin*cout*Ho*Wo
-  int64_t activation_bytes() const { return pool_.reserved_bytes(); }
-  int64_t activation_allocations() const { return pool_.allocations(); }
+  int64_t activation_bytes() const;        // over all threads' pools
+  int64_t activation_allocations() const;
 
  private:
   PooledTensor conv(int index, const Tensor& x);  // C# 1..94
@@ -46,10 +50,12 @@ class InceptionV3Cpu {
   PooledTensor block_reduce17(const Tensor& x);
   PooledTensor block8(const Tensor& x, int first);
   void forward_chunk(const Tensor& x, Tensor& bottleneck, const Tap& tap, int64_t first);
+  BufferPool& pool();  // the calling thread's pool
 
   std::vector<Conv2dCpu> convs_;
-  BufferPool pool_;
+  std::vector<BufferPool> pools_;  // one per OpenMP thread; sized before parallel regions
   int64_t micro_batch_;
+  std::mutex tap_mu_;
   bool has_top_ = false;
   int64_t top_classes_ = 0;
   std::vector<float> top_kernel_, top_bias_;
