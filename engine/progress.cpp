@@ -32,14 +32,16 @@ void Progress::finish() {
 }
 
 void Progress::print(bool final) {
+  if (quiet_) return;
   double r = rate();
   double pct = total_ > 0 ? 100.0 * static_cast<double>(done_) / static_cast<double>(total_) : 100.0;
   char eta[32] = "";
   if (!final && r > 0 && total_ > done_)
     std::snprintf(eta, sizeof eta, ", ETA %.0fs", static_cast<double>(total_ - done_) / r);
-  std::fprintf(stderr, "%s%s: %lld/%lld (%.1f%%) %.2f %s/s%s%s", tty_ ? "\r" : "", label_.c_str(),
-               static_cast<long long>(done_), static_cast<long long>(total_), pct, r,
-               unit_.c_str(), eta, (final || !tty_) ? "\n" : "");
+  std::fprintf(stderr, "%s%s: %lld/%lld (%.1f%%) %.2f %s/s%s%s%s%s", tty_ ? "\r" : "",
+               label_.c_str(), static_cast<long long>(done_), static_cast<long long>(total_), pct,
+               r, unit_.c_str(), eta, note_.empty() ? "" : ", ", note_.c_str(),
+               (final || !tty_) ? "\n" : (tty_ ? "\033[K" : ""));
   std::fflush(stderr);
 }
 

@@ -12,6 +12,8 @@ class Progress {
  public:
   Progress(std::string label, int64_t total, std::string unit = "img", double interval_s = 2.0);
   void advance(int64_t n = 1);
+  void set_note(std::string note) { note_ = std::move(note); }  // e.g. "3 skipped"
+  void set_quiet(bool q) { quiet_ = q; }
   void finish();
   double rate() const;  // units per second so far
   int64_t done() const { return done_; }
@@ -21,7 +23,8 @@ class Progress {
   std::string label_, unit_;
   int64_t total_, done_ = 0;
   double interval_s_;
-  bool tty_, finished_ = false;
+  std::string note_;
+  bool tty_, finished_ = false, quiet_ = false;
   std::chrono::steady_clock::time_point start_, last_;
 };
 

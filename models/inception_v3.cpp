@@ -125,7 +125,8 @@ void InceptionV3Cpu::forward(const Tensor& x, Tensor& bottleneck, const Tap& tap
     Tensor bs = Tensor::view(bottleneck.data() + first * kBottleneckSize, Shape{n, kBottleneckSize});
     forward_chunk(xs, bs, tap, first);
   };
-  const int threads = static_cast<int>(std::min<int64_t>(omp_get_max_threads(), chunks));
+  const int threads = batch_invariant_ ? omp_get_max_threads()
+                                       : static_cast<int>(std::min<int64_t>(omp_get_max_threads(), chunks));
   // Grown only here, when no PooledTensor is alive (they point into their pool).
   if (pools_.size() < static_cast<size_t>(std::max(threads, 1)))
     pools_.resize(static_cast<size_t>(std::max(threads, 1)));

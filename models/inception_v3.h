@@ -30,6 +30,10 @@ class InceptionV3Cpu {
   // x: (N, 299, 299, 3); bottleneck: (N, 2048), preallocated. Taps: "stem", "mixed0".."mixed10".
   void forward(const Tensor& x, Tensor& bottleneck, const Tap& tap = {});
   int64_t micro_batch() const { return micro_batch_; }
+  // Batch-invariant mode: every micro-batch runs on one thread with single-threaded primitives,
+  // even when the batch has fewer micro-batches than threads, so an image's bottleneck is
+  // bit-identical whatever batch it arrives in (tools/extract: a resumed run equals an unbroken one).
+  void set_batch_invariant(bool on) { batch_invariant_ = on; }
   // The Keras `predictions` top (softmax over classes) when the weight file has one.
   bool has_top() const { return has_top_; }
   int64_t top_classes() const { return top_classes_; }
@@ -55,6 +59,7 @@ class InceptionV3Cpu {
   std::vector<Conv2dCpu> convs_;
   std::vector<BufferPool> pools_;  // one per OpenMP thread; sized before parallel regions
   int64_t micro_batch_;
+  bool batch_invariant_ = false;
   std::mutex tap_mu_;
   bool has_top_ = false;
   int64_t top_classes_ = 0;

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 
 #include "engine/error.h"
 #include "engine/hdf5_io.h"
@@ -114,4 +115,21 @@ TEST(InceptionV3Cpu, RejectsWrongInputShape) {
   Tensor x = Tensor::zeros(Shape{1, 224, 224, 3});
   Tensor b(Shape{1, kBottleneckSize});
   EXPECT_THROW(model.forward(x, b), Error);
+}
+
+TEST(InceptionV3Cpu, BatchInvariantModeGivesBitIdenticalBottlenecks) {
+  // tools/extract relies on this: an image's bottleneck must not depend on which batch it was in.
+  Reference ref = open_reference();
+  InceptionV3Cpu model(load_inception_v3_weights(reference_file("inception_v3_1based.h5")));
+  model.set_batch_invariant(true);
+  Tensor both(Shape{2, kBottleneckSize});
+  model.forward(ref.inputs, both);
+  for (int64_t i = 0; i < 2; ++i) {
+    const int64_t image = 299 * 299 * 3;
+    Tensor one_in = Tensor::view(ref.inputs.data() + i * image, Shape{1, 299, 299, 3});
+    Tensor one(Shape{1, kBottleneckSize});
+    model.forward(one_in, one);
+    EXPECT_EQ(0, std::memcmp(one.data(), both.data() + i * kBottleneckSize, kBottleneckSize * sizeof(float)))
+        << "image " << i << " alone differs from the same image in a batch of 2";
+  }
 }

@@ -1,0 +1,52 @@
+// engine/dataset.h: which images a run covers and what their labels and groups are. Two
+// conventions, as the TF retrain tutorial and the ISIC challenges use them:
+//  - class folders: <root>/<class name>/... ; the class is the folder name (sorted);
+//  - an image folder plus a labels CSV in an ISIC layout (../shared/REFERENCE.md): an id column
+//    (image, image_id, image_name, isic_id; or none, for the 2016 files), and either one label
+//    column (strings such as benign/malignant, or 0/1) or one-hot class columns (2018/2019);
+//    ids match files with or without their extension. An optional group column (lesion_id,
+//    patient_id) is kept for the split.
+// A folder with files and no CSV is unlabelled (for predict). Problems that are not fatal (an
+// empty class folder, a CSV row with no file, a file with no CSV row, a bad row) are collected as
+// one-line notes; files with no usable label are listed as skipped, not extracted.
+#pragma once
+#include <string>
+#include <vector>
+
+#include "engine/bottleneck_cache.h"
+
+namespace engine {
+
+struct DatasetOptions {
+  std::string labels_csv;    // empty: class folders or unlabelled
+  std::string label_column;  // empty: auto (benign_malignant, target, melanoma, one-hot, 2nd column)
+  std::string group_column;  // empty: auto (lesion_id, patient_id) when present in the CSV
+  bool unlabelled = false;   // every file under root, recursively, no labels (predict)
+};
+
+struct DatasetImage {
+  ImageMeta meta;         // path relative to the root ('/'-separated), label, group
+  std::string full_path;  // root + '/' + meta.path
+};
+
+struct Dataset {
+  std::string root;
+  std::vector<std::string> class_names;  // empty when unlabelled
+  std::vector<DatasetImage> images;      // sorted by relative path
+  std::vector<SkippedFile> skipped;      // files found but not usable (no CSV row, bad label)
+  std::vector<std::string> notes;        // one-line problems worth telling the user
+  std::string label_source;              // "class folders", "labels.csv column 'MEL'..." or "none"
+};
+
+// Throws engine::Error (one line naming the file) for a missing root, an unreadable or
+// malformed CSV (no id column, no label column, no rows), an empty dataset.
+Dataset list_dataset(const std::string& root, const DatasetOptions& opt);
+
+// Deterministic shard membership for --shard K/N (1-based K): by a hash of the relative path, so
+// adding images never moves existing ones between shards.
+bool in_shard(const std::string& relative_path, int k, int n);
+
+// Minimal RFC 4180 CSV: quoted fields, doubled quotes, CRLF, BOM. Throws naming `path` and line.
+std::vector<std::vector<std::string>> read_csv(const std::string& path);
+
+}  // namespace engine
