@@ -3,7 +3,7 @@
 # (so a ready machine does no network work). Nothing is downloaded from anywhere but Debian.
 set -euo pipefail
 PKGS=(cmake make g++ pkg-config libhdf5-dev libdnnl-dev libcli11-dev libgtest-dev libbenchmark-dev
-      libjpeg62-turbo-dev libpng-dev python3-torch python3-h5py python3-numpy)
+      libjpeg62-turbo-dev libpng-dev python3-torch python3-h5py python3-numpy python3-pil)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

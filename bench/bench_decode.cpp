@@ -1,0 +1,179 @@
+// bench/bench_decode.cpp: Google Benchmark of the per-image preprocessing on ONE thread: JPEG
+// decode (engine/image_io.h) full-size and DCT-scaled (dct_min_side = 299), the resize to
+// 299x299 in [-1, 1] (kernels/resize.h), and decode + resize together, in images/s. The two test
+// JPEGs (600x450 and 1024x1024, q90, 4:2:0, ISIC's typical sizes) are compressed in-process with
+// libjpeg from a deterministic synthetic "lesion" (the same formula as bench/torch_decode.py, which
+// times PIL + torch on the same work), so no files are needed. Every variant is validated once
+// (output size, values in [-1, 1]) before it is timed. Run: ./bench_decode
+// [--benchmark_filter=1024]; compare with /usr/bin/python3 bench/torch_decode.py.
+#include <benchmark/benchmark.h>
+#include <jpeglib.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "engine/error.h"
+#include "engine/image_io.h"
+#include "kernels/resize.h"
+
+namespace {
+
+using namespace engine;
+
+// Smooth skin background, dark irregular blob, a little integer texture: compresses like a
+// dermoscopy photo (~0.9-1.2 bits/pixel at q90), unlike noise. Mirrored in torch_decode.py.
+std::vector<uint8_t> synthetic_lesion(int w, int h) {
+  std::vector<uint8_t> rgb(size_t(w) * size_t(h) * 3);
+  const double skin[3] = {222, 172, 150}, lesion[3] = {95, 58, 42};
+  for (int y = 0; y < h; ++y)
+    for (int x = 0; x < w; ++x) {
+      const double u = (x - 0.5 * w) / (0.35 * w), v = (y - 0.5 * h) / (0.3 * h);
+      const double edge = 1 + 0.12 * std::sin(3 * std::atan2(v, u));
+      const double inside = 1 / (1 + std::exp((std::sqrt(u * u + v * v) - edge) * 12));
+      const double s = 0.9 + 0.1 * std::sin(x * 0.013) * std::cos(y * 0.017);
+      const double l = 0.8 + 0.3 * std::sin(x * 0.05 + y * 0.03);
+      const int noise = int((int64_t(x) * 7919 + int64_t(y) * 104729) % 11) - 5;
+      for (int c = 0; c < 3; ++c) {
+        const double p = skin[c] * s * (1 - inside) + lesion[c] * l * inside + noise;
+        rgb[(size_t(y) * w + x) * 3 + c] = uint8_t(std::lround(std::fmin(std::fmax(p, 0), 255)));
+      }
+    }
+  return rgb;
+}
+
+// libjpeg defaults (as PIL's save): q90, 4:2:0, baseline Huffman tables, JFIF header.
+std::vector<uint8_t> compress_jpeg(const std::vector<uint8_t>& rgb, int w, int h, int quality) {
+  jpeg_compress_struct c;
+  jpeg_error_mgr err;
+  c.err = jpeg_std_error(&err);  // exits on error: fine for a fixed, valid input
+  jpeg_create_compress(&c);
+  unsigned char* buf = nullptr;
+  unsigned long size = 0;
+  jpeg_mem_dest(&c, &buf, &size);
+  c.image_width = JDIMENSION(w);
+  c.image_height = JDIMENSION(h);
+  c.input_components = 3;
+  c.in_color_space = JCS_RGB;
+  jpeg_set_defaults(&c);
+  jpeg_set_quality(&c, quality, TRUE);
+  jpeg_start_compress(&c, TRUE);
+  while (c.next_scanline < c.image_height) {
+    JSAMPROW row = const_cast<uint8_t*>(rgb.data()) + size_t(c.next_scanline) * w * 3;
+    jpeg_write_scanlines(&c, &row, 1);
+  }
+  jpeg_finish_compress(&c);
+  std::vector<uint8_t> out(buf, buf + size);
+  jpeg_destroy_compress(&c);
+  std::free(buf);
+  return out;
+}
+
+struct Sample {
+  int w, h;
+  std::vector<uint8_t> jpeg;
+};
+
+const Sample& sample(int side) {
+  static const Sample s600 = [] {
+    Sample s{600, 450, {}};
+    s.jpeg = compress_jpeg(synthetic_lesion(s.w, s.h), s.w, s.h, 90);
+    return s;
+  }();
+  static const Sample s1024 = [] {
+    Sample s{1024, 1024, {}};
+    s.jpeg = compress_jpeg(synthetic_lesion(s.w, s.h), s.w, s.h, 90);
+    return s;
+  }();
+  return side == 600 ? s600 : s1024;
+}
+
+DecodeOptions options(bool dct) {
+  DecodeOptions o;
+  o.dct_min_side = dct ? 299 : 0;
+  return o;
+}
+
+void validate(const Sample& s, bool dct, bool resize, ResizeFilter f) {
+  Image8 img = decode_image_memory(s.jpeg.data(), s.jpeg.size(), "bench", options(dct));
+  const int64_t want_w = dct && s.w == 1024 ? 512 : s.w;
+  if (img.width != want_w) fail("bench: decoded width ", img.width, ", expected ", want_w);
+  if (!resize) return;
+  std::vector<float> out(299 * 299 * 3);
+  resize_to_unit_range_cpu(img, 299, 299, f, out.data());
+  for (float v : out)
+    if (!(v >= -1.0001f && v <= 1.0001f)) fail("bench: resize output ", v, " outside [-1, 1]");
+}
+
+void set_counters(benchmark::State& st, const Sample& s) {
+  st.counters["img/s"] = benchmark::Counter(double(st.iterations()), benchmark::Counter::kIsRate);
+  st.counters["MP/s"] = benchmark::Counter(double(st.iterations()) * s.w * s.h / 1e6,
+                                           benchmark::Counter::kIsRate);
+  st.SetLabel(std::to_string(s.jpeg.size() / 1024) + " KiB JPEG");
+}
+
+void BM_Decode(benchmark::State& st, int side, bool dct) {
+  const Sample& s = sample(side);
+  validate(s, dct, false, ResizeFilter::Antialias);
+  const DecodeOptions o = options(dct);
+  for (auto _ : st) {
+    Image8 img = decode_image_memory(s.jpeg.data(), s.jpeg.size(), "bench", o);
+    benchmark::DoNotOptimize(img.rgb.data());
+  }
+  set_counters(st, s);
+}
+
+void BM_DecodeResize(benchmark::State& st, int side, bool dct, ResizeFilter f) {
+  const Sample& s = sample(side);
+  validate(s, dct, true, f);
+  const DecodeOptions o = options(dct);
+  std::vector<float> out(299 * 299 * 3);
+  for (auto _ : st) {
+    Image8 img = decode_image_memory(s.jpeg.data(), s.jpeg.size(), "bench", o);
+    resize_to_unit_range_cpu(img, 299, 299, f, out.data());
+    benchmark::DoNotOptimize(out.data());
+  }
+  set_counters(st, s);
+}
+
+void BM_ResizeOnly(benchmark::State& st, int side, bool dct, ResizeFilter f) {
+  const Sample& s = sample(side);
+  validate(s, dct, true, f);
+  Image8 img = decode_image_memory(s.jpeg.data(), s.jpeg.size(), "bench", options(dct));
+  std::vector<float> out(299 * 299 * 3);
+  for (auto _ : st) {
+    resize_to_unit_range_cpu(img, 299, 299, f, out.data());
+    benchmark::DoNotOptimize(out.data());
+  }
+  set_counters(st, s);
+}
+
+constexpr auto AA = ResizeFilter::Antialias;
+constexpr auto BL = ResizeFilter::Bilinear;
+
+BENCHMARK_CAPTURE(BM_Decode, 600x450_full, 600, false)->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_Decode, 600x450_dct299, 600, true)->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_Decode, 1024x1024_full, 1024, false)->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_Decode, 1024x1024_dct299, 1024, true)->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_ResizeOnly, 600x450_antialias, 600, false, AA)->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_ResizeOnly, 600x450_bilinear, 600, false, BL)->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_ResizeOnly, 1024x1024_antialias, 1024, false, AA)
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_ResizeOnly, 1024x1024_bilinear, 1024, false, BL)
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_DecodeResize, 600x450_full_antialias, 600, false, AA)
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_DecodeResize, 600x450_dct299_antialias, 600, true, AA)
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_DecodeResize, 1024x1024_full_antialias, 1024, false, AA)
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_DecodeResize, 1024x1024_dct299_antialias, 1024, true, AA)
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_DecodeResize, 1024x1024_full_bilinear, 1024, false, BL)
+    ->Unit(benchmark::kMillisecond);
+
+}  // namespace
+
+BENCHMARK_MAIN();
