@@ -1,0 +1,105 @@
+// engine/bottleneck_cache.h: the crash-safe, resumable HDF5 cache of 2048-value bottlenecks that
+// tools/extract writes and tools/train reads (layout: weights/CACHE.md).
+//
+// Crash safety by construction: the consolidated file `<cache>.h5` is only ever replaced whole
+// (written to a temporary name, fsync'ed, renamed, directory fsync'ed), so it is always either the
+// previous complete cache or the new one. While a run extracts, every batch goes to a journal
+// piece in `<cache>.h5.journal/` that is likewise written to a temporary name, fsync'ed and
+// renamed: a piece is either absent or complete (and checksummed). A rerun after a kill -9 loads
+// the consolidated file, replays every complete piece, ignores temporaries, and extracts only what
+// is missing. finalize() writes the new consolidated file and then removes the journal. A lock
+// file stops two processes from writing one cache.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace engine {
+
+constexpr int64_t kCacheFeatureSize = 2048;
+constexpr int64_t kCacheFormatVersion = 1;
+
+// What makes two caches comparable; a cache made with other settings is refused (unless forced).
+struct CacheSettings {
+  std::string weights_sha256;  // SHA-256 (hex) of the Inception weight file
+  std::string preprocessing;   // e.g. "size=299;resize=antialias;dct_min_side=299;scale=x/127.5-1"
+  std::string engine_version;  // informational, not compared
+};
+
+// One image's bottleneck, as extracted (journal pieces hold exactly this).
+struct CacheFeature {
+  std::string path;    // relative to the image root, '/'-separated: the key
+  std::string sha256;  // hex SHA-256 of the file's bytes: changed content = re-extract
+  std::vector<float> feature;  // kCacheFeatureSize values
+};
+
+// What the current listing says about an image (labels can change without the bytes changing).
+struct ImageMeta {
+  std::string path;
+  int32_t label = -1;  // index into class_names; -1 = unlabelled
+  std::string group;   // lesion / patient id, "" when none
+};
+
+struct SkippedFile {
+  std::string path, reason;
+};
+
+// The full content of a consolidated cache, sorted by path.
+struct CacheContents {
+  CacheSettings settings;
+  std::vector<std::string> class_names;
+  std::vector<std::string> paths, sha256, groups;
+  std::vector<int32_t> labels;
+  std::vector<float> features;  // paths.size() x kCacheFeatureSize, row-major
+  std::vector<SkippedFile> skipped;
+  size_t size() const { return paths.size(); }
+};
+
+// Reads and validates a consolidated cache (format_version, dataset shapes and dtypes, counts,
+// finite features, labels in range). Errors are one line naming the file and the dataset.
+CacheContents read_cache(const std::string& path);
+// Writes `c` to `path` atomically (tmp + fsync + rename + directory fsync); sorts nothing.
+void write_cache_atomic(const std::string& path, const CacheContents& c);
+// Joins shard caches into one; settings and class names must agree and a path may appear only in
+// one input (else one-line error). The result equals a single run over the union (sorted by path).
+void merge_caches(const std::vector<std::string>& inputs, const std::string& out);
+
+class BottleneckCache {
+ public:
+  // Opens `path` for an extraction run: takes the lock, loads the consolidated file if present,
+  // replays the journal. A cache with other weights or preprocessing throws unless `force`
+  // (then existing content and journal are discarded). A corrupt consolidated file throws naming
+  // it (the user may delete it or use force).
+  BottleneckCache(const std::string& path, const CacheSettings& settings, bool force);
+  ~BottleneckCache();
+  BottleneckCache(const BottleneckCache&) = delete;
+  BottleneckCache& operator=(const BottleneckCache&) = delete;
+
+  // True when a feature for this path with this content hash is already cached.
+  bool has(const std::string& path, const std::string& sha256) const;
+  size_t cached() const;           // features known (consolidated + journal)
+  size_t journal_pieces() const;   // complete pieces replayed or written in this run
+
+  // Makes one batch durable: a new journal piece, complete and fsync'ed before this returns.
+  void append(const std::vector<CacheFeature>& batch);
+
+  // Writes the consolidated file for exactly the images in `current` (entries for other paths
+  // are dropped; labels and groups are taken from `current`), with the class names and the
+  // skipped list, then removes the journal. Images in `current` without a feature are an error
+  // (the caller lists them as skipped instead).
+  void finalize(const std::vector<ImageMeta>& current, const std::vector<std::string>& class_names,
+                const std::vector<SkippedFile>& skipped);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// SHA-256 (FIPS 180-4), hex lower-case.
+std::string sha256_hex(const uint8_t* data, size_t size);
+std::string sha256_file(const std::string& path);  // throws Error naming the file
+
+}  // namespace engine

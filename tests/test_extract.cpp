@@ -1,0 +1,336 @@
+// tests/test_extract.cpp: tools/extract end to end on a tiny generated ISIC-like set
+// (tests/reference/make_dataset.py, PIL): class folders and the ISIC CSV layouts, every kind of
+// bad file skipped with one line, incremental reruns, settings refused without --force, shards +
+// merge equal to one run, and crash safety: the process is SIGKILLed at several moments and the
+// resumed cache must hold features bit-identical to an uninterrupted run.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "engine/bottleneck_cache.h"
+#include "engine/dataset.h"
+#include "engine/error.h"
+#include "test_util.h"
+
+namespace fs = std::filesystem;
+using namespace engine;
+using engine::test::reference_file;
+
+namespace {
+
+const std::string kTool = std::string(ENGINE_BINARY_DIR) + "/tools/extract";
+std::string dataset(const std::string& sub) { return reference_file("dataset/" + sub); }
+std::string weights() { return reference_file("inception_v3_1based.h5"); }
+
+std::string slurp(const std::string& path) {
+  std::ifstream f(path);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+struct ToolRun {
+  int status = -1;  // exit code, or -signal
+  std::string out, err;
+};
+
+class TempDir {
+ public:
+  TempDir() {
+    std::string t = (fs::temp_directory_path() / "extract_test_XXXXXX").string();
+    path_ = mkdtemp(t.data());
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path_, ec);
+  }
+  std::string operator/(const std::string& s) const { return path_ + "/" + s; }
+
+ private:
+  std::string path_;
+};
+
+// Runs the tool with `args` (already quoted as needed); kill_after_s > 0 sends SIGKILL then.
+// env: e.g. "ENGINE_CACHE_CRASH_AT=piece:renamed#2" (the cache's test hook: SIGKILL itself there).
+ToolRun run_tool(const std::string& args, const TempDir& tmp, double kill_after_s = 0,
+                 const std::string& env = "") {
+  const std::string out = tmp / "stdout.txt", err = tmp / "stderr.txt";
+  const std::string cmd = env + " exec " + kTool + " " + args + " > " + out + " 2> " + err;
+  pid_t pid = fork();
+  if (pid == 0) {
+    execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  ToolRun r;
+  if (kill_after_s > 0) {
+    std::this_thread::sleep_for(std::chrono::duration<double>(kill_after_s));
+    kill(pid, SIGKILL);
+  }
+  int st = 0;
+  waitpid(pid, &st, 0);
+  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -WTERMSIG(st);
+  r.out = slurp(out);
+  r.err = slurp(err);
+  return r;
+}
+
+std::string base_args(const std::string& images, const std::string& out) {
+  return "--images " + images + " --weights " + weights() + " --out " + out + " --batch 4 --quiet";
+}
+
+// Features of a cache by path.
+std::map<std::string, std::vector<float>> features_by_path(const CacheContents& c) {
+  std::map<std::string, std::vector<float>> m;
+  for (size_t i = 0; i < c.size(); ++i)
+    m[c.paths[i]] = std::vector<float>(c.features.begin() + static_cast<long>(i * kCacheFeatureSize),
+                                       c.features.begin() + static_cast<long>((i + 1) * kCacheFeatureSize));
+  return m;
+}
+
+// The uninterrupted run every other run is compared with (made once per test program).
+const CacheContents& reference_run() {
+  static TempDir tmp;
+  static CacheContents c = [] {
+    ToolRun r = run_tool(base_args(dataset("classes"), tmp / "ref.h5"), tmp);
+    if (r.status != 0) fail("reference extract run failed (", r.status, "): ", r.err);
+    return read_cache(tmp / "ref.h5");
+  }();
+  return c;
+}
+
+}  // namespace
+
+TEST(Extract, ClassFoldersGiveLabelsAndFiniteFeatures) {
+  const CacheContents& c = reference_run();
+  ASSERT_EQ(c.size(), 16u);
+  EXPECT_EQ(c.class_names, (std::vector<std::string>{"benign", "melanoma"}));
+  for (size_t i = 0; i < c.size(); ++i) {
+    const bool mel = c.paths[i].rfind("melanoma/", 0) == 0;
+    EXPECT_EQ(c.labels[i], mel ? 1 : 0) << c.paths[i];
+    EXPECT_EQ(c.sha256[i].size(), 64u);
+  }
+  double sum = 0;
+  for (float v : c.features) sum += v;
+  EXPECT_GT(sum, 0);  // post-ReLU averages: positive, not all zero
+  EXPECT_TRUE(c.skipped.empty());
+}
+
+TEST(Extract, BadFilesAreSkippedWithOneLineEachAndExitCode3) {
+  TempDir tmp;
+  ToolRun r = run_tool(base_args(dataset("bad"), tmp / "bad.h5"), tmp);
+  EXPECT_EQ(r.status, 3) << r.err;
+  CacheContents c = read_cache(tmp / "bad.h5");
+  // 6 good images + a PNG named .jpg + a JPEG named .png (format from the bytes).
+  EXPECT_EQ(c.size(), 8u);
+  const std::vector<std::pair<std::string, std::string>> want = {
+      {"benign/zero_bytes.jpg", "empty"},       {"benign/truncated.jpg", "truncated"},
+      {"benign/text.jpg", "not"},               {"benign/riff.webp", "webp"},
+      {"benign/scan.tiff", "tiff"},             {"benign/broken_link.jpg", "broken symbolic link"}};
+  ASSERT_EQ(c.skipped.size(), want.size()) << r.out;
+  for (const auto& [path, reason] : want) {
+    bool found = false;
+    for (const auto& s : c.skipped)
+      if (s.path == path) {
+        found = true;
+        std::string lr = s.reason;
+        for (char& ch : lr) ch = static_cast<char>(std::tolower(ch));
+        EXPECT_NE(lr.find(reason), std::string::npos) << path << ": " << s.reason;
+        EXPECT_EQ(s.reason.find('\n'), std::string::npos);
+      }
+    EXPECT_TRUE(found) << path << " not listed as skipped";
+    EXPECT_NE(r.err.find("skip: "), std::string::npos);
+  }
+  EXPECT_NE(r.err.find("empty class folder 'empty_class'"), std::string::npos) << r.err;
+  // --strict stops at the first bad image with status 1.
+  ToolRun s = run_tool(base_args(dataset("bad"), tmp / "strict.h5") + " --strict --workers 1", tmp);
+  EXPECT_EQ(s.status, 1) << s.err;
+  EXPECT_NE(s.err.find("--strict"), std::string::npos) << s.err;
+}
+
+void expect_equal_to_reference(const std::string& cache, const std::string& what) {
+  const auto want = features_by_path(reference_run());
+  auto got = features_by_path(read_cache(cache));
+  ASSERT_EQ(got.size(), want.size()) << what;
+  for (const auto& [path, f] : want) {
+    ASSERT_TRUE(got.count(path)) << path << " missing after " << what;
+    EXPECT_EQ(0, std::memcmp(got[path].data(), f.data(), f.size() * sizeof(float)))
+        << path << " differs after " << what;
+  }
+}
+
+TEST(Extract, KillNineAtEveryCachePointThenResumeIsBitIdentical) {
+  // SIGKILL raised by the process itself at exact points of the cache's write protocol (16
+  // images in batches of 4: pieces 1-4, then the consolidated file and the journal deletion).
+  for (const char* point : {"piece:mid_write#1", "piece:tmp_written#2", "piece:renamed#3", "piece:mid_write#4",
+                            "consolidated:tmp_written", "consolidated:renamed", "journal:partly_deleted"}) {
+    TempDir tmp;
+    const std::string out = tmp / "k.h5";
+    ToolRun killed = run_tool(base_args(dataset("classes"), out) + " --workers 1", tmp, 0,
+                              std::string("ENGINE_CACHE_CRASH_AT=") + point);
+    EXPECT_EQ(killed.status, -SIGKILL) << point << ": " << killed.err;
+    ToolRun done = run_tool(base_args(dataset("classes"), out), tmp);
+    ASSERT_EQ(done.status, 0) << point << ": " << done.err;
+    expect_equal_to_reference(out, std::string("a kill at ") + point);
+    std::printf("  killed at %-26s resumed: %s", point, done.out.substr(done.out.find("cache:")).c_str());
+  }
+}
+
+TEST(Extract, KillNineAtRandomMomentsThenResumeIsBitIdentical) {
+  // External kill -9 at fractions of an unbroken run's duration (start-up hashes and loads the
+  // weights first), twice in a row, then a run to the end.
+  TempDir probe;
+  const auto t0 = std::chrono::steady_clock::now();
+  ASSERT_EQ(run_tool(base_args(dataset("classes"), probe / "p.h5"), probe).status, 0);
+  const double full = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  for (double frac : {0.55, 0.7, 0.85}) {
+    TempDir tmp;
+    const std::string out = tmp / "k.h5";
+    ToolRun a = run_tool(base_args(dataset("classes"), out), tmp, frac * full);
+    ToolRun b = run_tool(base_args(dataset("classes"), out), tmp, frac * full);
+    ToolRun done = run_tool(base_args(dataset("classes"), out), tmp);
+    ASSERT_EQ(done.status, 0) << done.err;
+    expect_equal_to_reference(out, "kills at " + std::to_string(frac) + " of the run");
+    std::printf("  kill -9 at %.1fs (status %d), again (status %d), resumed: %s", frac * full, a.status,
+                b.status, done.out.substr(done.out.find("cache:")).c_str());
+  }
+}
+
+TEST(Extract, IncrementalRerunExtractsOnlyNewOrChangedAndDropsDeleted) {
+  TempDir tmp;
+  fs::copy(dataset("classes"), tmp / "imgs", fs::copy_options::recursive);
+  ASSERT_EQ(run_tool(base_args(tmp / "imgs", tmp / "c.h5"), tmp).status, 0);
+  CacheContents before = read_cache(tmp / "c.h5");
+  fs::remove(tmp / "imgs/benign/ISIC_0000001.jpg");
+  fs::copy_file(tmp / "imgs/benign/ISIC_0000002.jpg", tmp / "imgs/benign/ISIC_0000099.jpg");
+  fs::copy_file(tmp / "imgs/melanoma/ISIC_0000004.jpg", tmp / "imgs/benign/ISIC_0000005.jpg",
+                fs::copy_options::overwrite_existing);  // changed content, same name
+  ToolRun r = run_tool(base_args(tmp / "imgs", tmp / "c.h5"), tmp);
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find("(2 extracted now, 14 reused)"), std::string::npos) << r.out;
+  CacheContents after = read_cache(tmp / "c.h5");
+  auto b = features_by_path(before), a = features_by_path(after);
+  EXPECT_EQ(a.size(), 16u);
+  EXPECT_FALSE(a.count("benign/ISIC_0000001.jpg"));
+  EXPECT_EQ(a.at("benign/ISIC_0000099.jpg"), b.at("benign/ISIC_0000002.jpg"));
+  EXPECT_EQ(a.at("benign/ISIC_0000005.jpg"), b.at("melanoma/ISIC_0000004.jpg"));
+}
+
+TEST(Extract, OtherSettingsAreRefusedUnlessForced) {
+  TempDir tmp;
+  ASSERT_EQ(run_tool(base_args(dataset("classes"), tmp / "c.h5"), tmp).status, 0);
+  ToolRun r = run_tool(base_args(dataset("classes"), tmp / "c.h5") + " --resize bilinear", tmp);
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.err.find("--force"), std::string::npos) << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  ToolRun f = run_tool(base_args(dataset("classes"), tmp / "c.h5") + " --resize bilinear --force", tmp);
+  EXPECT_EQ(f.status, 0) << f.err;
+  EXPECT_NE(read_cache(tmp / "c.h5").settings.preprocessing.find("resize=bilinear"), std::string::npos);
+}
+
+TEST(Extract, ShardsMergedEqualOneRun) {
+  TempDir tmp;
+  ASSERT_EQ(run_tool(base_args(dataset("classes"), tmp / "s1.h5") + " --shard 1/2", tmp).status, 0);
+  ASSERT_EQ(run_tool(base_args(dataset("classes"), tmp / "s2.h5") + " --shard 2/2", tmp).status, 0);
+  const size_t n1 = read_cache(tmp / "s1.h5").size(), n2 = read_cache(tmp / "s2.h5").size();
+  EXPECT_GT(n1, 0u);
+  EXPECT_GT(n2, 0u);
+  ToolRun m = run_tool("--merge " + (tmp / "all.h5") + " " + (tmp / "s1.h5") + " " + (tmp / "s2.h5"), tmp);
+  ASSERT_EQ(m.status, 0) << m.err;
+  CacheContents all = read_cache(tmp / "all.h5");
+  const CacheContents& ref = reference_run();
+  EXPECT_EQ(all.paths, ref.paths);
+  EXPECT_EQ(all.labels, ref.labels);
+  EXPECT_EQ(all.sha256, ref.sha256);
+  EXPECT_EQ(all.class_names, ref.class_names);
+  EXPECT_EQ(0, std::memcmp(all.features.data(), ref.features.data(), ref.features.size() * sizeof(float)));
+}
+
+TEST(Extract, BadFlagsAndBadWeightsGiveOneLine) {
+  TempDir tmp;
+  EXPECT_EQ(run_tool("--images " + dataset("classes") + " --batch 0", tmp).status, 2);
+  EXPECT_EQ(run_tool("--bogus", tmp).status, 2);
+  ToolRun w = run_tool("--images " + dataset("classes") + " --weights " + reference_file("bad/wrong_shape.h5") +
+                       " --out " + (tmp / "x.h5"),
+                   tmp);
+  EXPECT_EQ(w.status, 1);
+  EXPECT_NE(w.err.find("wrong_shape.h5"), std::string::npos) << w.err;
+  ToolRun d = run_tool(base_args(dataset("classes"), tmp / "y.h5") + " --device cuda", tmp);
+  EXPECT_EQ(d.status, 1);
+  EXPECT_NE(d.err.find("--device"), std::string::npos) << d.err;
+  ToolRun s = run_tool(base_args(dataset("classes"), tmp / "z.h5") + " --shard 3/2", tmp);
+  EXPECT_EQ(s.status, 1);
+  EXPECT_NE(s.err.find("--shard"), std::string::npos) << s.err;
+}
+
+// ISIC CSV layouts (REFERENCE.md), through list_dataset directly.
+TEST(Dataset, IsicCsvLayouts) {
+  const std::string flat = dataset("flat"), csv = reference_file("dataset");
+  Dataset d16 = list_dataset(flat, {csv + "/labels_2016.csv", "", "", false});
+  EXPECT_EQ(d16.class_names, (std::vector<std::string>{"benign", "malignant"}));
+  ASSERT_EQ(d16.images.size(), 16u);
+  EXPECT_EQ(d16.images[0].meta.label, 1);  // ISIC_0000000 is melanoma (every 4th)
+  EXPECT_EQ(d16.images[1].meta.label, 0);
+  EXPECT_TRUE(d16.skipped.empty());
+
+  Dataset d17 = list_dataset(flat, {csv + "/labels_2017.csv", "", "", false});
+  EXPECT_EQ(d17.class_names, (std::vector<std::string>{"not_melanoma", "melanoma"}));
+  EXPECT_EQ(d17.images[4].meta.label, 1);
+
+  Dataset d18 = list_dataset(flat, {csv + "/labels_2018.csv", "", "", false});
+  EXPECT_EQ(d18.class_names, (std::vector<std::string>{"MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC"}));
+  EXPECT_EQ(d18.images[0].meta.label, 0);
+  EXPECT_EQ(d18.images[1].meta.label, 1);
+  EXPECT_EQ(d18.images[2].meta.label, 4);
+
+  Dataset d20 = list_dataset(flat, {csv + "/labels_2020.csv", "", "", false});
+  EXPECT_EQ(d20.class_names, (std::vector<std::string>{"benign", "malignant"}));
+  EXPECT_EQ(d20.images[0].meta.group, "IP_0000000");
+  EXPECT_EQ(d20.images[3].meta.group, "IP_0000001");
+  EXPECT_EQ(d20.images[0].meta.label, 1);
+
+  Dataset dt = list_dataset(flat, {csv + "/labels_2020.csv", "target", "", false});
+  EXPECT_EQ(dt.class_names, (std::vector<std::string>{"benign", "malignant"}));
+  EXPECT_EQ(dt.images[0].meta.label, 1);
+}
+
+TEST(Dataset, MalformedCsvAndMissingFolderGiveOneLine) {
+  TempDir tmp;
+  { std::ofstream(tmp / "nohdr.csv") << "foo,bar\n1,2\n"; }
+  EXPECT_THROW(list_dataset(dataset("flat"), {tmp / "nohdr.csv", "", "", false}), Error);
+  { std::ofstream(tmp / "q.csv") << "image,MEL\n\"ISIC_0000000,1\n"; }
+  try {
+    list_dataset(dataset("flat"), {tmp / "q.csv", "", "", false});
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("unterminated quoted field"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(list_dataset(tmp / "nope", {}), Error);
+  { std::ofstream(tmp / "rows.csv") << "image,MEL,NV\nISIC_0000000,1,1\nISIC_0000001,0,1\nISIC_9999999,1,0\n"; }
+  Dataset d = list_dataset(dataset("flat"), {tmp / "rows.csv", "", "", false});
+  ASSERT_EQ(d.images.size(), 1u);  // 0 has two labels set; 9999999 has no file
+  bool two = false, nofile = false;
+  for (auto& n : d.notes) two |= n.find("2 one-hot labels") != std::string::npos,
+                          nofile |= n.find("ISIC_9999999 has no image file") != std::string::npos;
+  EXPECT_TRUE(two);
+  EXPECT_TRUE(nofile);
+}
+
+TEST(Dataset, ShardsPartitionThePaths) {
+  int counts[3] = {0, 0, 0};
+  for (int i = 0; i < 300; ++i) {
+    const std::string p = "benign/ISIC_" + std::to_string(i) + ".jpg";
+    int hits = 0;
+    for (int k = 1; k <= 3; ++k)
+      if (in_shard(p, k, 3)) ++hits, ++counts[k - 1];
+    EXPECT_EQ(hits, 1) << p;
+  }
+  for (int c : counts) EXPECT_GT(c, 60);
+}
