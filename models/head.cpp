@@ -1,0 +1,399 @@
+// models/head.cpp: the CPU classifier head (models/head.h): arena layout and Glorot init,
+// forward/backward through the dense_grad, dropout and softmax_xent kernels, the fused RMSProp
+// update, and the HDF5 checkpoint and Keras-layout weight files (written with the HDF5 C API,
+// every call checked; read back through engine/hdf5_io.h).
+#include "models/head.h"
+
+#include <hdf5.h>
+
+#include <cmath>
+#include <cstring>
+
+#include "engine/error.h"
+#include "engine/hdf5_io.h"
+#include "kernels/dense_grad.h"
+#include "kernels/dropout.h"
+#include "kernels/softmax_xent.h"
+
+namespace engine {
+
+// ---------------------------------------------------------------------------------------------
+// Config, layout, arena
+// ---------------------------------------------------------------------------------------------
+void HeadConfig::validate() const {
+  ENGINE_CHECK(input >= 1, "HeadConfig: input must be >= 1, got ", input);
+  for (size_t i = 0; i < hidden.size(); ++i)
+    ENGINE_CHECK(hidden[i] >= 1, "HeadConfig: hidden[", i, "] must be >= 1, got ", hidden[i]);
+  ENGINE_CHECK(classes >= 2, "HeadConfig: classes must be >= 2, got ", classes);
+  ENGINE_CHECK(dropout >= 0.f && dropout < 1.f, "HeadConfig: dropout must be in [0, 1), got ",
+               dropout);
+  ENGINE_CHECK(class_weights.empty() || static_cast<int64_t>(class_weights.size()) == classes,
+               "HeadConfig: class_weights has ", class_weights.size(), " values for ", classes,
+               " classes");
+  for (float w : class_weights)
+    ENGINE_CHECK(w >= 0.f && std::isfinite(w), "HeadConfig: class weight ", w, " is not >= 0");
+  ENGINE_CHECK(optimizer.lr > 0 && optimizer.rho >= 0 && optimizer.rho < 1 && optimizer.eps > 0 &&
+                   optimizer.momentum >= 0 && optimizer.decay_rate > 0,
+               "HeadConfig: bad optimizer settings (lr ", optimizer.lr, ", rho ", optimizer.rho,
+               ", eps ", optimizer.eps, ", momentum ", optimizer.momentum, ", decay_rate ",
+               optimizer.decay_rate, ")");
+}
+
+HeadLayout HeadLayout::of(const HeadConfig& c) {
+  c.validate();
+  auto pad = [](int64_t v) { return (v + 15) / 16 * 16; };
+  HeadLayout L;
+  int64_t in = c.input, off = 0;
+  std::vector<int64_t> outs = c.hidden;
+  outs.push_back(c.classes);
+  for (int64_t out : outs) {
+    HeadLayer l;
+    l.in = in;
+    l.out = out;
+    l.kernel_off = off;
+    off += pad(in * out);
+    l.bias_off = off;
+    off += pad(out);
+    L.layers.push_back(l);
+    in = out;
+  }
+  L.section = off;
+  return L;
+}
+
+HeadParams::HeadParams(const HeadConfig& c) : layout_(HeadLayout::of(c)) {
+  buf_ = alloc_host(4 * layout_.section);
+  std::memset(buf_.get(), 0, sizeof(float) * 4 * layout_.section);
+}
+
+Tensor HeadParams::kernel(HeadSection s, int l) {
+  const HeadLayer& L = layout_.layers.at(static_cast<size_t>(l));
+  return Tensor::view(section(s) + L.kernel_off, Shape{L.in, L.out});
+}
+Tensor HeadParams::bias(HeadSection s, int l) {
+  const HeadLayer& L = layout_.layers.at(static_cast<size_t>(l));
+  return Tensor::view(section(s) + L.bias_off, Shape{L.out});
+}
+
+void head_init_arena(const HeadConfig& c, const HeadLayout& layout, float* arena) {
+  const int64_t P = layout.section;
+  std::memset(arena, 0, sizeof(float) * 4 * P);
+  for (size_t l = 0; l < layout.layers.size(); ++l) {
+    const HeadLayer& L = layout.layers[l];
+    const double limit = std::sqrt(6.0 / static_cast<double>(L.in + L.out));
+    float* w = arena + L.kernel_off;
+    const int64_t count = L.in * L.out;
+    // Philox stream 0x100 + l, step 0: 24-bit uniforms in [0, 1) -> [-limit, limit).
+    for (int64_t g = 0; g < (count + 3) / 4; ++g) {
+      const Philox4x32 r = dropout_words(c.seed, 0, 0x100u + static_cast<uint32_t>(l),
+                                         static_cast<uint64_t>(g));
+      for (int j = 0; j < 4 && g * 4 + j < count; ++j) {
+        const double u = static_cast<double>(r.v[j] >> 8) * (1.0 / 16777216.0);
+        w[g * 4 + j] = static_cast<float>((2.0 * u - 1.0) * limit);
+      }
+    }
+  }
+  const float ms0 = c.optimizer.ms_init();
+  float* ms = arena + 2 * P;
+  for (int64_t i = 0; i < P; ++i) ms[i] = ms0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// HeadCpu
+// ---------------------------------------------------------------------------------------------
+HeadCpu::HeadCpu(const HeadConfig& c) : cfg_(c), arena_(c) {
+  head_init_arena(cfg_, arena_.layout(), arena_.data());
+}
+
+HeadCpu::HeadCpu(const HeadState& s) : cfg_(s.config), arena_(s.config), step_(s.step) {
+  const int64_t P = arena_.section_size();
+  ENGINE_CHECK(static_cast<int64_t>(s.params.size()) == P &&
+                   static_cast<int64_t>(s.ms.size()) == P && static_cast<int64_t>(s.mom.size()) == P,
+               "HeadCpu: state sections have ", s.params.size(), "/", s.ms.size(), "/",
+               s.mom.size(), " floats, the config needs ", P);
+  std::memcpy(arena_.section(HeadSection::Params), s.params.data(), sizeof(float) * P);
+  std::memcpy(arena_.section(HeadSection::Ms), s.ms.data(), sizeof(float) * P);
+  std::memcpy(arena_.section(HeadSection::Mom), s.mom.data(), sizeof(float) * P);
+}
+
+void HeadCpu::set_layer(int l, const float* kernel, const float* bias) {
+  Tensor k = arena_.kernel(HeadSection::Params, l), b = arena_.bias(HeadSection::Params, l);
+  std::memcpy(k.data(), kernel, sizeof(float) * k.numel());
+  std::memcpy(b.data(), bias, sizeof(float) * b.numel());
+}
+
+void HeadCpu::ensure_batch(int64_t n) {
+  ENGINE_CHECK(n >= 1, "HeadCpu: batch size must be >= 1, got ", n);
+  if (n == batch_) return;
+  batch_ = n;
+  const size_t nh = cfg_.hidden.size();
+  act_.assign(nh, {});
+  drop_.assign(nh, {});
+  int64_t widest = cfg_.input;
+  for (size_t i = 0; i < nh; ++i) {
+    act_[i].resize(static_cast<size_t>(n * cfg_.hidden[i]));
+    drop_[i].resize(static_cast<size_t>(n * cfg_.hidden[i]));
+    widest = std::max(widest, cfg_.hidden[i]);
+  }
+  widest = std::max(widest, cfg_.classes);
+  logits_.resize(static_cast<size_t>(n * cfg_.classes));
+  dlogits_.resize(logits_.size());
+  gbuf_.resize(static_cast<size_t>(n * widest));
+  dbuf_.resize(static_cast<size_t>(n * widest));
+}
+
+float* HeadCpu::forward(const float* x, int64_t n, bool dropout) {
+  ensure_batch(n);
+  const HeadLayout& L = arena_.layout();
+  const float* P = arena_.section(HeadSection::Params);
+  const float* in = x;
+  const bool drop = dropout && cfg_.dropout > 0.f;
+  for (size_t l = 0; l < L.layers.size(); ++l) {
+    const HeadLayer& ly = L.layers[l];
+    const bool last = l + 1 == L.layers.size();
+    float* out = last ? logits_.data() : act_[l].data();
+    sgemm_rowmajor_cpu(false, false, n, ly.out, ly.in, 1.f, in, ly.in, P + ly.kernel_off, ly.out,
+                       0.f, out, ly.out, "head forward");
+    bias_act_forward_cpu(out, P + ly.bias_off, n, ly.out, !last);
+    if (!last) {
+      if (drop) {
+        dropout_forward_cpu(out, drop_[l].data(), n * ly.out, cfg_.dropout,
+                            DropoutKey{cfg_.seed, step_, static_cast<uint32_t>(l + 1)});
+        in = drop_[l].data();
+      } else {
+        in = out;
+      }
+    }
+  }
+  return logits_.data();
+}
+
+float HeadCpu::forward_backward(const float* x, const int32_t* y, int64_t n, bool dropout) {
+  forward(x, n, dropout);
+  const bool drop = dropout && cfg_.dropout > 0.f;
+  const float loss = softmax_xent_cpu(logits_.data(), y, cfg_.class_weights.empty() ? nullptr
+                                                                                 : cfg_.class_weights.data(),
+                                      n, cfg_.classes, dlogits_.data());
+  const HeadLayout& L = arena_.layout();
+  const float* P = arena_.section(HeadSection::Params);
+  float* G = arena_.section(HeadSection::Grads);
+  const float* g = dlogits_.data();  // dLoss/d(pre-activation) of layer l
+  for (size_t li = L.layers.size(); li-- > 0;) {
+    const HeadLayer& ly = L.layers[li];
+    const float* in = li == 0 ? x : (drop ? drop_[li - 1].data() : act_[li - 1].data());
+    sgemm_rowmajor_cpu(true, false, ly.in, ly.out, n, 1.f, in, ly.in, g, ly.out, 0.f,
+                       G + ly.kernel_off, ly.out, "head backward dW");
+    bias_grad_cpu(g, G + ly.bias_off, n, ly.out);
+    if (li == 0) break;
+    // d(input of layer li) = g @ W^T, then back through dropout and ReLU of layer li-1.
+    sgemm_rowmajor_cpu(false, true, n, ly.in, ly.out, 1.f, g, ly.out, P + ly.kernel_off, ly.out,
+                       0.f, dbuf_.data(), ly.in, "head backward dx");
+    if (drop)
+      dropout_backward_cpu(dbuf_.data(), dbuf_.data(), n * ly.in, cfg_.dropout,
+                           DropoutKey{cfg_.seed, step_, static_cast<uint32_t>(li)});
+    relu_backward_cpu(dbuf_.data(), act_[li - 1].data(), gbuf_.data(), n * ly.in);
+    g = gbuf_.data();
+  }
+  return loss;
+}
+
+float HeadCpu::train_step(const float* x, const int32_t* y, int64_t n) {
+  const float loss = forward_backward(x, y, n, true);
+  rmsprop_update_cpu(arena_.section(HeadSection::Params), arena_.section(HeadSection::Grads),
+                     arena_.section(HeadSection::Ms), arena_.section(HeadSection::Mom),
+                     arena_.section_size(), cfg_.optimizer, &step_);
+  return loss;
+}
+
+void HeadCpu::predict(const float* x, int64_t n, float* probs) {
+  const float* z = forward(x, n, false);
+  softmax_cpu(z, probs, n, cfg_.classes);
+}
+
+
+// ---------------------------------------------------------------------------------------------
+// HDF5: checkpoint and Keras weight file
+// ---------------------------------------------------------------------------------------------
+namespace {
+constexpr const char* kStateFormat = "melanoma-head-state";
+constexpr int64_t kStateVersion = 1;
+
+hid_t h5_checked(hid_t id, const char* what, const std::string& where) {
+  if (id < 0) fail(where, ": ", what, " failed");
+  return id;
+}
+void h5_ok(herr_t e, const char* what, const std::string& where) {
+  if (e < 0) fail(where, ": ", what, " failed");
+}
+
+H5Id h5_create_file(const std::string& path) {
+  h5_silence_errors();
+  return H5Id(h5_checked(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT),
+                         "H5Fcreate (cannot create the file)", path));
+}
+
+void write_floats(hid_t loc, const std::string& name, const float* data,
+                  const std::vector<hsize_t>& dims, const std::string& where) {
+  const std::string w = where + ":" + name;
+  H5Id space(h5_checked(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr),
+                        "H5Screate_simple", w));
+  H5Id dset(h5_checked(H5Dcreate2(loc, name.c_str(), H5T_IEEE_F32LE, space.get(), H5P_DEFAULT,
+                                  H5P_DEFAULT, H5P_DEFAULT),
+                       "H5Dcreate2", w));
+  h5_ok(H5Dwrite(dset.get(), H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, data), "H5Dwrite", w);
+}
+
+void write_attr(hid_t obj, const std::string& name, hid_t file_type, hid_t mem_type,
+                const void* v, const std::string& where) {
+  const std::string w = where + " attribute " + name;
+  H5Id space(h5_checked(H5Screate(H5S_SCALAR), "H5Screate", w));
+  H5Id a(h5_checked(H5Acreate2(obj, name.c_str(), file_type, space.get(), H5P_DEFAULT, H5P_DEFAULT),
+                    "H5Acreate2", w));
+  h5_ok(H5Awrite(a.get(), mem_type, v), "H5Awrite", w);
+}
+void write_int_attr(hid_t obj, const std::string& name, int64_t v, const std::string& where) {
+  long long x = v;
+  write_attr(obj, name, H5T_STD_I64LE, H5T_NATIVE_LLONG, &x, where);
+}
+void write_double_attr(hid_t obj, const std::string& name, double v, const std::string& where) {
+  write_attr(obj, name, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &v, where);
+}
+// Fixed-length string array attribute (what h5py writes for numpy 'S' arrays and Keras reads).
+void write_strings_attr(hid_t obj, const std::string& name, const std::vector<std::string>& v,
+                        bool scalar, const std::string& where) {
+  const std::string w = where + " attribute " + name;
+  size_t len = 1;
+  for (const auto& s : v) len = std::max(len, s.size());
+  std::vector<char> buf(len * v.size(), '\0');
+  for (size_t i = 0; i < v.size(); ++i) std::memcpy(buf.data() + i * len, v[i].data(), v[i].size());
+  H5Id type(h5_checked(H5Tcopy(H5T_C_S1), "H5Tcopy", w));
+  h5_ok(H5Tset_size(type.get(), len), "H5Tset_size", w);
+  h5_ok(H5Tset_strpad(type.get(), H5T_STR_NULLPAD), "H5Tset_strpad", w);
+  const hsize_t n = v.size();
+  H5Id space(h5_checked(scalar ? H5Screate(H5S_SCALAR) : H5Screate_simple(1, &n, nullptr),
+                        "H5Screate", w));
+  H5Id a(h5_checked(H5Acreate2(obj, name.c_str(), type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT),
+                    "H5Acreate2", w));
+  h5_ok(H5Awrite(a.get(), type.get(), buf.data()), "H5Awrite", w);
+}
+void write_string_attr(hid_t obj, const std::string& name, const std::string& v,
+                       const std::string& where) {
+  write_strings_attr(obj, name, {v}, true, where);
+}
+
+double read_double_attr(hid_t obj, const std::string& name, const std::string& where) {
+  if (!h5_has_attr(obj, name)) fail(where, ": missing attribute '", name, "'");
+  H5Id a(H5Aopen(obj, name.c_str(), H5P_DEFAULT));
+  if (!a.valid()) fail(where, ": cannot open attribute '", name, "'");
+  H5Id t(H5Aget_type(a.get()));
+  if (!t.valid() || H5Tget_class(t.get()) != H5T_FLOAT)
+    fail(where, ": attribute '", name, "': expected a float");
+  double v = 0;
+  if (H5Aread(a.get(), H5T_NATIVE_DOUBLE, &v) < 0)
+    fail(where, ": H5Aread failed for attribute '", name, "'");
+  return v;
+}
+}  // namespace
+
+void head_save_state(const std::string& path, const HeadConfig& c, const HeadParams& p,
+                     int64_t step) {
+  H5Id f = h5_create_file(path);
+  const hid_t r = f.get();
+  write_string_attr(r, "format", kStateFormat, path);
+  write_int_attr(r, "format_version", kStateVersion, path);
+  write_int_attr(r, "step", step, path);
+  write_int_attr(r, "input", c.input, path);
+  write_int_attr(r, "classes", c.classes, path);
+  write_int_attr(r, "num_hidden", static_cast<int64_t>(c.hidden.size()), path);
+  for (size_t i = 0; i < c.hidden.size(); ++i)
+    write_int_attr(r, "hidden_" + std::to_string(i), c.hidden[i], path);
+  write_double_attr(r, "dropout", c.dropout, path);
+  // The seed is a uint64: stored as its int64 bit pattern.
+  write_int_attr(r, "seed", static_cast<int64_t>(c.seed), path);
+  const RmsPropConfig& o = c.optimizer;
+  write_string_attr(r, "optimizer", o.formula == RmsPropFormula::TF1 ? "tf1" : "torch", path);
+  write_double_attr(r, "lr", o.lr, path);
+  write_double_attr(r, "rho", o.rho, path);
+  write_double_attr(r, "momentum", o.momentum, path);
+  write_double_attr(r, "eps", o.eps, path);
+  write_double_attr(r, "decay_rate", o.decay_rate, path);
+  write_int_attr(r, "decay_steps", o.decay_steps, path);
+  write_int_attr(r, "staircase", o.staircase ? 1 : 0, path);
+  write_int_attr(r, "num_class_weights", static_cast<int64_t>(c.class_weights.size()), path);
+  if (!c.class_weights.empty())
+    write_floats(r, "class_weights", c.class_weights.data(), {c.class_weights.size()}, path);
+  const hsize_t P = static_cast<hsize_t>(p.section_size());
+  write_floats(r, "params", p.section(HeadSection::Params), {P}, path);
+  write_floats(r, "ms", p.section(HeadSection::Ms), {P}, path);
+  write_floats(r, "mom", p.section(HeadSection::Mom), {P}, path);
+  h5_ok(H5Fflush(r, H5F_SCOPE_GLOBAL), "H5Fflush", path);
+}
+
+HeadState head_load_state(const std::string& path) {
+  H5File f = H5File::open_read(path);
+  const hid_t r = f.id();
+  const std::string fmt = h5_read_string_attr(r, "format", path);
+  if (fmt != kStateFormat) fail(path, ": format '", fmt, "', expected '", kStateFormat, "'");
+  const int64_t ver = h5_read_int_attr(r, "format_version", path);
+  if (ver != kStateVersion) fail(path, ": format_version ", ver, ", expected ", kStateVersion);
+  HeadState s;
+  HeadConfig& c = s.config;
+  s.step = h5_read_int_attr(r, "step", path);
+  c.input = h5_read_int_attr(r, "input", path);
+  c.classes = h5_read_int_attr(r, "classes", path);
+  const int64_t nh = h5_read_int_attr(r, "num_hidden", path);
+  if (nh < 0 || nh > 64) fail(path, ": num_hidden ", nh, " out of range");
+  c.hidden.clear();
+  for (int64_t i = 0; i < nh; ++i)
+    c.hidden.push_back(h5_read_int_attr(r, "hidden_" + std::to_string(i), path));
+  c.dropout = static_cast<float>(read_double_attr(r, "dropout", path));
+  c.seed = static_cast<uint64_t>(h5_read_int_attr(r, "seed", path));
+  const std::string opt = h5_read_string_attr(r, "optimizer", path);
+  if (opt != "tf1" && opt != "torch") fail(path, ": optimizer '", opt, "', expected tf1 or torch");
+  RmsPropConfig& o = c.optimizer;
+  o.formula = opt == "tf1" ? RmsPropFormula::TF1 : RmsPropFormula::Torch;
+  o.lr = read_double_attr(r, "lr", path);
+  o.rho = read_double_attr(r, "rho", path);
+  o.momentum = read_double_attr(r, "momentum", path);
+  o.eps = read_double_attr(r, "eps", path);
+  o.decay_rate = read_double_attr(r, "decay_rate", path);
+  o.decay_steps = h5_read_int_attr(r, "decay_steps", path);
+  o.staircase = h5_read_int_attr(r, "staircase", path) != 0;
+  const int64_t ncw = h5_read_int_attr(r, "num_class_weights", path);
+  if (ncw > 0) c.class_weights = h5_read_float_checked(r, "class_weights", Shape{ncw}, path);
+  c.validate();
+  const int64_t P = HeadLayout::of(c).section;
+  s.params = h5_read_float_checked(r, "params", Shape{P}, path);
+  s.ms = h5_read_float_checked(r, "ms", Shape{P}, path);
+  s.mom = h5_read_float_checked(r, "mom", Shape{P}, path);
+  return s;
+}
+
+void head_save_keras_h5(const std::string& path, const HeadParams& p) {
+  H5Id f = h5_create_file(path);
+  const hid_t r = f.get();
+  const HeadLayout& L = p.layout();
+  std::vector<std::string> names;
+  for (size_t l = 0; l < L.layers.size(); ++l) names.push_back("dense_" + std::to_string(l + 1));
+  write_strings_attr(r, "layer_names", names, false, path);
+  write_string_attr(r, "backend", "tensorflow", path);
+  write_string_attr(r, "keras_version", "2.2.4", path);
+  const float* P = p.section(HeadSection::Params);
+  for (size_t l = 0; l < L.layers.size(); ++l) {
+    const std::string& n = names[l];
+    H5Id g(h5_checked(H5Gcreate2(r, n.c_str(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
+                      "H5Gcreate2", path + ":" + n));
+    write_strings_attr(g.get(), "weight_names", {n + "/kernel:0", n + "/bias:0"}, false,
+                       path + ":" + n);
+    H5Id g2(h5_checked(H5Gcreate2(g.get(), n.c_str(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
+                       "H5Gcreate2", path + ":" + n + "/" + n));
+    const HeadLayer& ly = L.layers[l];
+    const std::string where = path + ":/" + n + "/" + n;
+    write_floats(g2.get(), "kernel:0", P + ly.kernel_off,
+                 {static_cast<hsize_t>(ly.in), static_cast<hsize_t>(ly.out)}, where);
+    write_floats(g2.get(), "bias:0", P + ly.bias_off, {static_cast<hsize_t>(ly.out)}, where);
+  }
+  h5_ok(H5Fflush(r, H5F_SCOPE_GLOBAL), "H5Fflush", path);
+}
+
+}  // namespace engine

@@ -1,0 +1,159 @@
+// models/head.h: the trainable classifier head on the 2048-d Inception bottleneck:
+//   Dense(in -> h1) ReLU Dropout(p) [Dense(h_k -> h_k+1) ReLU Dropout(p)]... Dense(-> K),
+//   softmax cross-entropy (optional per-class weights), RMSProp (TF1 or torch formula) with an
+//   exponentially decaying learning rate. Defaults: 2048 -> 512 -> 512 -> K, p = 0.5.
+// Weights are Glorot-uniform (limit sqrt(6/(in+out))) drawn from Philox4x32-10 keyed by the seed
+// (portable: no std:: distribution), biases zero. Parameters, gradients and the two optimizer
+// slots live in ONE 64-byte aligned allocation (HeadParams), four equal sections of P floats, each
+// laid out by HeadLayout (kernel (in,out) then bias (out) per layer, Keras layout, every tensor
+// starting on a 16-float boundary; padding is zero in params/grads and stays so). One RMSProp
+// launch updates the whole parameter section. HeadCpu runs it on the CPU; HeadCuda (models/
+// head_cuda.cu, ENGINE_HAVE_CUDA only) has the same API on the GPU with the step in a CUDA graph.
+// Checkpoints (save_state/load_state) hold params, ms, mom, step and the config: resuming is bit
+// for bit the same as never stopping (dropout masks depend only on (seed, step)).
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/tensor.h"
+#include "kernels/rmsprop.h"
+
+namespace engine {
+
+struct HeadConfig {
+  int64_t input = 2048;
+  std::vector<int64_t> hidden{512, 512};
+  int64_t classes = 2;
+  float dropout = 0.5f;  // rate of dropping, in [0, 1); 0 disables dropout
+  uint64_t seed = 0;
+  RmsPropConfig optimizer;
+  std::vector<float> class_weights;  // empty: all 1; else `classes` non-negative values
+  void validate() const;             // throws naming the bad field
+};
+
+struct HeadLayer {
+  int64_t in = 0, out = 0;
+  int64_t kernel_off = 0, bias_off = 0;  // offsets inside one section
+};
+
+struct HeadLayout {
+  std::vector<HeadLayer> layers;  // hidden.size() + 1 layers, dense_1 .. dense_L
+  int64_t section = 0;            // P: padded length of one section
+  static HeadLayout of(const HeadConfig& c);
+};
+
+enum class HeadSection { Params = 0, Grads = 1, Ms = 2, Mom = 3 };
+
+// The arena: 4 * P floats, sections in HeadSection order.
+class HeadParams {
+ public:
+  explicit HeadParams(const HeadConfig& c);
+  const HeadLayout& layout() const { return layout_; }
+  int64_t section_size() const { return layout_.section; }
+  float* section(HeadSection s) { return buf_.get() + static_cast<int>(s) * layout_.section; }
+  const float* section(HeadSection s) const {
+    return buf_.get() + static_cast<int>(s) * layout_.section;
+  }
+  // Views of layer l (0-based) in a section: kernel (in, out), bias (out).
+  Tensor kernel(HeadSection s, int l);
+  Tensor bias(HeadSection s, int l);
+  float* data() { return buf_.get(); }
+  const float* data() const { return buf_.get(); }
+  int64_t total() const { return 4 * layout_.section; }
+
+ private:
+  HeadLayout layout_;
+  HostBuffer buf_;
+};
+
+// Glorot-uniform kernels, zero biases, ms = ms_init, mom = 0, grads 0: the whole arena.
+void head_init_arena(const HeadConfig& c, const HeadLayout& layout, float* arena);
+
+// Checkpoint file (HDF5, format "melanoma-head-state" version 1): root attributes for the config
+// and step, datasets /params, /ms, /mom of P floats (the arena sections, padding included).
+void head_save_state(const std::string& path, const HeadConfig& c, const HeadParams& p,
+                     int64_t step);
+struct HeadState {
+  HeadConfig config;
+  std::vector<float> params, ms, mom;
+  int64_t step = 0;
+};
+HeadState head_load_state(const std::string& path);
+// Keras 2 weight file of the head: layer_names [dense_1..dense_L], per group weight_names
+// ["dense_k/kernel:0", "dense_k/bias:0"], datasets /dense_k/dense_k/kernel:0 (in,out), bias:0.
+void head_save_keras_h5(const std::string& path, const HeadParams& p);
+
+class HeadCpu {
+ public:
+  explicit HeadCpu(const HeadConfig& c);
+  explicit HeadCpu(const HeadState& s);  // resume from a checkpoint
+
+  // Forward (dropout keyed by (seed, step)), loss, backward, one RMSProp update; returns the loss
+  // of the forward pass (before the update).
+  float train_step(const float* x, const int32_t* y, int64_t n);
+  // Forward + backward into the gradient section, no update, dropout as in train_step at the
+  // current step (or none when dropout=false). Returns the loss.
+  float forward_backward(const float* x, const int32_t* y, int64_t n, bool dropout = true);
+  // Softmax probabilities (n, K), no dropout.
+  void predict(const float* x, int64_t n, float* probs);
+  int64_t step() const { return step_; }
+  const HeadConfig& config() const { return cfg_; }
+  HeadParams& params() { return arena_; }
+  const HeadParams& params() const { return arena_; }
+  // Copies a layer's kernel (in*out) and bias (out) into the parameter section.
+  void set_layer(int l, const float* kernel, const float* bias);
+
+  void save_state(const std::string& path) const { head_save_state(path, cfg_, arena_, step_); }
+  static HeadCpu load_state(const std::string& path) { return HeadCpu(head_load_state(path)); }
+  void save_keras_h5(const std::string& path) const { head_save_keras_h5(path, arena_); }
+
+ private:
+  void ensure_batch(int64_t n);
+  float* forward(const float* x, int64_t n, bool dropout);  // returns logits
+
+  HeadConfig cfg_;
+  HeadParams arena_;
+  int64_t step_ = 0;
+  int64_t batch_ = 0;
+  std::vector<std::vector<float>> act_, drop_;  // per hidden layer: ReLU output, dropout output
+  std::vector<float> logits_, dlogits_, gbuf_, dbuf_;
+};
+
+#ifdef ENGINE_HAVE_CUDA
+// The same head on the GPU (models/head_cuda.cu): one cudaMalloc holds the arena (4 sections of
+// P floats, same layout), the activations, the labels, the step counter, the loss and cuBLAS's
+// workspace. train_step copies the batch in, replays a CUDA graph of the whole step (forward,
+// loss, backward, RMSProp, step increment; captured on the first call for each batch size) and
+// returns the loss. Masks and updates match HeadCpu's kernels (dropout and RMSProp bit for bit;
+// GEMMs and exp/log to float rounding).
+class HeadCuda {
+ public:
+  explicit HeadCuda(const HeadConfig& c);
+  explicit HeadCuda(const HeadState& s);
+  ~HeadCuda();
+  HeadCuda(const HeadCuda&) = delete;
+  HeadCuda& operator=(const HeadCuda&) = delete;
+  HeadCuda(HeadCuda&&) noexcept;
+  HeadCuda& operator=(HeadCuda&&) noexcept;
+
+  float train_step(const float* x, const int32_t* y, int64_t n);  // host x, y
+  void predict(const float* x, int64_t n, float* probs);          // host x, probs
+  int64_t step() const;
+  const HeadConfig& config() const { return cfg_; }
+  void copy_arena_to(HeadParams& host) const;  // all 4 sections, device -> host
+  void set_layer(int l, const float* kernel, const float* bias);
+  void save_state(const std::string& path) const;
+  static HeadCuda load_state(const std::string& path) { return HeadCuda(head_load_state(path)); }
+  void save_keras_h5(const std::string& path) const;
+
+  struct Impl;  // device state; defined in head_cuda.cu only
+
+ private:
+  HeadConfig cfg_;
+  std::unique_ptr<Impl> impl_;  // the CUDA types stay out of this header
+};
+#endif
+
+}  // namespace engine

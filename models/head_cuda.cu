@@ -1,0 +1,274 @@
+// models/head_cuda.cu: HeadCuda, the classifier head on the GPU (API in models/head.h). One
+// cudaMalloc holds everything: the arena (params | grads | ms | mom, HeadLayout offsets, as on the
+// CPU), the int64 step counter, the loss and reduction scratch, class weights, the activations
+// for `max_batch` rows, the batch (x, labels) and cuBLAS's workspace (so cuBLAS never allocates
+// during graph capture). A training step (forward with dropout, softmax-xent, backward, one fused
+// RMSProp launch over the whole arena, step increment) is captured once per batch size into a
+// CUDA graph and replayed; the dropout and RMSProp kernels read the step from device memory, so
+// every replay sees the current step. Compile-checked only in CI (no GPU there): the CUDA tests in
+// tests/test_head.cpp compare it with HeadCpu on the GPU machine.
+#include <cstring>
+
+#include "engine/cuda_check.h"
+#include "kernels/dense_grad.h"
+#include "kernels/dropout.h"
+#include "kernels/softmax_xent.h"
+#include "models/head.h"
+
+namespace engine {
+
+namespace {
+constexpr size_t kCublasWorkspace = 32u << 20;  // cuBLAS's recommendation for Hopper
+size_t align256(size_t v) { return (v + 255) / 256 * 256; }
+struct CudaFree {
+  void operator()(void* p) const { cudaFree(p); }
+};
+}  // namespace
+
+struct HeadCuda::Impl {
+  HeadLayout layout;
+  int64_t max_batch = 128;
+  std::unique_ptr<char, CudaFree> mem;
+  float* arena = nullptr;
+  int64_t* step = nullptr;
+  float *loss = nullptr, *scratch = nullptr, *class_w = nullptr;
+  std::vector<float*> act, drop;
+  float *logits = nullptr, *dlogits = nullptr, *gbuf = nullptr, *dbuf = nullptr, *x = nullptr;
+  int32_t* y = nullptr;
+  void* workspace = nullptr;
+  cudaStream_t stream = nullptr;
+  cublasHandle_t cublas = nullptr;
+  cudaGraph_t graph = nullptr;
+  cudaGraphExec_t exec = nullptr;
+  int64_t graph_batch = 0;
+
+  ~Impl() {
+    if (exec) cudaGraphExecDestroy(exec);
+    if (graph) cudaGraphDestroy(graph);
+    if (cublas) cublasDestroy(cublas);
+    if (stream) cudaStreamDestroy(stream);
+  }
+  float* P() { return arena; }
+  float* G() { return arena + layout.section; }
+  float* MS() { return arena + 2 * layout.section; }
+  float* MOM() { return arena + 3 * layout.section; }
+};
+
+namespace {
+void setup(HeadCuda::Impl& m, const HeadConfig& c, int64_t max_batch) {
+  m.layout = HeadLayout::of(c);
+  m.max_batch = max_batch;
+  const int64_t n = max_batch, P = m.layout.section;
+  int64_t widest = std::max(c.input, c.classes);
+  for (int64_t h : c.hidden) widest = std::max(widest, h);
+  // Carve the single allocation: offsets first, then one cudaMalloc.
+  size_t off = 0;
+  auto take = [&](size_t bytes) {
+    const size_t o = off;
+    off += align256(bytes);
+    return o;
+  };
+  const size_t o_arena = take(sizeof(float) * 4 * P), o_step = take(sizeof(int64_t)),
+               o_loss = take(sizeof(float)), o_scratch = take(sizeof(float) * (2 * n + 2)),
+               o_cw = take(sizeof(float) * c.classes);
+  std::vector<size_t> o_act, o_drop;
+  for (int64_t h : c.hidden) {
+    o_act.push_back(take(sizeof(float) * n * h));
+    o_drop.push_back(take(sizeof(float) * n * h));
+  }
+  const size_t o_logits = take(sizeof(float) * n * c.classes),
+               o_dlogits = take(sizeof(float) * n * c.classes),
+               o_g = take(sizeof(float) * n * widest), o_d = take(sizeof(float) * n * widest),
+               o_x = take(sizeof(float) * n * c.input), o_y = take(sizeof(int32_t) * n),
+               o_ws = take(kCublasWorkspace);
+  char* base = nullptr;
+  CUDA_CHECK(cudaMalloc(&base, off), "HeadCuda arena");
+  m.mem.reset(base);
+  m.arena = reinterpret_cast<float*>(base + o_arena);
+  m.step = reinterpret_cast<int64_t*>(base + o_step);
+  m.loss = reinterpret_cast<float*>(base + o_loss);
+  m.scratch = reinterpret_cast<float*>(base + o_scratch);
+  m.class_w = reinterpret_cast<float*>(base + o_cw);
+  for (size_t i = 0; i < o_act.size(); ++i) {
+    m.act.push_back(reinterpret_cast<float*>(base + o_act[i]));
+    m.drop.push_back(reinterpret_cast<float*>(base + o_drop[i]));
+  }
+  m.logits = reinterpret_cast<float*>(base + o_logits);
+  m.dlogits = reinterpret_cast<float*>(base + o_dlogits);
+  m.gbuf = reinterpret_cast<float*>(base + o_g);
+  m.dbuf = reinterpret_cast<float*>(base + o_d);
+  m.x = reinterpret_cast<float*>(base + o_x);
+  m.y = reinterpret_cast<int32_t*>(base + o_y);
+  m.workspace = base + o_ws;
+  CUDA_CHECK(cudaStreamCreateWithFlags(&m.stream, cudaStreamNonBlocking), "HeadCuda stream");
+  CUBLAS_CHECK(cublasCreate(&m.cublas), "HeadCuda cuBLAS handle");
+  CUBLAS_CHECK(cublasSetStream(m.cublas, m.stream), "HeadCuda cuBLAS stream");
+  CUBLAS_CHECK(cublasSetWorkspace(m.cublas, m.workspace, kCublasWorkspace), "HeadCuda workspace");
+  // FP32 math (no TF32): keeps the GPU within float rounding of the CPU twin.
+  CUBLAS_CHECK(cublasSetMathMode(m.cublas, CUBLAS_DEFAULT_MATH), "HeadCuda math mode");
+  if (!c.class_weights.empty())
+    CUDA_CHECK(cudaMemcpy(m.class_w, c.class_weights.data(), sizeof(float) * c.classes,
+                          cudaMemcpyHostToDevice),
+               "HeadCuda class weights");
+}
+
+// Forward into m.logits (n rows already in m.x); dropout keyed by the device step counter.
+void enqueue_forward(HeadCuda::Impl& m, const HeadConfig& c, int64_t n, bool dropout) {
+  const bool drop = dropout && c.dropout > 0.f;
+  const float* in = m.x;
+  for (size_t l = 0; l < m.layout.layers.size(); ++l) {
+    const HeadLayer& ly = m.layout.layers[l];
+    const bool last = l + 1 == m.layout.layers.size();
+    float* out = last ? m.logits : m.act[l];
+    sgemm_rowmajor_cuda(m.cublas, false, false, n, ly.out, ly.in, 1.f, in, ly.in,
+                        m.P() + ly.kernel_off, ly.out, 0.f, out, ly.out, "HeadCuda forward");
+    bias_act_forward_cuda(out, m.P() + ly.bias_off, n, ly.out, !last, m.stream);
+    if (!last) {
+      if (drop) {
+        dropout_forward_cuda(out, m.drop[l], n * ly.out, c.dropout, c.seed, m.step,
+                             static_cast<uint32_t>(l + 1), m.stream);
+        in = m.drop[l];
+      } else {
+        in = out;
+      }
+    }
+  }
+}
+
+void enqueue_train_step(HeadCuda::Impl& m, const HeadConfig& c, int64_t n) {
+  enqueue_forward(m, c, n, true);
+  const bool drop = c.dropout > 0.f;
+  softmax_xent_cuda(m.logits, m.y, c.class_weights.empty() ? nullptr : m.class_w, n, c.classes,
+                    m.dlogits, m.loss, m.scratch, m.stream);
+  const float* g = m.dlogits;
+  for (size_t li = m.layout.layers.size(); li-- > 0;) {
+    const HeadLayer& ly = m.layout.layers[li];
+    const float* in = li == 0 ? m.x : (drop ? m.drop[li - 1] : m.act[li - 1]);
+    sgemm_rowmajor_cuda(m.cublas, true, false, ly.in, ly.out, n, 1.f, in, ly.in, g, ly.out, 0.f,
+                        m.G() + ly.kernel_off, ly.out, "HeadCuda backward dW");
+    bias_grad_cuda(g, m.G() + ly.bias_off, n, ly.out, m.stream);
+    if (li == 0) break;
+    sgemm_rowmajor_cuda(m.cublas, false, true, n, ly.in, ly.out, 1.f, g, ly.out,
+                        m.P() + ly.kernel_off, ly.out, 0.f, m.dbuf, ly.in, "HeadCuda backward dx");
+    if (drop)
+      dropout_backward_cuda(m.dbuf, m.dbuf, n * ly.in, c.dropout, c.seed, m.step,
+                            static_cast<uint32_t>(li), m.stream);
+    relu_backward_cuda(m.dbuf, m.act[li - 1], m.gbuf, n * ly.in, m.stream);
+    g = m.gbuf;
+  }
+  rmsprop_update_cuda(m.P(), m.G(), m.MS(), m.MOM(), m.layout.section, c.optimizer, m.step,
+                      m.stream);
+}
+}  // namespace
+
+HeadCuda::HeadCuda(const HeadConfig& c) : cfg_(c), impl_(std::make_unique<Impl>()) {
+  setup(*impl_, cfg_, 128);
+  HeadParams host(cfg_);
+  head_init_arena(cfg_, host.layout(), host.data());
+  CUDA_CHECK(cudaMemcpy(impl_->arena, host.data(), sizeof(float) * host.total(),
+                        cudaMemcpyHostToDevice),
+             "HeadCuda init arena");
+  const int64_t zero = 0;
+  CUDA_CHECK(cudaMemcpy(impl_->step, &zero, sizeof zero, cudaMemcpyHostToDevice), "HeadCuda step");
+}
+
+HeadCuda::HeadCuda(const HeadState& s) : cfg_(s.config), impl_(std::make_unique<Impl>()) {
+  setup(*impl_, cfg_, 128);
+  const int64_t P = impl_->layout.section;
+  ENGINE_CHECK(static_cast<int64_t>(s.params.size()) == P && static_cast<int64_t>(s.ms.size()) == P &&
+                   static_cast<int64_t>(s.mom.size()) == P,
+               "HeadCuda: state sections do not match the config (", P, " floats)");
+  CUDA_CHECK(cudaMemset(impl_->G(), 0, sizeof(float) * P), "HeadCuda grads");
+  CUDA_CHECK(cudaMemcpy(impl_->P(), s.params.data(), sizeof(float) * P, cudaMemcpyHostToDevice), "HeadCuda params");
+  CUDA_CHECK(cudaMemcpy(impl_->MS(), s.ms.data(), sizeof(float) * P, cudaMemcpyHostToDevice), "HeadCuda ms");
+  CUDA_CHECK(cudaMemcpy(impl_->MOM(), s.mom.data(), sizeof(float) * P, cudaMemcpyHostToDevice), "HeadCuda mom");
+  CUDA_CHECK(cudaMemcpy(impl_->step, &s.step, sizeof(int64_t), cudaMemcpyHostToDevice), "HeadCuda step");
+}
+
+HeadCuda::~HeadCuda() = default;
+HeadCuda::HeadCuda(HeadCuda&&) noexcept = default;
+HeadCuda& HeadCuda::operator=(HeadCuda&&) noexcept = default;
+
+float HeadCuda::train_step(const float* x, const int32_t* y, int64_t n) {
+  Impl& m = *impl_;
+  ENGINE_CHECK(n >= 1 && n <= m.max_batch, "HeadCuda::train_step: batch ", n, " outside [1, ",
+               m.max_batch, "]");
+  for (int64_t i = 0; i < n; ++i)
+    ENGINE_CHECK(y[i] >= 0 && y[i] < cfg_.classes, "HeadCuda::train_step: label ", y[i],
+                 " of row ", i, " outside [0, ", cfg_.classes, ")");
+  CUDA_CHECK(cudaMemcpyAsync(m.x, x, sizeof(float) * n * cfg_.input, cudaMemcpyHostToDevice, m.stream), "HeadCuda x");
+  CUDA_CHECK(cudaMemcpyAsync(m.y, y, sizeof(int32_t) * n, cudaMemcpyHostToDevice, m.stream), "HeadCuda y");
+  if (m.graph_batch != n) {
+    if (m.exec) CUDA_CHECK(cudaGraphExecDestroy(m.exec), "HeadCuda graph exec");
+    if (m.graph) CUDA_CHECK(cudaGraphDestroy(m.graph), "HeadCuda graph");
+    m.exec = nullptr, m.graph = nullptr, m.graph_batch = 0;
+    CUDA_CHECK(cudaStreamBeginCapture(m.stream, cudaStreamCaptureModeThreadLocal), "HeadCuda capture");
+    try {
+      enqueue_train_step(m, cfg_, n);
+    } catch (...) {
+      cudaGraph_t broken = nullptr;
+      cudaStreamEndCapture(m.stream, &broken);
+      if (broken) cudaGraphDestroy(broken);
+      throw;
+    }
+    CUDA_CHECK(cudaStreamEndCapture(m.stream, &m.graph), "HeadCuda end capture");
+    CUDA_CHECK(cudaGraphInstantiate(&m.exec, m.graph, 0), "HeadCuda graph instantiate");
+    m.graph_batch = n;
+  }
+  CUDA_CHECK(cudaGraphLaunch(m.exec, m.stream), "HeadCuda graph launch");
+  float loss = 0.f;
+  CUDA_CHECK(cudaMemcpyAsync(&loss, m.loss, sizeof loss, cudaMemcpyDeviceToHost, m.stream), "HeadCuda loss");
+  CUDA_CHECK(cudaStreamSynchronize(m.stream), "HeadCuda train_step");
+  return loss;
+}
+
+void HeadCuda::predict(const float* x, int64_t n, float* probs) {
+  Impl& m = *impl_;
+  for (int64_t r0 = 0; r0 < n; r0 += m.max_batch) {
+    const int64_t b = std::min(m.max_batch, n - r0);
+    CUDA_CHECK(cudaMemcpyAsync(m.x, x + r0 * cfg_.input, sizeof(float) * b * cfg_.input,
+                               cudaMemcpyHostToDevice, m.stream), "HeadCuda predict x");
+    enqueue_forward(m, cfg_, b, false);
+    softmax_cuda(m.logits, m.dlogits, b, cfg_.classes, m.stream);
+    CUDA_CHECK(cudaMemcpyAsync(probs + r0 * cfg_.classes, m.dlogits, sizeof(float) * b * cfg_.classes,
+                               cudaMemcpyDeviceToHost, m.stream), "HeadCuda predict probs");
+  }
+  CUDA_CHECK(cudaStreamSynchronize(m.stream), "HeadCuda predict");
+}
+
+int64_t HeadCuda::step() const {
+  int64_t s = 0;
+  CUDA_CHECK(cudaMemcpyAsync(&s, impl_->step, sizeof s, cudaMemcpyDeviceToHost, impl_->stream), "HeadCuda step");
+  CUDA_CHECK(cudaStreamSynchronize(impl_->stream), "HeadCuda step");
+  return s;
+}
+
+void HeadCuda::copy_arena_to(HeadParams& host) const {
+  ENGINE_CHECK(host.section_size() == impl_->layout.section,
+               "HeadCuda::copy_arena_to: host arena of another config");
+  CUDA_CHECK(cudaMemcpyAsync(host.data(), impl_->arena, sizeof(float) * host.total(),
+                             cudaMemcpyDeviceToHost, impl_->stream), "HeadCuda arena download");
+  CUDA_CHECK(cudaStreamSynchronize(impl_->stream), "HeadCuda arena download");
+}
+
+void HeadCuda::set_layer(int l, const float* kernel, const float* bias) {
+  const HeadLayer& ly = impl_->layout.layers.at(static_cast<size_t>(l));
+  CUDA_CHECK(cudaMemcpy(impl_->P() + ly.kernel_off, kernel, sizeof(float) * ly.in * ly.out,
+                        cudaMemcpyHostToDevice), "HeadCuda set_layer kernel");
+  CUDA_CHECK(cudaMemcpy(impl_->P() + ly.bias_off, bias, sizeof(float) * ly.out,
+                        cudaMemcpyHostToDevice), "HeadCuda set_layer bias");
+}
+
+void HeadCuda::save_state(const std::string& path) const {
+  HeadParams host(cfg_);
+  copy_arena_to(host);
+  head_save_state(path, cfg_, host, step());
+}
+
+void HeadCuda::save_keras_h5(const std::string& path) const {
+  HeadParams host(cfg_);
+  copy_arena_to(host);
+  head_save_keras_h5(path, host);
+}
+
+}  // namespace engine
