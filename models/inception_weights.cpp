@@ -146,11 +146,19 @@ double inception_v3_flops_per_image() {
   return total;
 }
 
+std::string random_weights_warning(const InceptionWeights& w) {
+  if (!w.random_weights) return "";
+  return "WARNING: " + w.path + " holds RANDOM Inception weights (generated for tests and the demo), "
+         "not the ImageNet ones: features only make sense on the synthetic demo images. For real "
+         "images place the Keras file as weights/README.md says.";
+}
+
 InceptionWeights load_inception_v3_weights(const std::string& path) {
   H5File file = H5File::open_read(path);
   InceptionWeights out;
   out.path = path;
   out.under_model_weights = h5_exists(file.id(), "/model_weights");
+  out.random_weights = h5_has_attr(file.id(), "engine_random_weights");
   H5Id root(H5Gopen2(file.id(), out.under_model_weights ? "/model_weights" : "/", H5P_DEFAULT));
   if (!root.valid()) fail(path, ": cannot open the root group");
   const std::string where = path + (out.under_model_weights ? " (/model_weights)" : "");

@@ -34,6 +34,7 @@ struct InceptionWeights {
   std::string path;
   bool zero_based = false;       // tf.keras / Keras 3 names
   bool under_model_weights = false;
+  bool random_weights = false;    // file marked `engine_random_weights` (tests/demo generator)
   std::vector<FoldedConv> convs;  // 94, in C# order
   bool has_top = false;           // `predictions` Dense 2048 -> classes
   int64_t top_classes = 0;
@@ -42,5 +43,8 @@ struct InceptionWeights {
 
 // Throws engine::Error with one line naming the file, the dataset and expected vs found.
 InceptionWeights load_inception_v3_weights(const std::string& path);
+
+// The line tools print (to stderr) when the weights are the generated random ones, or "".
+std::string random_weights_warning(const InceptionWeights& w);
 
 }  // namespace engine

@@ -42,6 +42,8 @@ TEST(WeightLoader, OneBasedRootAndZeroBasedModelWeightsAgree) {
   InceptionWeights b = load_inception_v3_weights(reference_file("inception_v3_0based_model_weights.h5"));
   EXPECT_FALSE(a.zero_based);
   EXPECT_FALSE(a.under_model_weights);
+  EXPECT_TRUE(a.random_weights);  // the generator marks its files; tools warn on them
+  EXPECT_NE(random_weights_warning(a).find("RANDOM"), std::string::npos);
   EXPECT_TRUE(a.has_top);
   EXPECT_EQ(a.top_classes, 1000);
   EXPECT_EQ(a.top_kernel.size(), 2048u * 1000u);

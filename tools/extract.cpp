@@ -151,6 +151,7 @@ int run_extract(const Options& o) {
   BottleneckCache cache(o.out, settings, o.force);
 
   InceptionWeights w = load_inception_v3_weights(o.weights);
+  if (!random_weights_warning(w).empty()) std::fprintf(stderr, "%s\n", random_weights_warning(w).c_str());
   InceptionV3Cpu model(w);
   model.set_batch_invariant(true);  // a resumed run gives bit-identical features
 

@@ -43,6 +43,7 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   try {
     InceptionWeights w = load_inception_v3_weights(weights);
+    if (!random_weights_warning(w).empty()) std::fprintf(stderr, "%s\n", random_weights_warning(w).c_str());
     std::printf("weights: %s (%s names%s, %s)\n", weights.c_str(), w.zero_based ? "0-based" : "1-based",
                 w.under_model_weights ? ", /model_weights" : "",
                 w.has_top ? "with predictions top" : "no top");

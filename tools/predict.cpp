@@ -120,7 +120,9 @@ int main(int argc, char** argv) {
         files.push_back(in);  // missing or bad files are reported when read
       }
     }
-    InceptionV3Cpu model(load_inception_v3_weights(weights));
+    InceptionWeights iw = load_inception_v3_weights(weights);
+    if (!random_weights_warning(iw).empty()) std::fprintf(stderr, "%s\n", random_weights_warning(iw).c_str());
+    InceptionV3Cpu model(iw);
     HeadCpu head(kh.config);
     for (size_t l = 0; l < kh.kernels.size(); ++l) head.set_layer(static_cast<int>(l), kh.kernels[l].data(), kh.biases[l].data());
 

@@ -117,6 +117,8 @@ def write_keras_h5(path, W, zero_based, include_top, under_model_weights, split_
     with h5py.File(tmp, "w") as f:
         f.attrs["backend"] = b"tensorflow"
         f.attrs["keras_version"] = b"2.4.0" if zero_based else b"2.1.5"
+        # Marks the file as seeded random weights: the engine's tools warn loudly on it.
+        f.attrs["engine_random_weights"] = b"seeded random weights for tests and the demo, not ImageNet"
         g = f.create_group("model_weights") if under_model_weights else f
         if under_model_weights:
             g.attrs["backend"] = b"tensorflow"
