@@ -161,6 +161,7 @@ int run_train(const Options& o) {
   for (int k = 0; k < K; ++k) std::printf(" %s=%zu", c.class_names[static_cast<size_t>(k)].c_str(), by_class[static_cast<size_t>(k)].size());
   std::printf(" (train); split%s: train %zu, validation %zu, test %zu\n", grouped ? " by group" : "",
               sp.train.size(), sp.val.size(), sp.test.size());
+  std::fflush(stdout);
 
   HeadConfig cfg;
   cfg.input = kCacheFeatureSize;
