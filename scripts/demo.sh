@@ -12,8 +12,8 @@ REAL=weights/inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5
 if [ -f "$REAL" ]; then
   WEIGHTS=$REAL
 else
-  /usr/bin/python3 tests/reference/make_reference.py --out build/reference
-  WEIGHTS=build/reference/inception_v3_1based.h5
+  WEIGHTS=weights/random_inception_v3.h5
+  weights/make_random_weights.sh "$WEIGHTS"
 fi
 build/tools/make_demo_data --out "$DEMO" --count "${DEMO_IMAGES:-300}" --seed 1
 build/tools/extract --images "$DEMO/images" --weights "$WEIGHTS" --out "$DEMO/cache.h5"

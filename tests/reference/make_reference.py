@@ -352,11 +352,26 @@ def up_to_date(out):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--out", required=True)
+    ap.add_argument("--out", help="directory for every reference file (required unless --weights-only)")
     ap.add_argument("--images", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--force", action="store_true")
+    ap.add_argument("--weights-only", metavar="FILE", default=None,
+                    help="write only the seeded random Keras-layout weight file (1-based, no top) to FILE")
     a = ap.parse_args()
+    if a.weights_only:
+        if os.path.exists(a.weights_only) and not a.force:
+            print("%s: exists; use --force to regenerate" % a.weights_only)
+            return
+        torch.set_num_threads(2)
+        rng = np.random.default_rng(a.seed)
+        W = make_weights(rng, make_inputs(rng, a.images))
+        write_keras_h5(a.weights_only, W, zero_based=False, include_top=False, under_model_weights=False,
+                       split_names=0, empty_weight_names=np.array([], dtype=np.float64))
+        print("random Inception v3 weights (Keras layout, seed %d): %s" % (a.seed, a.weights_only))
+        return
+    if not a.out:
+        ap.error("--out is required (or --weights-only FILE)")
     if not a.force and up_to_date(a.out):
         print("%s: up to date (format_version %d); use --force to regenerate" % (a.out, FORMAT_VERSION))
         return
