@@ -129,7 +129,7 @@ TEST(Train, SeparableCacheReachesHighTestAucAndWritesEveryOutput) {
   // Class means differ by 0.25 in 64 dims at noise 0.3: a linear score separates them with
   // d' = 0.25*8/0.3 = 6.7, i.e. AUC ~ 1; anything under 0.95 means training is broken.
   EXPECT_GT(auc, 0.95) << js;
-  for (const char* f : {"report.html", "metrics.csv", "split.csv", "checkpoint.h5", "best.h5", "head_keras.h5"})
+  for (const char* f : {"report.html", "metrics.csv", "metrics.jsonl", "split.csv", "checkpoint.h5", "best.h5", "head_keras.h5"})
     EXPECT_TRUE(fs::exists(tmp / ("run/" + std::string(f)))) << f;
   const std::string html = slurp(tmp / "run/report.html");
   EXPECT_NE(html.find("<svg"), std::string::npos);

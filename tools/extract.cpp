@@ -118,8 +118,10 @@ struct Options {
 
 int run_extract(const Options& o) {
   const Device device = resolve_device(o.device);
+  if (device == Device::CUDA && o.device == "cuda")
+    fail("--device cuda: the cuDNN inference backend is not in this build yet (GPU issue); use --device cpu or auto");
   if (device == Device::CUDA)
-    fail("--device: the cuDNN inference backend is not in this build yet (GPU issue); use --device cpu");
+    std::fprintf(stderr, "note: a GPU is present but the cuDNN backend is not in this build yet: using the CPU\n");
   int shard_k = 1, shard_n = 1;
   if (!o.shard.empty()) {
     if (std::sscanf(o.shard.c_str(), "%d/%d", &shard_k, &shard_n) != 2 || shard_n < 1 || shard_k < 1 ||

@@ -10,7 +10,8 @@
 // (checkpoint.h5, atomic), and best.h5 when the selected validation metric improves. A rerun
 // after a kill resumes from checkpoint.h5 and gives the same result as an unbroken run (batches
 // and dropout masks depend only on (seed, step)). At the end: the best head is evaluated on the
-// test split; outputs head_keras.h5 (Keras Dense layout + class_names), metrics.json, split.csv,
+// test split; outputs head_keras.h5 (Keras Dense layout + class_names), metrics.json (test) and
+// metrics.csv / metrics.jsonl (one row per evaluation), split.csv,
 // report.html (curves and ROC as SVG).
 #include <CLI/CLI.hpp>
 #include <unistd.h>
@@ -120,6 +121,18 @@ std::string curve_csv(const std::vector<CurvePoint>& curve) {
   for (const auto& p : curve)
     os << p.step << "," << p.train_loss << "," << p.val_loss << "," << p.val_accuracy << ","
        << p.val_balanced_accuracy << "," << p.val_auc << "\n";
+  return os.str();
+}
+
+// The same rows as JSON lines (one object per evaluation), for tools that prefer JSON.
+std::string curve_jsonl(const std::vector<CurvePoint>& curve) {
+  std::ostringstream os;
+  os.precision(7);
+  auto num = [](double v) { return std::isfinite(v) ? std::to_string(v) : std::string("null"); };
+  for (const auto& p : curve)
+    os << "{\"step\": " << p.step << ", \"train_loss\": " << num(p.train_loss) << ", \"val_loss\": " << num(p.val_loss)
+       << ", \"val_accuracy\": " << num(p.val_accuracy) << ", \"val_balanced_accuracy\": " << num(p.val_balanced_accuracy)
+       << ", \"val_auc\": " << num(p.val_auc) << "}\n";
   return os.str();
 }
 
@@ -237,6 +250,7 @@ int run_train(const Options& o) {
         save_state_atomic(*head, best);
       }
       write_text_atomic(csv, curve_csv(curve));
+      write_text_atomic(o.out + "/metrics.jsonl", curve_jsonl(curve));
       save_state_atomic(*head, ckpt);  // last: a checkpoint never runs ahead of metrics.csv
       progress.set_note("val " + o.select + " " + std::to_string(select_value(o, p)).substr(0, 6));
     }
