@@ -465,7 +465,7 @@ Image8 decode_image_memory(const uint8_t* data, size_t size, const std::string& 
   fail_image(name, "unsupported image format " + fmt + " (only JPEG and PNG are decoded)");
 }
 
-Image8 decode_image_file(const std::string& path, const DecodeOptions& opt) {
+std::vector<uint8_t> read_image_file_bytes(const std::string& path) {
   struct stat st;
   if (::stat(path.c_str(), &st) != 0) {
     const int e = errno;
@@ -500,6 +500,11 @@ Image8 decode_image_file(const std::string& path, const DecodeOptions& opt) {
     got += size_t(r);
   }
   ::close(fd);
+  return buf;
+}
+
+Image8 decode_image_file(const std::string& path, const DecodeOptions& opt) {
+  const std::vector<uint8_t> buf = read_image_file_bytes(path);
   return decode_image_memory(buf.data(), buf.size(), path, opt);
 }
 

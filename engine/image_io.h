@@ -32,8 +32,10 @@ struct DecodeOptions {
 // "heic", "jpeg2000"), or "unknown".
 std::string sniff_image_format(const uint8_t* data, size_t size);
 
-// Reads the whole file (errors: missing, unreadable, directory, broken symlink, empty, larger than
-// 512 MiB) and decodes it.
+// Reads a whole image file (errors: missing, unreadable, directory, broken symlink, empty, larger
+// than 512 MiB), for callers that also hash the bytes (tools/extract).
+std::vector<uint8_t> read_image_file_bytes(const std::string& path);
+// read_image_file_bytes + decode_image_memory.
 Image8 decode_image_file(const std::string& path, const DecodeOptions& opt = {});
 // `name` is used in error messages.
 Image8 decode_image_memory(const uint8_t* data, size_t size, const std::string& name,

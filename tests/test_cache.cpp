@@ -151,11 +151,11 @@ Listing make_listing(size_t n = 35) {
 // What tools/extract does for batches [0, max_batches): extract only what the cache lacks.
 void extract(BottleneckCache& cache, const Listing& l, size_t max_batches = SIZE_MAX) {
   for (size_t b = 0; b < std::min(max_batches, l.batches()); ++b) {
-    std::vector<CacheFeature> todo;
+    std::vector<CacheFeature> pending;
     for (size_t i = b * l.batch; i < std::min(l.images.size(), (b + 1) * l.batch); ++i)
       if (!cache.has(l.images[i].path, content_sha(l.images[i].path, l.version[i])))
-        todo.push_back(make_feature(l.images[i].path, l.version[i]));
-    cache.append(todo);
+        pending.push_back(make_feature(l.images[i].path, l.version[i]));
+    cache.append(pending);
   }
 }
 CacheContents run_to_end(const std::string& path, const Listing& l,

@@ -20,7 +20,6 @@
 #include <cstdio>
 #include <cstring>
 #include <deque>
-#include <fstream>
 #include <mutex>
 #include <optional>
 #include <thread>
@@ -92,22 +91,6 @@ class BoundedQueue {
   bool closed_ = false;
 };
 
-std::vector<uint8_t> read_bytes(const std::string& path) {
-  struct stat st {};
-  if (lstat(path.c_str(), &st) != 0) fail(path, ": cannot open: ", std::strerror(errno));
-  if (S_ISLNK(st.st_mode) && stat(path.c_str(), &st) != 0) fail(path, ": broken symbolic link");
-  if (S_ISDIR(st.st_mode)) fail(path, ": is a directory");
-  if (!S_ISREG(st.st_mode)) fail(path, ": not a regular file");
-  if (st.st_size == 0) fail(path, ": empty file (0 bytes)");
-  if (st.st_size > (int64_t(512) << 20)) fail(path, ": file larger than 512 MiB, refused");
-  std::ifstream f(path, std::ios::binary);
-  if (!f) fail(path, ": cannot open: ", std::strerror(errno));
-  std::vector<uint8_t> b(static_cast<size_t>(st.st_size));
-  f.read(reinterpret_cast<char*>(b.data()), static_cast<std::streamsize>(b.size()));
-  if (f.gcount() != static_cast<std::streamsize>(b.size())) fail(path, ": short read");
-  return b;
-}
-
 struct Options {
   std::string images, labels, label_column, group_column, out, weights, device = "auto";
   std::string resize = "antialias", shard;
@@ -169,7 +152,7 @@ int run_extract(const Options& o) {
         Item it;
         it.index = i;
         try {
-          std::vector<uint8_t> bytes = read_bytes(jobs[i].full_path);
+          std::vector<uint8_t> bytes = read_image_file_bytes(jobs[i].full_path);
           it.sha256 = sha256_hex(bytes.data(), bytes.size());
           bool cached;
           {
