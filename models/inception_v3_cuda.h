@@ -1,0 +1,92 @@
+// models/inception_v3_cuda.h: Inception v3 on the GPU (the CUDA twin of models/inception_v3.h,
+// same blocks, same concat order): N x 299 x 299 x 3 images in [-1, 1] (NHWC, fp32, host) ->
+// N x 2048 fp32 bottlenecks. Every conv is a Conv2dCudnn (cuDNN graph API, BN folded, bias + ReLU
+// fused); pools, concat and the global average pool are the kernels of kernels/pool2d_cuda.h.
+//
+// Memory: weights are uploaded once (fp16 copies in FP16 mode); the network is first written as a
+// list of ops over logical tensors, each tensor's lifetime is the span of ops touching it, and the
+// activation arena (one cudaMalloc, sized for max_batch) places tensors first-fit by size so that
+// tensors alive at the same time never overlap. Smaller batches reuse the same offsets. One cuDNN
+// workspace sized for the largest plan at max_batch (plans for smaller batches are restricted to
+// it). Nothing is allocated after construction except a tap buffer on the first forward_blocks.
+//
+// Concat: each branch's last conv writes a packed tensor which a copy kernel moves into the
+// block output's channel slice (convs writing straight into a strided slice were 1.5-4.6x slower
+// on an H100, ../shared/device/README.md); max-pool branches write their slice directly.
+//
+// Precision/layout: FP32 (exact, no tensor-core engines), TF32, FP16 (half activations and
+// weights, fp32 accumulation, fp32 bottleneck). Layout is an option: NHWC for TF32/FP16; FP32
+// defaults to NCHW (the advice: non-tensor-core engines in NHWC were slower than
+// PyTorch's NCHW). In FP16 the 3 input channels are zero-padded to 8 (tensor-core engines want
+// C % 8 == 0), with C1's extra filter channels zero.
+//
+// forward() captures the whole forward for a batch size once in a CUDA graph (input convert .. global
+// average pool) and replays it between an async upload from pinned memory and an async bottleneck
+// download on the same stream (one call does not overlap its own upload with compute);
+// forward_eager() runs the same ops without a graph; forward_blocks() also hands each block output (stem, mixed0..mixed10) to a tap
+// as an NHWC fp32 host tensor, for the tests against the PyTorch reference.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/tensor.h"
+#include "kernels/conv2d_cudnn.h"
+#include "models/inception_weights.h"
+
+namespace engine {
+
+struct InceptionCudaOptions {
+  bool fp32_nchw = true;          // FP32 mode in NCHW (else NHWC); TF32 and FP16 are always NHWC
+  int fp16_input_channels = 8;    // FP16: pad the 3 input channels to this many (3 = no padding)
+  ConvPlanOptions plan;           // engine choice per conv shape
+  int device = 0;
+};
+
+class InceptionV3Cuda {
+ public:
+  using Tap = std::function<void(const std::string& name, const Tensor& nhwc_fp32)>;
+  struct LayerTime {
+    std::string name;  // "C17 conv 1x1 ...", "mixed0 avgpool", "mixed0 concat copy", ...
+    double ms = 0;     // mean over the profiled iterations
+    double flops = 0;  // convs only
+    int64_t engine = -1;
+  };
+
+  InceptionV3Cuda(const InceptionWeights& w, Precision precision, int64_t max_batch,
+                  InceptionCudaOptions options = {});
+  ~InceptionV3Cuda();
+  InceptionV3Cuda(const InceptionV3Cuda&) = delete;
+  InceptionV3Cuda& operator=(const InceptionV3Cuda&) = delete;
+
+  // host_x: n x 299 x 299 x 3 floats; host_bottleneck: n x 2048 floats. 1 <= n <= max_batch.
+  void forward(const float* host_x, int64_t n, float* host_bottleneck);        // CUDA graph
+  // Replays the graph on the input already on the GPU (the last one uploaded) and waits; the
+  // bottleneck stays on the GPU. For benchmarks comparable with PyTorch (input resident).
+  void forward_resident(int64_t n);
+  void forward_eager(const float* host_x, int64_t n, float* host_bottleneck);  // no graph
+  void forward_blocks(const float* host_x, int64_t n, float* host_bottleneck, const Tap& tap);
+  // Times every op (events around each, eager) on the current contents of the buffers.
+  std::vector<LayerTime> profile_layers(int64_t n, int iters = 5);
+
+  Precision precision() const;
+  TensorLayout layout() const;
+  int64_t max_batch() const;
+  int64_t peak_device_bytes() const;   // everything this object cudaMalloc'ed, now
+  int64_t activation_bytes() const;    // the arena
+  int64_t workspace_bytes() const;
+  int64_t weight_bytes() const;
+  int64_t allocations() const;         // number of cudaMalloc calls so far
+  double flops_per_image() const;      // 2*kh*kw*cin*cout*Ho*Wo over the 94 convs (unpadded)
+  std::string plan_summary(int64_t n) const;  // one line per conv: engine, workspace, ms
+
+  struct Impl;
+
+ private:
+  void launch_graph(int64_t n);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace engine
