@@ -65,7 +65,13 @@ CacheContents read_cache(const std::string& path);
 void write_cache_atomic(const std::string& path, const CacheContents& c);
 // Joins shard caches into one; settings and class names must agree and a path may appear only in
 // one input (else one-line error). The result equals a single run over the union (sorted by path).
+// Streams: holds the inputs' paths and hashes, never their features (see weights/CACHE.md).
 void merge_caches(const std::vector<std::string>& inputs, const std::string& out);
+// The same; when `peak_feature_bytes` is not null it receives the most bytes of feature data the
+// merge held at once: its output chunk and one staging chunk per input, (1 + inputs) x 512 KiB,
+// independent of the inputs' sizes.
+void merge_caches(const std::vector<std::string>& inputs, const std::string& out,
+                  size_t* peak_feature_bytes);
 
 class BottleneckCache {
  public:
@@ -82,6 +88,9 @@ class BottleneckCache {
   bool has(const std::string& path, const std::string& sha256) const;
   size_t cached() const;           // features known (consolidated + journal)
   size_t journal_pieces() const;   // complete pieces replayed or written in this run
+  // The most bytes of feature data this object has held at once (chunk and journal I/O buffers):
+  // features are never kept, only where they lie, so this does not grow with the cache's size.
+  size_t peak_feature_bytes() const;
 
   // Makes one batch durable: a new journal piece, complete and fsync'ed before this returns.
   void append(const std::vector<CacheFeature>& batch);
@@ -89,7 +98,8 @@ class BottleneckCache {
   // Writes the consolidated file for exactly the images in `current` (entries for other paths
   // are dropped; labels and groups are taken from `current`), with the class names and the
   // skipped list, then removes the journal. Images in `current` without a feature are an error
-  // (the caller lists them as skipped instead).
+  // (the caller lists them as skipped instead). Streams: the features are read back from the old
+  // file and the journal one 64-row chunk at a time (peak_feature_bytes() stays at 1 MiB).
   void finalize(const std::vector<ImageMeta>& current, const std::vector<std::string>& class_names,
                 const std::vector<SkippedFile>& skipped);
 

@@ -23,6 +23,7 @@
 #include <functional>
 #include <iostream>
 #include <limits>
+#include <map>
 #include <random>
 #include <sstream>
 
@@ -400,6 +401,25 @@ TEST(CacheFile, FlippedFeatureBitFailsTheChecksum) {
   EXPECT_ONE_LINE_ERROR(error_of([&] { read_cache(p); }), p, "H5Dread failed for '/features'");
 }
 
+TEST(CacheFile, FlippedFeatureBitIsFoundByOpenAndByMerge) {
+  // The cache and merge no longer load features whole, but still check every chunk they read.
+  TempDir dir;
+  std::string p = dir.file("c.h5");
+  CacheContents c = make_contents(200);
+  write_cache_atomic(p, c);
+  std::string bytes = read_bytes(p);
+  std::string needle(reinterpret_cast<const char*>(&c.features[150 * kF + 100]), 4);
+  size_t pos = bytes.find(needle);
+  ASSERT_NE(pos, std::string::npos);
+  bytes[pos + 1] ^= 0x04;
+  write_bytes(p, bytes);
+  EXPECT_ONE_LINE_ERROR(error_of([&] { BottleneckCache cache(p, settings_a(), false); }), p,
+                        "H5Dread failed for '/features'");
+  EXPECT_ONE_LINE_ERROR(error_of([&] { merge_caches({p}, dir.file("m.h5")); }), p,
+                        "H5Dread failed for '/features'");
+  EXPECT_EQ(list(dir.file("")), (std::vector<std::string>{"c.h5", "c.h5.lock"}));
+}
+
 // ------------------------------------------------------------------------- crash recovery
 class CacheCrash : public ::testing::Test {
  protected:
@@ -773,6 +793,109 @@ TEST(CacheMerge, EqualsASingleRunAndRejectsConflicts) {
   EXPECT_FALSE(exists(dir.file("m2.h5")));
 }
 
+// ------------------------------------------------------------------------------ memory bound
+namespace {
+// Listing `l` extracted in pieces of `batch` images, in listing (not path) order.
+void append_in_batches(BottleneckCache& cache, const Listing& l, size_t from, size_t to,
+                       size_t batch) {
+  for (size_t b = from; b < to; b += batch) {
+    std::vector<CacheFeature> pending;
+    for (size_t i = b; i < std::min(to, b + batch); ++i)
+      pending.push_back(make_feature(l.images[i].path, l.version[i]));
+    cache.append(pending);
+  }
+}
+}  // namespace
+
+// finalize and merge_caches hold a fixed amount of feature data whatever N is: the cache keeps
+// only an index (path -> hash, row or piece offset) and streams the features chunk by chunk.
+TEST(CacheMemory, FinalizeAndMergeHoldTheSameFewChunksForAnyN) {
+  constexpr size_t kBound = 2 * 64 * kF * sizeof(float);  // two 64-row chunks: 1 MiB
+  std::vector<size_t> run1_peaks, final_peaks, merge_peaks;
+  for (size_t n : {size_t{200}, size_t{2000}}) {
+    SCOPED_TRACE("N = " + std::to_string(n));
+    TempDir dir;
+    std::string p = dir.file("c.h5");
+    Listing l = make_listing(n);
+    l.batch = 50;
+    // Run 1: the first half, extracted and finalized: a consolidated file of n / 2 rows.
+    Listing first = l;
+    first.images.resize(n / 2), first.version.resize(n / 2);
+    {
+      BottleneckCache cache(p, settings_a(), false);
+      append_in_batches(cache, first, 0, first.images.size(), l.batch);
+      cache.finalize(first.images, first.class_names, first.skipped);
+      run1_peaks.push_back(cache.peak_feature_bytes());
+    }
+    // Run 2: the second half in journal pieces, and every 10th image of the first half changed
+    // (a piece that must win over the consolidated row); then finalize all n.
+    Listing changed;
+    for (size_t i = 0; i < n / 2; i += 10) {
+      l.version[i] = 1;
+      changed.images.push_back(l.images[i]);
+      changed.version.push_back(1);
+    }
+    std::string before;
+    {
+      BottleneckCache cache(p, settings_a(), false);
+      EXPECT_EQ(cache.cached(), n / 2);
+      append_in_batches(cache, l, n / 2, n, l.batch);
+      append_in_batches(cache, changed, 0, changed.images.size(), l.batch);
+      cache.finalize(l.images, l.class_names, l.skipped);
+      final_peaks.push_back(cache.peak_feature_bytes());
+      EXPECT_EQ(cache.cached(), n);
+      // The index now points into the new file: finalizing again gives the same bytes.
+      before = read_bytes(p);
+      cache.finalize(l.images, l.class_names, l.skipped);
+      EXPECT_EQ(read_bytes(p), before);
+      EXPECT_EQ(cache.peak_feature_bytes(), final_peaks.back());
+    }
+    CacheContents r = read_cache(p);
+    ASSERT_EQ(r.size(), n);
+    std::map<std::string, size_t> index;
+    for (size_t i = 0; i < n; ++i) index[l.images[i].path] = i;
+    for (size_t i = 0; i < n; ++i) {
+      size_t k = index.at(r.paths[i]);
+      EXPECT_EQ(r.sha256[i], content_sha(r.paths[i], l.version[k])) << r.paths[i];
+      EXPECT_EQ(r.labels[i], l.images[k].label);
+      ASSERT_EQ(std::memcmp(&r.features[i * kF], feature_for(r.paths[i], l.version[k]).data(),
+                            kF * sizeof(float)),
+                0)
+          << r.paths[i];
+    }
+    // A fresh single run over the same listing writes the same bytes.
+    EXPECT_EQ(read_bytes(p), read_bytes([&] {
+                run_to_end(dir.file("single.h5"), l);
+                return dir.file("single.h5");
+              }()));
+    // Merge of two shards (even / odd listing positions) streams the same way.
+    Listing shard[2];
+    for (size_t i = 0; i < n; ++i) {
+      shard[i % 2].images.push_back(l.images[i]);
+      shard[i % 2].version.push_back(l.version[i]);
+      shard[i % 2].batch = 50;
+    }
+    shard[1].skipped = {};
+    run_to_end(dir.file("s0.h5"), shard[0]);
+    run_to_end(dir.file("s1.h5"), shard[1]);
+    size_t merge_peak = 0;
+    merge_caches({dir.file("s1.h5"), dir.file("s0.h5")}, dir.file("m.h5"), &merge_peak);
+    merge_peaks.push_back(merge_peak);
+    EXPECT_EQ(read_bytes(dir.file("m.h5")), before);
+  }
+  // finalize: its output chunk + one staging chunk of the old consolidated file. merge: its
+  // output chunk + one staging chunk per input (2 here).
+  constexpr size_t kChunk = 64 * kF * sizeof(float);
+  for (auto [peaks, bound] : {std::pair{&run1_peaks, kBound}, std::pair{&final_peaks, kBound},
+                              std::pair{&merge_peaks, 3 * kChunk}}) {
+    EXPECT_GT((*peaks)[0], 0u);
+    EXPECT_LE((*peaks)[0], bound);
+    EXPECT_EQ((*peaks)[0], (*peaks)[1]) << "the peak grows with N";
+  }
+  std::cout << "[memory] peak feature bytes: finalize " << final_peaks[1] << ", merge "
+            << merge_peaks[1] << " (for N = 200 and 2000 alike)\n";
+}
+
 // ------------------------------------------------------------- bad files built with the C API
 namespace {
 // Writes a 4-image cache with the HDF5 C API directly (not the engine's writer), with one fault.
@@ -950,6 +1073,36 @@ TEST(CacheTiming, TenThousandImages) {
   BottleneckCache replay(dir.file("j.h5"), settings_a(), false);
   auto t4 = clock::now();
   EXPECT_EQ(replay.cached(), 1280u);
+  // finalize of n images, half of them rows of a consolidated file and half in journal pieces
+  // (interleaved in path order: every output chunk mixes hyperslab reads and piece preads).
+  CacheContents even;
+  even.settings = c.settings, even.class_names = c.class_names;
+  std::vector<ImageMeta> all;
+  for (size_t i = 0; i < n; ++i) {
+    all.push_back({c.paths[i], c.labels[i], c.groups[i]});
+    if (i % 2 == 0) {
+      even.paths.push_back(c.paths[i]), even.sha256.push_back(c.sha256[i]);
+      even.labels.push_back(c.labels[i]), even.groups.push_back(c.groups[i]);
+      even.features.insert(even.features.end(), &c.features[i * kF], &c.features[(i + 1) * kF]);
+    }
+  }
+  write_cache_atomic(dir.file("f.h5"), even);
+  even = {};
+  double finalize_ms = 0;
+  size_t finalize_peak = 0;
+  {
+    BottleneckCache cache(dir.file("f.h5"), settings_a(), false);
+    std::vector<CacheFeature> batch;
+    for (size_t i = 1; i < n; i += 2) {
+      batch.push_back({c.paths[i], c.sha256[i], {&c.features[i * kF], &c.features[(i + 1) * kF]}});
+      if (batch.size() == 256 || i + 2 >= n) cache.append(batch), batch.clear();
+    }
+    auto a = clock::now();
+    cache.finalize(all, c.class_names, c.skipped);
+    finalize_ms = ms(clock::now() - a);
+    finalize_peak = cache.peak_feature_bytes();
+  }
+  EXPECT_TRUE(same_contents(read_cache(dir.file("f.h5")), c));
   std::sort(lat.begin(), lat.end());
   double mib = n * kF * 4 / 1048576.0;
   std::cout << "[timing] write_cache_atomic " << n << " x 2048: " << ms(t1 - t0) << " ms ("
@@ -957,5 +1110,7 @@ TEST(CacheTiming, TenThousandImages) {
             << mib / ms(t2 - t1) * 1000 << " MiB/s)\n"
             << "[timing] append of a 64-image piece (512 KiB + fsync + rename + dir fsync): median "
             << lat[lat.size() / 2] << " ms, max " << lat.back() << " ms; replay of 20 pieces "
-            << ms(t4 - t3) << " ms\n";
+            << ms(t4 - t3) << " ms\n"
+            << "[timing] finalize " << n << " (half consolidated rows, half in journal pieces): "
+            << finalize_ms << " ms, peak feature bytes " << finalize_peak << "\n";
 }
