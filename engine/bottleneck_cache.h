@@ -17,6 +17,8 @@
 #include <string>
 #include <vector>
 
+#include "engine/sha256.h"  // sha256_hex / sha256_file: the content hashes stored here
+
 namespace engine {
 
 constexpr int64_t kCacheFeatureSize = 2048;
@@ -108,8 +110,5 @@ class BottleneckCache {
   std::unique_ptr<Impl> impl_;
 };
 
-// SHA-256 (FIPS 180-4), hex lower-case.
-std::string sha256_hex(const uint8_t* data, size_t size);
-std::string sha256_file(const std::string& path);  // throws Error naming the file
 
 }  // namespace engine
