@@ -219,7 +219,9 @@ Conv2dCudnn::Conv2dCudnn(std::string name, int64_t cin, int64_t cout, const Conv
       layout_(layout), options_(options) {
   ENGINE_CHECK(cin > 0 && cout > 0 && spec.kh > 0 && spec.kw > 0 && spec.stride > 0, name_,
                ": bad conv spec");
-  ENGINE_CHECK(spec.relu, name_, ": the cuDNN path fuses ReLU; relu=false is not implemented");
+  // Every Inception conv is conv+BN+ReLU, so the operation graph always ends in RELU_FWD; a conv
+  // without ReLU would need a graph without that node, which nothing here builds.
+  ENGINE_CHECK(spec.relu, name_, ": the cuDNN path always fuses ReLU; relu=false is unsupported");
 }
 Conv2dCudnn::~Conv2dCudnn() = default;
 Conv2dCudnn::Conv2dCudnn(Conv2dCudnn&&) noexcept = default;

@@ -28,10 +28,12 @@
 #include "kernels/pool2d.h"
 #include "kernels/pool2d_cuda.h"
 #include "models/inception_v3_cuda.h"
+#include "inception_reference.h"
 #include "test_util.h"
 
 using namespace engine;
 using engine::test::reference_file;
+using namespace engine::test;
 
 namespace {
 
@@ -41,23 +43,10 @@ namespace {
     if (a.devices == 0) GTEST_SKIP() << "no GPU: " << a.reason;         \
   } while (0)
 
-// Same tolerances as tests/test_inception.cpp (fp32 engine vs the float64 PyTorch reference).
-constexpr double kShallowAtolScale = 2e-5, kBlockAtolScale = 2e-4, kBlockRtol = 1e-4;
-constexpr double kBottleneckAtolScale = 1e-4, kBottleneckRtol = 1e-4;
+// Tolerances: the same as tests/test_inception.cpp, from tests/inception_reference.h.
 // INITIAL bounds for the reduced-precision modes vs fp32 on the GPU (to be confirmed on the GPU).
 constexpr double kTf32MaxRelL2 = 1e-2, kFp16MaxRelL2 = 2e-2, kMinCosine = 0.999;
 
-struct Reference {
-  H5File file;
-  Tensor inputs;
-};
-Reference open_reference() {
-  Reference r{H5File::open_read(reference_file("reference.h5")), Tensor()};
-  const int64_t version = h5_read_int_attr(r.file.id(), "format_version", r.file.path());
-  if (version != 1) fail(r.file.path(), ": format_version ", version, ", tests expect 1");
-  r.inputs = h5_read_tensor(r.file.id(), "/inputs", r.file.path());
-  return r;
-}
 std::string weights_file() { return reference_file("inception_v3_1based.h5"); }
 // Tests take the first allowed engine in heuristic order (no timing): plan building for ~8 models
 // stays within the GPU slot; bench/bench_inception_cuda.cpp times the candidates.
@@ -133,9 +122,7 @@ void check_fp32_against_reference(bool nchw) {
   int taps = 0;
   model.forward_blocks(ref.inputs.data(), n, b.data(), [&](const std::string& name, const Tensor& t) {
     Tensor want = h5_read_tensor(ref.file.id(), "/blocks/" + name, ref.file.path());
-    const bool shallow = name == "stem" || name == "mixed0" || name == "mixed1" ||
-                         name == "mixed2" || name == "mixed3";
-    auto r = engine::test::tensors_close(t, want, (shallow ? kShallowAtolScale : kBlockAtolScale) *
+    auto r = engine::test::tensors_close(t, want, (is_shallow_block(name) ? kShallowAtolScale : kBlockAtolScale) *
                                                       engine::test::max_abs(want),
                                          kBlockRtol, name);
     EXPECT_TRUE(r);
