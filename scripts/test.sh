@@ -4,5 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/build.sh
+scripts/keras_env.sh build/keras-venv >/dev/null
 cd build
 ctest --output-on-failure -j2 "$@"

@@ -1,0 +1,72 @@
+// engine/text_format.cpp: CSV and JSON quoting and round-trip float printing (see the header).
+#include "engine/text_format.h"
+
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+
+namespace engine {
+
+std::string csv_field(const std::string& s) {
+  if (s.find_first_of(",\"\r\n") == std::string::npos) return s;
+  std::string out = "\"";
+  for (char c : s) {
+    if (c == '"') out += '"';
+    out += c;
+  }
+  out += '"';
+  return out;
+}
+
+std::string csv_row(const std::vector<std::string>& fields) {
+  std::string out;
+  for (size_t i = 0; i < fields.size(); ++i) {
+    if (i) out += ',';
+    out += csv_field(fields[i]);
+  }
+  return out;
+}
+
+std::string json_string(const std::string& s) {
+  std::string out = "\"";
+  for (unsigned char c : s) {
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\b': out += "\\b"; break;
+      case '\f': out += "\\f"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      default:
+        if (c < 0x20) {
+          char buf[8];
+          std::snprintf(buf, sizeof buf, "\\u%04x", c);
+          out += buf;
+        } else {
+          out += static_cast<char>(c);  // UTF-8 bytes pass through unchanged
+        }
+    }
+  }
+  out += '"';
+  return out;
+}
+
+namespace {
+template <typename T>
+std::string roundtrip(T v, int max_digits) {
+  if (std::isnan(v)) return "nan";
+  if (std::isinf(v)) return v > 0 ? "inf" : "-inf";
+  char buf[40];
+  for (int p = 6; p <= max_digits; ++p) {  // shortest form that reads back exactly
+    std::snprintf(buf, sizeof buf, "%.*g", p, static_cast<double>(v));
+    if (static_cast<T>(std::strtod(buf, nullptr)) == v) break;
+  }
+  return buf;
+}
+}  // namespace
+
+std::string float_roundtrip(float v) { return roundtrip<float>(v, 9); }
+std::string double_roundtrip(double v) { return roundtrip<double>(v, 17); }
+
+}  // namespace engine
