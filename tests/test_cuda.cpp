@@ -5,6 +5,7 @@
 
 #include "engine/cuda_device.h"
 #include "engine/error.h"
+#include "test_util.h"
 #ifdef ENGINE_HAVE_CUDA
 #include "engine/cuda_check.h"
 #endif
@@ -66,8 +67,7 @@ TEST(CudaCheck, MessagesNameTheCallTheErrorAndTheContext) {
 }
 
 TEST(CudaCheck, RealCallOnTheDevice) {
-  CudaAvailability a = cuda_availability();
-  if (a.devices == 0) GTEST_SKIP() << "no GPU: " << a.reason;
+  ENGINE_SKIP_WITHOUT_GPU(cuda_availability());
   void* p = nullptr;
   CUDA_CHECK(cudaMalloc(&p, 1 << 20), "test buffer");
   CUDA_CHECK(cudaMemset(p, 0, 1 << 20), "test buffer");

@@ -37,11 +37,7 @@ using namespace engine::test;
 
 namespace {
 
-#define SKIP_WITHOUT_GPU()                                              \
-  do {                                                                  \
-    CudaAvailability a = cuda_availability();                           \
-    if (a.devices == 0) GTEST_SKIP() << "no GPU: " << a.reason;         \
-  } while (0)
+#define SKIP_WITHOUT_GPU() ENGINE_SKIP_WITHOUT_GPU(cuda_availability())
 
 // Tolerances: the same as tests/test_inception.cpp, from tests/inception_reference.h.
 // INITIAL bounds for the reduced-precision modes vs fp32 on the GPU (to be confirmed on the GPU).

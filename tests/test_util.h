@@ -66,4 +66,20 @@ inline ::testing::AssertionResult tensors_close(const Tensor& got, const Tensor&
   return tensors_close(got.data(), want.data(), got.numel(), atol, rtol, what);
 }
 
+// GPU tests: without a device they skip with the reason, unless ENGINE_REQUIRE_GPU=1 (set on the
+// GPU machine), where a missing device is a failure. Use inside a TEST body (it may return).
+inline bool gpu_required() {
+  const char* r = std::getenv("ENGINE_REQUIRE_GPU");
+  return r && std::string(r) == "1";
+}
+#define ENGINE_SKIP_WITHOUT_GPU(availability)                                              \
+  do {                                                                                     \
+    const auto engine_gpu_a_ = (availability);                                             \
+    if (engine_gpu_a_.devices == 0) {                                                      \
+      if (::engine::test::gpu_required())                                                  \
+        FAIL() << "ENGINE_REQUIRE_GPU=1 but no GPU: " << engine_gpu_a_.reason;             \
+      GTEST_SKIP() << "no GPU: " << engine_gpu_a_.reason;                                  \
+    }                                                                                      \
+  } while (0)
+
 }  // namespace engine::test

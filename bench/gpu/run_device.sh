@@ -14,6 +14,7 @@ mkdir -p "$OUT"
 source .gpu/gpuenv.sh
 REF=${ENGINE_REFERENCE_DIR:-/tmp/engine_reference}
 export ENGINE_REFERENCE_DIR=$REF
+export ENGINE_REQUIRE_GPU=1  # on the GPU machine a missing device fails the CUDA tests instead of skipping them
 t0=$(date +%s)
 step() { echo "== [$(( $(date +%s) - t0 )) s] $*"; }
 
