@@ -7,6 +7,8 @@
 //  - Alpha (RGBA, LA, tRNS) is dropped, not composited over a background: PIL's convert('RGB').
 //  - CMYK/YCCK JPEGs are taken as Adobe-inverted (as PIL does, Adobe marker or not) and converted
 //    with PIL's formula R = nk - round(c * nk / 255), nk = 255 - k.
+// DecodeOptions::jpeg_flavor = TensorFlow gives tf.io.decode_jpeg(channels=3)'s pixels instead
+// (JDCT_IFAST, TF's CMYK formula; bit-exact, tests/test_keras.cpp).
 // libjpeg warnings that mean damaged pixel data (premature end of file, bad Huffman code, ...)
 // are errors here, whereas PIL ignores them and returns gray-filled or garbled pixels.
 // Both libraries report errors through setjmp/longjmp; every libjpeg/libpng call is made inside
@@ -277,8 +279,10 @@ Image8 decode_jpeg(const uint8_t* data, size_t size, const std::string& name,
 
   jpeg_decompress_struct& c = j.cinfo;
   // Same settings as PIL's decoder (libjpeg defaults): JDCT_ISLOW, fancy upsampling, so that the
-  // pixels are bit-identical with the same libjpeg-turbo.
-  c.dct_method = JDCT_ISLOW;
+  // pixels are bit-identical with the same libjpeg-turbo. TensorFlow flavour: decode_jpeg's
+  // default JDCT_IFAST (tensorflow/core/kernels/image/decode_image_op.cc), fancy upsampling.
+  const bool tf = opt.jpeg_flavor == DecodeOptions::JpegFlavor::TensorFlow;
+  c.dct_method = tf ? JDCT_IFAST : JDCT_ISLOW;
   c.do_fancy_upsampling = TRUE;
   const bool cmyk = c.jpeg_color_space == JCS_CMYK || c.jpeg_color_space == JCS_YCCK;
   c.out_color_space = cmyk ? JCS_CMYK : JCS_RGB;  // gray -> RGB is done by libjpeg
@@ -305,6 +309,18 @@ Image8 decode_jpeg(const uint8_t* data, size_t size, const std::string& name,
   img.height = j.out_h;
   if (!cmyk) {
     img.rgb = std::move(j.pixels);
+  } else if (tf) {
+    // tensorflow/core/lib/jpeg/jpeg_mem.cc: libjpeg's raw CMYK output s, integer division.
+    const bool adobe = c.saw_Adobe_marker;
+    const size_t n = size_t(j.out_w) * size_t(j.out_h);
+    img.rgb.resize(n * 3);
+    const uint8_t* s = j.pixels.data();
+    uint8_t* o = img.rgb.data();
+    for (size_t i = 0; i < n; ++i, s += 4, o += 3) {
+      const int k = s[3];
+      for (int ch = 0; ch < 3; ++ch)
+        o[ch] = static_cast<uint8_t>(adobe ? k * s[ch] / 255 : (255 - k) * (255 - s[ch]) / 255);
+    }
   } else {
     // Stored (Adobe-inverted) values s: c = 255 - s_c, nk = 255 - k = s_k. PIL's cmyk2rgb:
     // out = nk - MULDIV255(c, nk) with MULDIV255(a, b) = ((t >> 8) + t) >> 8, t = a * b + 128.

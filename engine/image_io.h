@@ -26,6 +26,15 @@ struct DecodeOptions {
   // whose output still has both sides >= min_side (e.g. 299); 0 = full-size decode.
   int64_t dct_min_side = 0;
   bool apply_exif_orientation = true;
+  // JPEG only: whose decoder to reproduce bit for bit.
+  //  Pil: PIL / libjpeg defaults: JDCT_ISLOW, fancy upsampling, PIL's CMYK formula (default).
+  //  TensorFlow: tf.io.decode_jpeg(contents, channels=3) with its defaults (what retrain.py ran):
+  //    JDCT_IFAST ("INTEGER_FAST", TF's chosen default), fancy upsampling, and TF's CMYK -> RGB
+  //    (r = k * c / 255 with an Adobe marker, (255 - k) * (255 - c) / 255 without, truncating).
+  //    TF ignores EXIF orientation: callers wanting TF's pixels also clear apply_exif_orientation
+  //    (kernels/resize.h decode_options_for does both).
+  enum class JpegFlavor { Pil, TensorFlow };
+  JpegFlavor jpeg_flavor = JpegFlavor::Pil;
 };
 
 // "jpeg", "png", or the name of a recognised unsupported format ("webp", "tiff", "gif", "bmp",

@@ -1,4 +1,5 @@
-// kernels/resize_cpu.cpp: RGB8 -> float [-1, 1] resize on the CPU, matching
+// kernels/resize_cpu.cpp: RGB8 -> float [-1, 1] resize on the CPU. Tf1: TF's legacy
+// resize_bilinear, bit-exact (resize_tf1_cpu below). Bilinear and Antialias match
 // torch.nn.functional.interpolate(x.float(), size, mode='bilinear', align_corners=False,
 // antialias=False|True) / 127.5 - 1 (torch 1.13; tests/test_image_io.cpp checks against float64
 // references to ~1e-5). Separable: the taps (first source index, count, weights) of every output
@@ -99,6 +100,71 @@ AxisTaps antialias_taps(int64_t in, int64_t out, double gain) {
   return t;
 }
 
+// TF1 legacy bilinear (tensorflow/core/kernels/image/resize_bilinear_op.cc, LegacyScaler): all in
+// float, as TF computes it. No FMA contraction here (-march=native would fuse a + (b - a) * t),
+// since TF's kernel rounds the product and the sum separately.
+struct Tf1Axis {
+  std::vector<int64_t> lower, upper;
+  std::vector<float> lerp;
+};
+
+#if defined(__clang__)
+#define ENGINE_NO_FP_CONTRACT
+#elif defined(__GNUC__)
+#define ENGINE_NO_FP_CONTRACT __attribute__((optimize("fp-contract=off")))
+#else
+#define ENGINE_NO_FP_CONTRACT
+#endif
+
+ENGINE_NO_FP_CONTRACT Tf1Axis tf1_axis(int64_t in, int64_t out) {
+#if defined(__clang__)
+#pragma clang fp contract(off)
+#endif
+  Tf1Axis a;
+  a.lower.resize(size_t(out));
+  a.upper.resize(size_t(out));
+  a.lerp.resize(size_t(out));
+  const float scale = static_cast<float>(in) / static_cast<float>(out);
+  for (int64_t i = 0; i < out; ++i) {
+    const float src = static_cast<float>(i) * scale;
+    const float src_f = std::floor(src);
+    a.lower[size_t(i)] = std::max<int64_t>(static_cast<int64_t>(src_f), 0);
+    a.upper[size_t(i)] = std::min<int64_t>(static_cast<int64_t>(std::ceil(src)), in - 1);
+    a.lerp[size_t(i)] = src - src_f;
+  }
+  return a;
+}
+
+// top = tl + (tr - tl) * xl; bottom = bl + (br - bl) * xl; v = top + (bottom - top) * yl; then
+// Keras' x / 127.5 - 1. TF returns the input cast to float when the size does not change; the
+// formula gives the same values then (all lerps 0, lower = upper = i).
+ENGINE_NO_FP_CONTRACT void resize_tf1_cpu(const Image8& img, int64_t out_h, int64_t out_w,
+                                          float* out) {
+#if defined(__clang__)
+#pragma clang fp contract(off)
+#endif
+  const Tf1Axis ys = tf1_axis(img.height, out_h), xs = tf1_axis(img.width, out_w);
+  const int64_t row = img.width * 3;
+  for (int64_t oy = 0; oy < out_h; ++oy) {
+    const uint8_t* top_row = img.rgb.data() + ys.lower[size_t(oy)] * row;
+    const uint8_t* bot_row = img.rgb.data() + ys.upper[size_t(oy)] * row;
+    const float yl = ys.lerp[size_t(oy)];
+    float* o = out + oy * out_w * 3;
+    for (int64_t ox = 0; ox < out_w; ++ox) {
+      const int64_t l = xs.lower[size_t(ox)] * 3, u = xs.upper[size_t(ox)] * 3;
+      const float xl = xs.lerp[size_t(ox)];
+      for (int c = 0; c < 3; ++c) {
+        const float tl = top_row[l + c], tr = top_row[u + c];
+        const float bl = bot_row[l + c], br = bot_row[u + c];
+        const float top = tl + (tr - tl) * xl;
+        const float bottom = bl + (br - bl) * xl;
+        const float v = top + (bottom - top) * yl;
+        o[3 * ox + c] = v / 127.5f - 1.0f;
+      }
+    }
+  }
+}
+
 AxisTaps make_taps(ResizeFilter f, int64_t in, int64_t out, double gain) {
   return f == ResizeFilter::Bilinear ? bilinear_taps(in, out, gain)
                                      : antialias_taps(in, out, gain);
@@ -163,13 +229,28 @@ void horizontal_pass(const float* __restrict acc, const AxisTaps& t, int64_t out
 }  // namespace
 
 const char* resize_filter_name(ResizeFilter f) {
-  return f == ResizeFilter::Bilinear ? "bilinear" : "antialias";
+  switch (f) {
+    case ResizeFilter::Bilinear: return "bilinear";
+    case ResizeFilter::Antialias: return "antialias";
+    case ResizeFilter::Tf1: return "tf1";
+  }
+  fail("invalid ResizeFilter value ", int(f));
 }
 
 ResizeFilter parse_resize_filter(const std::string& name) {
   if (name == "bilinear") return ResizeFilter::Bilinear;
   if (name == "antialias") return ResizeFilter::Antialias;
-  fail("unknown resize filter '", name, "' (expected 'bilinear' or 'antialias')");
+  if (name == "tf1") return ResizeFilter::Tf1;
+  fail("unknown resize filter '", name, "' (expected 'antialias', 'bilinear' or 'tf1')");
+}
+
+DecodeOptions decode_options_for(ResizeFilter f, DecodeOptions base) {
+  if (f == ResizeFilter::Tf1) {
+    base.jpeg_flavor = DecodeOptions::JpegFlavor::TensorFlow;
+    base.apply_exif_orientation = false;
+    base.dct_min_side = 0;
+  }
+  return base;
 }
 
 void resize_to_unit_range_cpu(const Image8& img, int64_t out_h, int64_t out_w, ResizeFilter filter,
@@ -181,6 +262,7 @@ void resize_to_unit_range_cpu(const Image8& img, int64_t out_h, int64_t out_w, R
   ENGINE_CHECK(out_h > 0 && out_w > 0, "resize to ", out_h, " x ", out_w);
   ENGINE_CHECK(img.height < (int64_t(1) << 30) && img.width < (int64_t(1) << 30),
                "image too large for resize: ", img.height, " x ", img.width);
+  if (filter == ResizeFilter::Tf1) return resize_tf1_cpu(img, out_h, out_w, out);
   // Weights sum to 1 per output, so the unit-range scale can ride on the vertical weights.
   const AxisTaps ty = make_taps(filter, img.height, out_h, 1.0 / 127.5);
   const AxisTaps tx = make_taps(filter, img.width, out_w, 1.0);
