@@ -33,10 +33,19 @@ bool hidden(const fs::path& p) {
   return !n.empty() && n[0] == '.';
 }
 
-// Files (and symlinks, even broken ones: they are reported when decoded) under `dir`, relative
-// to `root`, recursively, hidden entries excluded.
-void walk_files(const fs::path& root, const fs::path& dir, std::vector<std::string>& out) {
+// Files (and symlinks, even broken ones: they are reported when decoded) under `dir`, recursively,
+// hidden entries excluded. Paths are the names as listed, relative to the root ('/'-separated,
+// `rel` is dir's): a symlink is never resolved for its name, so a file linked into two folders is
+// two entries and a linked folder keeps its own name. Linked folders are followed, except one
+// that leads back to a folder being walked (a cycle).
+void walk_files(const fs::path& dir, const std::string& rel, std::vector<std::string>& out,
+                std::vector<fs::path>& stack) {
   std::error_code ec;
+  const fs::path canon = fs::canonical(dir, ec);
+  if (!ec) {
+    if (std::find(stack.begin(), stack.end(), canon) != stack.end()) return;  // link cycle
+    stack.push_back(canon);
+  }
   fs::directory_iterator it(dir, fs::directory_options::skip_permission_denied, ec);
   if (ec) fail(dir.string(), ": cannot list directory: ", ec.message());
   std::vector<fs::directory_entry> entries;
@@ -47,19 +56,26 @@ void walk_files(const fs::path& root, const fs::path& dir, std::vector<std::stri
   for (const auto& e : entries) {
     if (hidden(e.path())) continue;
     std::error_code e2;
-    if (e.is_directory(e2) && !e.is_symlink(e2)) {
-      walk_files(root, e.path(), out);
-    } else {
-      out.push_back(fs::relative(e.path(), root, e2).generic_string());
-      if (e2) out.back() = e.path().lexically_relative(root).generic_string();
-    }
+    const std::string name = rel.empty() ? e.path().filename().string() : rel + "/" + e.path().filename().string();
+    if (e.is_directory(e2)) walk_files(e.path(), name, out, stack);
+    else out.push_back(name);
   }
+  if (!canon.empty() && !stack.empty() && stack.back() == canon) stack.pop_back();
 }
 
+void walk_files(const fs::path& dir, const std::string& rel, std::vector<std::string>& out) {
+  std::vector<fs::path> stack;
+  walk_files(dir, rel, out, stack);
+}
+
+// The image id of a file name or CSV id: the base name without a known image extension (.jpg,
+// .jpeg, .png, any case). Other dots are part of the id ("img.v1" stays "img.v1").
 std::string stem_of(const std::string& rel) {
   std::string name = fs::path(rel).filename().string();
-  size_t dot = name.rfind('.');
-  return dot == std::string::npos || dot == 0 ? name : name.substr(0, dot);
+  const size_t dot = name.rfind('.');
+  if (dot == std::string::npos || dot == 0) return name;
+  const std::string ext = lower(name.substr(dot + 1));
+  return ext == "jpg" || ext == "jpeg" || ext == "png" ? name.substr(0, dot) : name;
 }
 
 bool is_binary_value(const std::string& v, int* out) {
@@ -129,6 +145,7 @@ struct CsvLabels {
   std::map<std::string, int32_t> label;  // by image id (stem)
   std::map<std::string, std::string> group;
   std::vector<std::string> bad_rows;     // one-line notes
+  std::map<std::string, std::string> unusable;  // id -> why its row gives no label
 };
 
 CsvLabels parse_labels(const std::string& path, const DatasetOptions& opt, Dataset& ds) {
@@ -162,8 +179,12 @@ CsvLabels parse_labels(const std::string& path, const DatasetOptions& opt, Datas
       if (cols[i] == opt.group_column) group_col = static_cast<int>(i);
     if (group_col < 0) fail(path, ": --group-column '", opt.group_column, "' is not a column");
   } else {
-    group_col = find_col({"lesion_id", "patient_id"});
+    // A patient can have several lesions: grouping by patient keeps all of a person's images in
+    // one subset (ISIC 2020); lesion_id only when there is no patient column (HAM10000).
+    group_col = find_col({"patient_id", "lesion_id"});
   }
+  ds.group_source = group_col >= 0 ? "column '" + cols[static_cast<size_t>(group_col)] + "' of " + path
+                                   : "none (no patient_id or lesion_id column in " + path + ")";
   CsvLabels out;
   const size_t nrows = rows.size() - data_start;
   auto cell = [&](size_t r, int c) -> std::string {
@@ -228,6 +249,10 @@ CsvLabels parse_labels(const std::string& path, const DatasetOptions& opt, Datas
       continue;
     }
     id = stem_of(id);
+    auto unusable = [&](const std::string& why) {
+      out.bad_rows.push_back(path + ": line " + std::to_string(line) + ": " + id + " " + why);
+      out.unusable.emplace(id, path + " line " + std::to_string(line) + ": " + why);
+    };
     int32_t label = -1;
     if (!onehot.empty()) {
       int ones = 0;
@@ -237,8 +262,7 @@ CsvLabels parse_labels(const std::string& path, const DatasetOptions& opt, Datas
         if (bit) ++ones, label = static_cast<int32_t>(k);
       }
       if (ones != 1) {
-        out.bad_rows.push_back(path + ": line " + std::to_string(line) + ": " + id + " has " +
-                               std::to_string(ones) + " one-hot labels set, expected exactly 1");
+        unusable("has " + std::to_string(ones) + " one-hot labels set, expected exactly 1");
         continue;
       }
     } else {
@@ -250,7 +274,8 @@ CsvLabels parse_labels(const std::string& path, const DatasetOptions& opt, Datas
       } else {
         auto it = std::find(ds.class_names.begin(), ds.class_names.end(), v);
         if (v.empty() || it == ds.class_names.end()) {
-          out.bad_rows.push_back(path + ": line " + std::to_string(line) + ": " + id + " has no label");
+          unusable(v.empty() ? "has no label (empty '" + cols[static_cast<size_t>(label_col)] + "')"
+                             : "has no label (unknown value '" + v + "')");
           continue;
         }
         label = static_cast<int32_t>(it - ds.class_names.begin());
@@ -278,7 +303,7 @@ Dataset list_dataset(const std::string& root_arg, const DatasetOptions& opt) {
 
   std::vector<std::string> files;
   if (!opt.labels_csv.empty() || opt.unlabelled) {
-    walk_files(root, root, files);
+    walk_files(root, "", files);
   } else {
     // Class folders when the root holds sub-directories; otherwise an unlabelled folder.
     std::vector<fs::path> dirs;
@@ -291,7 +316,7 @@ Dataset list_dataset(const std::string& root_arg, const DatasetOptions& opt) {
     }
     if (ec) fail(root_arg, ": cannot list directory: ", ec.message());
     if (dirs.empty()) {
-      walk_files(root, root, files);
+      walk_files(root, "", files);
       ds.label_source = "none (no class folders and no labels CSV)";
     } else {
       std::sort(dirs.begin(), dirs.end());
@@ -299,7 +324,7 @@ Dataset list_dataset(const std::string& root_arg, const DatasetOptions& opt) {
         const int32_t label = static_cast<int32_t>(ds.class_names.size());
         ds.class_names.push_back(d.filename().string());
         std::vector<std::string> in_class;
-        walk_files(root, d, in_class);
+        walk_files(d, d.filename().string(), in_class);
         if (in_class.empty()) ds.notes.push_back(d.string() + ": empty class folder '" + ds.class_names.back() + "'");
         for (auto& f : in_class) {
           ds.images.push_back({ImageMeta{f, label, ""}, (root / f).string()});
@@ -308,6 +333,7 @@ Dataset list_dataset(const std::string& root_arg, const DatasetOptions& opt) {
       for (const auto& f : loose)
         ds.notes.push_back((root / f).string() + ": file outside the class folders, ignored");
       ds.label_source = "class folders";
+      ds.group_source = "none (class folders: split by file-name hash)";
     }
   }
   if (!opt.labels_csv.empty()) {
@@ -318,7 +344,8 @@ Dataset list_dataset(const std::string& root_arg, const DatasetOptions& opt) {
       const std::string id = stem_of(f);
       auto it = csv.label.find(id);
       if (it == csv.label.end()) {
-        ds.skipped.push_back({f, "no row in " + opt.labels_csv});
+        auto why = csv.unusable.find(id);
+        ds.skipped.push_back({f, why != csv.unusable.end() ? why->second : "no row in " + opt.labels_csv});
         continue;
       }
       if (matched.count(id)) {

@@ -4,8 +4,11 @@
 //  - an image folder plus a labels CSV in an ISIC layout (../shared/REFERENCE.md): an id column
 //    (image, image_id, image_name, isic_id; or none, for the 2016 files), and either one label
 //    column (strings such as benign/malignant, or 0/1) or one-hot class columns (2018/2019);
-//    ids match files with or without their extension. An optional group column (lesion_id,
-//    patient_id) is kept for the split.
+//    ids match files with or without their extension (.jpg/.jpeg/.png only: other dots belong to
+//    the id). An optional group column is kept for the split: patient_id when the CSV has one,
+//    else lesion_id (HAM10000), or --group-column.
+// Paths are the names as listed under the root (symlinks are followed for their contents, never
+// resolved for their names): a file linked into two class folders is two entries.
 // A folder with files and no CSV is unlabelled (for predict). Problems that are not fatal (an
 // empty class folder, a CSV row with no file, a file with no CSV row, a bad row) are collected as
 // one-line notes; files with no usable label are listed as skipped, not extracted.
@@ -20,7 +23,7 @@ namespace engine {
 struct DatasetOptions {
   std::string labels_csv;    // empty: class folders or unlabelled
   std::string label_column;  // empty: auto (benign_malignant, target, melanoma, one-hot, 2nd column)
-  std::string group_column;  // empty: auto (lesion_id, patient_id) when present in the CSV
+  std::string group_column;  // empty: auto (patient_id, else lesion_id) when present in the CSV
   bool unlabelled = false;   // every file under root, recursively, no labels (predict)
 };
 
@@ -36,6 +39,7 @@ struct Dataset {
   std::vector<SkippedFile> skipped;      // files found but not usable (no CSV row, bad label)
   std::vector<std::string> notes;        // one-line problems worth telling the user
   std::string label_source;              // "class folders", "labels.csv column 'MEL'..." or "none"
+  std::string group_source = "none";     // which CSV column gave the groups (patient_id first), or why none
 };
 
 // Throws engine::Error (one line naming the file) for a missing root, an unreadable or

@@ -119,6 +119,9 @@ void write_report_html(const std::string& path, const std::string& title,
         "table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #bbb;padding:4px 10px;"
         "text-align:right}th{background:#f0f0f0}.charts{display:flex;flex-wrap:wrap;gap:12px}"
         "</style></head><body>\n<h1>" << esc(title) << "</h1>\n";
+  if (test.n == 0) {
+    os << "<h2>Test set</h2>\n<p>No test split (--test-percent 0): no test metrics.</p>\n";
+  } else {
   os << "<h2>Test set (" << test.n << " images)</h2>\n<table><tr><th>AUC</th><th>balanced accuracy</th>"
         "<th>accuracy</th><th>loss</th></tr><tr><td>" << fmt(test.auc) << "</td><td>"
      << fmt(test.balanced_accuracy) << "</td><td>" << fmt(test.accuracy) << "</td><td>"
@@ -135,9 +138,19 @@ void write_report_html(const std::string& path, const std::string& title,
     for (int64_t v : test.confusion[i]) os << "<td>" << v << "</td>";
     os << "</tr>\n";
   }
-  os << "</table>\n<h2>Curves</h2>\n<div class='charts'>\n"
-     << svg_line_chart({train, val}, "Loss", "step", "cross-entropy")
-     << svg_line_chart({acc, bacc, auc}, "Validation metrics", "step", "value");
+  os << "</table>\n";
+  }
+  const bool measured = std::any_of(curve.begin(), curve.end(), [](const CurvePoint& p) {
+    return !std::isnan(p.val_loss) || !std::isnan(p.val_auc) || !std::isnan(p.val_accuracy);
+  });
+  os << "<h2>Curves</h2>\n<div class='charts'>\n";
+  if (measured) {
+    os << svg_line_chart({train, val}, "Loss", "step", "cross-entropy")
+       << svg_line_chart({acc, bacc, auc}, "Validation metrics", "step", "value");
+  } else {
+    os << svg_line_chart({train}, "Loss", "step", "cross-entropy")
+       << "<p>No validation split (--validation-percent 0): no validation metrics; the final head is the last step's.</p>\n";
+  }
   if (!test.roc.empty()) {
     ReportSeries roc{"test ROC (AUC " + fmt(test.auc, 3) + ")", "#d62728", {}, {}};
     for (const auto& p : test.roc) roc.x.push_back(p.fpr), roc.y.push_back(p.tpr);

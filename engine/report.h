@@ -13,7 +13,7 @@ namespace engine {
 struct CurvePoint {
   int64_t step = 0;
   double train_loss = 0;      // mean over the steps since the previous point
-  double val_loss = 0, val_accuracy = 0, val_balanced_accuracy = 0, val_auc = 0;
+  double val_loss = 0, val_accuracy = 0, val_balanced_accuracy = 0, val_auc = 0;  // NaN: not measured
 };
 
 struct ReportSeries {

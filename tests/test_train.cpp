@@ -1,16 +1,19 @@
-// tests/test_train.cpp: tools/train and tools/predict end to end. The cache is synthetic and
+// tests/test_train.cpp: tools/train end to end. The cache is synthetic and
 // written here (closed form: two Gaussian classes in 2048-d with a known separation), so the
 // expected quality is known: a separable problem must reach a test AUC near 1, far above chance.
 // Also: a run killed with SIGKILL and resumed from its checkpoint ends bit-identical to an
-// unbroken run; the head file has the Keras Dense layout; bad settings give one-line errors;
-// predict writes an ISIC-style CSV whose rows sum to 1.
+// unbroken run; the head file (read back by models/head_keras.h) holds best.h5's weights; bad
+// settings give one-line errors. tools/predict is tested in tests/test_predict.cpp.
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -20,6 +23,9 @@
 
 #include "engine/bottleneck_cache.h"
 #include "engine/hdf5_io.h"
+#include "models/head.h"
+#include "models/head.h"
+#include "models/head_keras.h"
 #include "test_util.h"
 
 namespace fs = std::filesystem;
@@ -112,8 +118,6 @@ void write_synthetic_cache(const std::string& path, int n, int mel, double shift
   write_cache_atomic(path, s);
 }
 
-std::string weights() { return engine::test::reference_file("inception_v3_1based.h5"); }
-
 }  // namespace
 
 TEST(Train, SeparableCacheReachesHighTestAucAndWritesEveryOutput) {
@@ -137,19 +141,19 @@ TEST(Train, SeparableCacheReachesHighTestAucAndWritesEveryOutput) {
   const std::string csv = slurp(tmp / "run/metrics.csv");
   EXPECT_EQ(std::count(csv.begin(), csv.end(), '\n'), 4);  // header + steps 100, 200, 300
 
-  // Keras Dense layout: layer_names, weight_names, (in, out) kernels.
-  H5File f = H5File::open_read(tmp / "run/head_keras.h5");
-  EXPECT_EQ(h5_read_string_array_attr(f.id(), "layer_names", f.path()),
-            (std::vector<std::string>{"dense_1", "dense_2", "dense_3"}));
-  EXPECT_EQ(h5_read_string_array_attr(f.id(), "class_names", f.path()), (std::vector<std::string>{"benign", "melanoma"}));
-  const int64_t shapes[3][2] = {{2048, 512}, {512, 512}, {512, 2}};
+  // The Keras head file (models/head_keras.h, read back by its reader): 2048-512-512-2, the
+  // cache's class names and fingerprint; its weights equal best.h5's.
+  const KerasHead kh = read_keras_head(tmp / "run/head_keras.h5");
+  EXPECT_EQ(kh.layer_names, (std::vector<std::string>{"dense_1", "dense_2", "dense_3"}));
+  EXPECT_EQ(kh.config.hidden, (std::vector<int64_t>{512, 512}));
+  EXPECT_EQ(kh.config.classes, 2);
+  EXPECT_EQ(kh.info.class_names, (std::vector<std::string>{"benign", "melanoma"}));
+  EXPECT_EQ(kh.info.inception_weights_sha256, std::string(64, 'b'));
+  HeadCpu best = HeadCpu::load_state(tmp / "run/best.h5");
   for (int l = 0; l < 3; ++l) {
-    const std::string name = "dense_" + std::to_string(l + 1);
-    H5Id g = h5_open_group(f.id(), name, f.path());
-    auto wn = h5_read_string_array_attr(g.get(), "weight_names", f.path());
-    ASSERT_EQ(wn.size(), 2u);
-    h5_read_float_checked(f.id(), "/" + name + "/" + wn[0], Shape{shapes[l][0], shapes[l][1]}, f.path());
-    h5_read_float_checked(f.id(), "/" + name + "/" + wn[1], Shape{shapes[l][1]}, f.path());
+    Tensor k = best.params().kernel(HeadSection::Params, l);
+    ASSERT_EQ(static_cast<int64_t>(kh.kernels[static_cast<size_t>(l)].size()), k.numel());
+    EXPECT_EQ(0, std::memcmp(kh.kernels[static_cast<size_t>(l)].data(), k.data(), sizeof(float) * k.numel())) << l;
   }
 }
 
@@ -169,7 +173,8 @@ TEST(Train, KilledAndResumedEqualsUnbroken) {
   ASSERT_EQ(done.status, 0) << done.err;
   EXPECT_NE(done.out.find("resuming from"), std::string::npos) << done.out;
   H5File a = H5File::open_read(tmp / "a/head_keras.h5"), b = H5File::open_read(tmp / "b/head_keras.h5");
-  for (const char* d : {"/dense_1/dense_1/kernel:0", "/dense_2/dense_2/kernel:0", "/dense_3/dense_3/bias:0"}) {
+  for (const char* d : {"/model_weights/dense_1/dense_1/kernel:0", "/model_weights/dense_2/dense_2/kernel:0",
+                        "/model_weights/dense_3/dense_3/bias:0"}) {
     auto x = h5_read_float_array(a.id(), d, a.path()), y = h5_read_float_array(b.id(), d, b.path());
     EXPECT_EQ(x.data, y.data) << d << " differs after kill + resume";
   }
@@ -195,34 +200,242 @@ TEST(Train, BadInputGivesOneLine) {
   EXPECT_EQ(run("train", "--cache " + (tmp / "one.h5") + " --out " + (tmp / "r") + " --rmsprop adam", tmp).status, 2);
 }
 
-TEST(Predict, WritesIsicCsvAndRefusesOtherWeights) {
+// tools/predict (numbers vs numpy on extracted features, ids, errors): tests/test_predict.cpp.
+
+// ---------------------------------------------------------------------------------------------
+// Issue 9: no validation / test split, resume settings, escaping, flags.
+// ---------------------------------------------------------------------------------------------
+
+namespace {
+
+// Runs a python3 (Debian's, real json/csv parsers) script; returns its status and output.
+ToolRun python(const std::string& script, const std::string& args, const TempDir& tmp) {
+  { std::ofstream(tmp / "check.py") << script; }
+  const std::string cmd = "/usr/bin/python3 " + (tmp / "check.py") + " " + args + " > " + (tmp / "py.txt") + " 2>&1";
+  const int st = std::system(cmd.c_str());
+  return {WIFEXITED(st) ? WEXITSTATUS(st) : -1, slurp(tmp / "py.txt"), ""};
+}
+
+int64_t lines(const std::string& s) { return std::count(s.begin(), s.end(), '\n'); }
+
+}  // namespace
+
+TEST(Train, NoValidationSplitFinalIsLastStepAndMetricsAreEmptyNotZero) {
   TempDir tmp;
-  write_synthetic_cache(tmp / "c.h5", 400, 80, 0.2, sha256_file(weights()));
-  ASSERT_EQ(run("train", "--cache " + (tmp / "c.h5") + " --out " + (tmp / "run") + " --steps 50 --quiet", tmp).status, 0);
-  const std::string imgs = engine::test::reference_file("dataset/bad/melanoma");
-  ToolRun p = run("predict", "--weights " + weights() + " --head " + (tmp / "run/head_keras.h5") + " --out " +
-                                 (tmp / "p.csv") + " --quiet " + imgs + " " + (tmp / "missing.jpg"), tmp);
-  EXPECT_EQ(p.status, 3) << p.err;  // the missing file is skipped
-  EXPECT_NE(p.err.find("missing.jpg"), std::string::npos) << p.err;
-  std::ifstream csv(tmp / "p.csv");
-  std::string line;
-  std::getline(csv, line);
-  EXPECT_EQ(line, "image,benign,melanoma");
-  int rows = 0;
-  while (std::getline(csv, line)) {
-    ++rows;
-    double a = 0, b = 0;
-    char id[64];
-    ASSERT_EQ(std::sscanf(line.c_str(), "%63[^,],%lf,%lf", id, &a, &b), 3) << line;
-    EXPECT_NEAR(a + b, 1.0, 1e-5) << line;
-    EXPECT_EQ(std::string(id).find('.'), std::string::npos) << "image column keeps the extension: " << id;
+  write_synthetic_cache(tmp / "c.h5", 400, 80, 0.25, std::string(64, 'b'));
+  ToolRun r = run("train", "--cache " + (tmp / "c.h5") + " --out " + (tmp / "run") +
+                               " --hidden 64 64 --steps 300 --eval-every 100 --validation-percent 0 --quiet", tmp);
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find("no validation split"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("last step"), std::string::npos) << r.out;
+  // The final head is the last step's: best.h5 holds the same parameters as the checkpoint.
+  HeadState best = head_load_state(tmp / "run/best.h5"), last = head_load_state(tmp / "run/checkpoint.h5");
+  EXPECT_EQ(best.step, 300);
+  EXPECT_EQ(best.params, last.params);
+  ToolRun py = python(R"(
+import csv, json, sys
+d = sys.argv[1]
+rows = list(csv.DictReader(open(d + "/metrics.csv", newline="")))
+assert [r["step"] for r in rows] == ["100", "200", "300"], rows
+for r in rows:
+    assert float(r["train_loss"]) > 0, r
+    for k in ("val_loss", "val_accuracy", "val_balanced_accuracy", "val_auc"):
+        assert r[k] == "", (k, r)
+for line in open(d + "/metrics.jsonl"):
+    o = json.loads(line)
+    assert o["val_auc"] is None and o["val_loss"] is None and o["train_loss"] > 0, o
+m = json.load(open(d + "/metrics.json"))
+assert m["best_step"] == 300 and m["select"] is None, m
+assert "last step" in m["final_head"], m
+assert m["test"]["n"] > 0 and m["test"]["auc"] > 0.5, m
+print("ok")
+)", tmp / "run", tmp);
+  EXPECT_EQ(py.status, 0) << py.out;
+  const std::string html = slurp(tmp / "run/report.html");
+  EXPECT_NE(html.find("No validation split"), std::string::npos);
+  EXPECT_NE(html.find("step 300 (last step"), std::string::npos);
+
+  // No test split: said so, and null test metrics.
+  ToolRun t = run("train", "--cache " + (tmp / "c.h5") + " --out " + (tmp / "t") +
+                               " --hidden 64 64 --steps 100 --test-percent 0 --quiet", tmp);
+  ASSERT_EQ(t.status, 0) << t.err;
+  EXPECT_NE(t.out.find("no test split"), std::string::npos) << t.out;
+  EXPECT_EQ(t.out.find("AUC"), std::string::npos) << t.out;
+  ToolRun py2 = python(R"(
+import json, sys
+m = json.load(open(sys.argv[1] + "/metrics.json"))
+assert m["test"] is None and m["select"] == "auc" and m["best_step"] == 100, m
+print("ok")
+)", tmp / "t", tmp);
+  EXPECT_EQ(py2.status, 0) << py2.out;
+  EXPECT_NE(slurp(tmp / "t/report.html").find("No test split"), std::string::npos);
+}
+
+TEST(Train, ResumeRefusesFixedSettingsAndUsesTheCheckpoints) {
+  TempDir tmp;
+  write_synthetic_cache(tmp / "c.h5", 400, 80, 0.2, std::string(64, 'b'));
+  write_synthetic_cache(tmp / "other.h5", 300, 60, 0.2, std::string(64, 'b'));
+  const std::string base = "--cache " + (tmp / "c.h5") + " --out " + (tmp / "b") + " --hidden 64 64 --quiet";
+  ASSERT_EQ(run("train", base + " --learning-rate 0.001 --steps 100 --eval-every 50", tmp).status, 0);
+  const std::string split_before = slurp(tmp / "b/split.csv"), csv_before = slurp(tmp / "b/metrics.csv");
+  struct Refused {
+    std::string flags, flag, old_value, new_value;
+  };
+  const std::vector<Refused> refused = {
+      {"--learning-rate 0.5 --rmsprop torch", "--rmsprop", "tf1", "torch"},
+      {"--learning-rate 0.5", "--learning-rate", "0.001", "0.5"},
+      {"--batch 64", "--batch", "128", "64"},
+      {"--sampling balanced", "--sampling", "uniform", "balanced"},
+      {"--select loss", "--select", "auc", "loss"},
+      {"--class-weights 1,2", "--class-weights", "none", "1,2"},
+      {"--class-weights balanced", "--class-weights", "none", "balanced"},
+      {"--validation-percent 20", "--validation-percent", "10", "20"},
+      {"--test-percent 5", "--test-percent", "10", "5"},
+      {"--seed 5", "--seed", "1", "5"},
+      {"--dropout 0.2", "--dropout", "0.5", "0.2"},
+      {"--hidden 32 32", "--hidden", "64 64", "32 32"},
+      {"--decay-rate 0.5", "--decay-rate", "0.9", "0.5"},
+      {"--decay-steps 10", "--decay-steps", "1000", "10"},
+      {"--staircase", "--staircase", "false", "true"},
+      {"--momentum 0.5", "--momentum", "0", "0.5"},
+      {"--rho 0.5", "--rho", "0.9", "0.5"},
+      {"--epsilon 1e-5", "--epsilon", "1e-10", "1e-05"},
+  };
+  for (const auto& c : refused) {
+    // (--hidden is a list: given twice it would append, so that case replaces base's --hidden.)
+    const std::string args = c.flag == "--hidden" ? "--cache " + (tmp / "c.h5") + " --out " + (tmp / "b") + " --quiet" : base;
+    ToolRun r = run("train", args + " --steps 200 " + c.flags, tmp);
+    EXPECT_EQ(r.status, 2) << c.flags << ": " << r.err;
+    EXPECT_EQ(lines(r.err), 1) << r.err;
+    EXPECT_NE(r.err.find(c.flag + " " + c.new_value), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find(c.flag + " " + c.old_value + ","), std::string::npos) << r.err;
   }
-  EXPECT_EQ(rows, 4);  // ISIC_0000000, ISIC_0000004, png_named, jpeg_named
-  // A head trained on other Inception weights' features is refused.
-  write_synthetic_cache(tmp / "o.h5", 400, 80, 0.2, std::string(64, 'c'));
-  ASSERT_EQ(run("train", "--cache " + (tmp / "o.h5") + " --out " + (tmp / "orun") + " --steps 20 --quiet", tmp).status, 0);
-  ToolRun o = run("predict", "--weights " + weights() + " --head " + (tmp / "orun/head_keras.h5") + " --out " +
-                                 (tmp / "q.csv") + " " + imgs, tmp);
-  EXPECT_EQ(o.status, 1);
-  EXPECT_NE(o.err.find("other Inception weights"), std::string::npos) << o.err;
+  // Another cache (other contents) is refused; the split and the curve are untouched.
+  ToolRun oc = run("train", "--cache " + (tmp / "other.h5") + " --out " + (tmp / "b") + " --steps 200 --quiet", tmp);
+  EXPECT_EQ(oc.status, 2) << oc.err;
+  EXPECT_EQ(lines(oc.err), 1) << oc.err;
+  EXPECT_NE(oc.err.find("--cache"), std::string::npos) << oc.err;
+  EXPECT_NE(oc.err.find("c.h5"), std::string::npos) << oc.err;
+  ToolRun low = run("train", base + " --steps 50", tmp);
+  EXPECT_EQ(low.status, 2) << low.err;
+  EXPECT_NE(low.err.find("already at step 100"), std::string::npos) << low.err;
+  EXPECT_EQ(slurp(tmp / "b/split.csv"), split_before);
+  EXPECT_EQ(slurp(tmp / "b/metrics.csv"), csv_before);
+
+  // Extending: only --steps (and --eval-every) given; the rest comes from the checkpoint,
+  // including the learning rate 0.001 given at the start (not the default 1e-4). The result
+  // equals an unbroken 200-step run with the same settings.
+  ToolRun ext = run("train", base + " --steps 200 --eval-every 25", tmp);
+  ASSERT_EQ(ext.status, 0) << ext.err;
+  EXPECT_NE(ext.out.find("resuming from"), std::string::npos) << ext.out;
+  EXPECT_NE(ext.out.find("changed: --steps 100 -> 200"), std::string::npos) << ext.out;
+  EXPECT_NE(ext.out.find("changed: --eval-every 50 -> 25"), std::string::npos) << ext.out;
+  const std::string html = slurp(tmp / "b/report.html");
+  EXPECT_NE(html.find("lr 0.001,"), std::string::npos);
+  EXPECT_NE(html.find("200 x batch 128"), std::string::npos);
+  EXPECT_NE(html.find("changed: --steps 100 -&gt; 200"), std::string::npos);
+  const std::string m = slurp(tmp / "b/metrics.csv");
+  EXPECT_EQ(lines(m), 1 + 2 + 4) << m;  // 50, 100, then 125, 150, 175, 200
+  ToolRun same = run("train", "--cache " + (tmp / "c.h5") + " --out " + (tmp / "u") +
+                                  " --hidden 64 64 --quiet --learning-rate 0.001 --steps 200 --eval-every 50", tmp);
+  ASSERT_EQ(same.status, 0) << same.err;
+  // Selection by validation AUC may pick other steps in the two runs (other eval points), so
+  // compare the last checkpoints: same settings, same steps -> bit-identical.
+  EXPECT_EQ(head_load_state(tmp / "u/checkpoint.h5").params, head_load_state(tmp / "b/checkpoint.h5").params);
+  // Repeating the original command (same explicit flags) resumes without complaint.
+  ToolRun rep = run("train", base + " --learning-rate 0.001 --steps 200 --eval-every 25", tmp);
+  EXPECT_EQ(rep.status, 0) << rep.err;
+  // --restart starts over with the new settings.
+  ToolRun rs = run("train", base + " --steps 60 --learning-rate 0.002 --restart", tmp);
+  ASSERT_EQ(rs.status, 0) << rs.err;
+  EXPECT_EQ(head_load_state(tmp / "b/checkpoint.h5").step, 60);
+  EXPECT_NE(slurp(tmp / "b/report.html").find("lr 0.002,"), std::string::npos);
+}
+
+TEST(Train, ClassNamesAndPathsWithCommasAndQuotesGiveValidCsvAndJson) {
+  TempDir tmp;
+  write_synthetic_cache(tmp / "plain.h5", 400, 80, 0.25, std::string(64, 'b'));
+  CacheContents c = read_cache(tmp / "plain.h5");
+  c.class_names = {"nevus, \"atypical\"", "mel\\anoma\t\"x\""};
+  for (auto& p : c.paths) p = "A,b \"q\"/" + p;  // same prefix: still sorted
+  write_cache_atomic(tmp / "c.h5", c);
+  ToolRun r = run("train", "--cache " + (tmp / "c.h5") + " --out " + (tmp / "run") + " --hidden 64 64 --steps 100 --eval-every 50 --quiet", tmp);
+  ASSERT_EQ(r.status, 0) << r.err;
+  ToolRun py = python(R"(
+import csv, json, sys
+d = sys.argv[1]
+names = ['nevus, "atypical"', 'mel\\anoma\t"x"']
+m = json.load(open(d + "/metrics.json"))
+assert m["class_names"] == names, m["class_names"]
+rows = list(csv.reader(open(d + "/split.csv", newline="")))
+assert rows[0] == ["path", "label", "group", "subset"], rows[0]
+assert len(rows) == 401 and all(len(r) == 4 for r in rows), [r for r in rows if len(r) != 4][:3]
+assert {r[1] for r in rows[1:]} == set(names)
+assert all(r[0].startswith('A,b "q"/') for r in rows[1:]), rows[1]
+assert {r[3] for r in rows[1:]} == {"train", "validation", "test"}
+mc = list(csv.reader(open(d + "/metrics.csv", newline="")))
+assert len(mc) == 3 and all(len(r) == 6 for r in mc), mc
+for line in open(d + "/metrics.jsonl"):
+    json.loads(line)
+st = dict(csv.reader(open(d + "/train_settings.csv", newline="")))
+assert st["--steps"] == "100" and len(st["cache_fingerprint"]) == 64, st
+print("ok")
+)", tmp / "run", tmp);
+  EXPECT_EQ(py.status, 0) << py.out;
+}
+
+// Bad flags of every tool: one line on stderr, status 2, before any work (no output folder);
+// --help: status 0.
+TEST(Tools, BadFlagsGiveOneLineAndStatus2) {
+  TempDir tmp;
+  write_synthetic_cache(tmp / "c.h5", 100, 20, 0.2, std::string(64, 'b'));
+  const std::string train = "--cache " + (tmp / "c.h5") + " --out " + (tmp / "never") + " --steps 10 --quiet ";
+  const std::string extract = "--images " + engine::test::reference_file("dataset/classes") + " --weights " + engine::test::reference_file("inception_v3_1based.h5") +
+                              " --out " + (tmp / "never.h5") + " ";
+  struct Case {
+    std::string tool, args, expect;  // expect: a fragment of the one line
+  };
+  const std::vector<Case> cases = {
+      {"train", train + "--class-weights abc,1", "--class-weights"},
+      {"train", train + "--class-weights 1,2x", "'2x'"},
+      {"train", train + "--class-weights -1,2", "> 0"},
+      {"train", train + "--class-weights 0,1", "> 0"},
+      {"train", train + "--class-weights 1,", "--class-weights"},
+      {"train", train + "--class-weights 1,2,3", "3 values for the 2 classes"},
+      {"train", train + "--decay-rate 0", "--decay-rate"},
+      {"train", train + "--decay-rate 1.5", "--decay-rate"},
+      {"train", train + "--epsilon 0", "--epsilon"},
+      {"train", train + "--epsilon -1e-8", "--epsilon"},
+      {"train", train + "--validation-percent 50 --test-percent 50", "< 100"},
+      {"train", train + "--batch 0", "--batch"},
+      {"train", train + "--bogus", "bogus"},
+      {"extract", extract + "--shard 0/2", "--shard"},
+      {"extract", extract + "--shard 3/2", "--shard"},
+      {"extract", extract + "--shard 1/2x", "--shard"},
+      {"extract", extract + "--shard x", "--shard"},
+      {"extract", extract + "--shard 1/0", "--shard"},
+      {"extract", extract + "--batch 0", "--batch"},
+      {"make_demo_data", "--out " + (tmp / "never") + " --count 1", "--count"},
+      {"make_demo_data", "--count 5", "--out"},
+      {"inception_forward", "--weights " + engine::test::reference_file("inception_v3_1based.h5") + " --batch 0", "--batch"},
+      {"inception_forward", "--images 3", "--weights"},
+  };
+  for (const auto& c : cases) {
+    ToolRun r = run(c.tool, c.args, tmp);
+    EXPECT_EQ(r.status, 2) << c.tool << " " << c.args << ": " << r.err;
+    EXPECT_EQ(lines(r.err), 1) << c.tool << " " << c.args << ": " << r.err;
+    EXPECT_NE(r.err.find(c.expect), std::string::npos) << c.tool << " " << c.args << ": " << r.err;
+    EXPECT_EQ(r.err.find(".cpp"), std::string::npos) << "internal check leaked: " << r.err;
+    EXPECT_FALSE(fs::exists(tmp / "never")) << c.tool << " " << c.args;
+    EXPECT_FALSE(fs::exists(tmp / "never.h5")) << c.tool << " " << c.args;
+  }
+  for (const char* tool : {"train", "extract", "make_demo_data", "inception_forward"}) {
+    ToolRun h = run(tool, "--help", tmp);
+    EXPECT_EQ(h.status, 0) << tool;
+    EXPECT_NE(h.out.find("--"), std::string::npos) << tool << ": " << h.out;
+  }
+  // A valid --epsilon is used as given (not replaced by the default).
+  ToolRun e = run("train", "--cache " + (tmp / "c.h5") + " --out " + (tmp / "e") + " --steps 5 --quiet --epsilon 0.001 --validation-percent 20 --test-percent 20", tmp);
+  ASSERT_EQ(e.status, 0) << e.err;
+  EXPECT_EQ(head_load_state(tmp / "e/checkpoint.h5").config.optimizer.eps, 0.001);
 }

@@ -22,6 +22,7 @@
 #include <deque>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <thread>
 
 #include "engine/bottleneck_cache.h"
@@ -91,6 +92,18 @@ class BoundedQueue {
   bool closed_ = false;
 };
 
+// --shard K/N, 1 <= K <= N: the whole text must be two decimal integers around one '/'.
+bool parse_shard(const std::string& s, int* k, int* n) {
+  const size_t slash = s.find('/');
+  if (slash == std::string::npos) return false;
+  auto number = [](const std::string& t, int* v) {
+    if (t.empty() || t.size() > 9 || t.find_first_not_of("0123456789") != std::string::npos) return false;
+    *v = std::stoi(t);
+    return true;
+  };
+  return number(s.substr(0, slash), k) && number(s.substr(slash + 1), n) && *n >= 1 && *k >= 1 && *k <= *n;
+}
+
 struct Options {
   std::string images, labels, label_column, group_column, out, weights, device = "auto";
   std::string resize = "antialias", shard;
@@ -106,15 +119,12 @@ int run_extract(const Options& o) {
   if (device == Device::CUDA)
     std::fprintf(stderr, "note: a GPU is present but the cuDNN backend is not in this build yet: using the CPU\n");
   int shard_k = 1, shard_n = 1;
-  if (!o.shard.empty()) {
-    if (std::sscanf(o.shard.c_str(), "%d/%d", &shard_k, &shard_n) != 2 || shard_n < 1 || shard_k < 1 ||
-        shard_k > shard_n)
-      fail("--shard: expected K/N with 1 <= K <= N, got '", o.shard, "'");
-  }
+  if (!o.shard.empty()) parse_shard(o.shard, &shard_k, &shard_n);  // validated in main
   const ResizeFilter filter = parse_resize_filter(o.resize);
   DecodeOptions dopt;
   dopt.max_pixels = o.max_pixels;
   dopt.dct_min_side = o.dct_scale ? kInceptionInput : 0;
+  dopt = decode_options_for(filter, dopt);  // tf1: TF's JPEG decode, no EXIF rotation, no DCT scaling
 
   DatasetOptions dsopt{o.labels, o.label_column, o.group_column, false};
   Dataset ds = list_dataset(o.images, dsopt);
@@ -125,13 +135,21 @@ int run_extract(const Options& o) {
   std::printf("images: %zu in %s (%s, %zu classes)%s\n", jobs.size(), o.images.c_str(),
               ds.label_source.c_str(), ds.class_names.size(),
               shard_n > 1 ? (" shard " + o.shard + " of " + std::to_string(ds.images.size())).c_str() : "");
+  {
+    std::set<std::string> groups;
+    for (const auto& im : jobs)
+      if (!im.meta.group.empty()) groups.insert(im.meta.group);
+    std::printf("groups for the split: %s%s\n", ds.group_source.c_str(),
+                groups.empty() ? "" : (", " + std::to_string(groups.size()) + " distinct").c_str());
+  }
   std::fflush(stdout);
 
   CacheSettings settings;
   settings.weights_sha256 = sha256_file(o.weights);
   settings.preprocessing = "size=299;resize=" + std::string(resize_filter_name(filter)) +
                            ";dct_min_side=" + std::to_string(dopt.dct_min_side) +
-                           ";exif_orientation=1;scale=x/127.5-1";
+                           ";exif_orientation=" + std::to_string(int(dopt.apply_exif_orientation)) +
+                           ";scale=x/127.5-1";
   settings.engine_version = kEngineVersion;
   BottleneckCache cache(o.out, settings, o.force);
 
@@ -264,7 +282,7 @@ int main(int argc, char** argv) {
   app.add_option("--batch", o.batch, "images per network batch")->check(CLI::Range(1, 4096));
   app.add_option("--workers", o.workers, "decode threads (default: all cores)")->check(CLI::Range(0, 1024));
   app.add_option("--queue", o.queue_batches, "decoded batches queued ahead of the network")->check(CLI::Range(1, 64));
-  app.add_option("--resize", o.resize, "antialias (default) or bilinear")->check(CLI::IsMember({"antialias", "bilinear"}));
+  app.add_option("--resize", o.resize, "antialias (default; PIL/torch antialiased bilinear), bilinear (TF2 tf.image.resize), or tf1 (retrain.py exactly: tf.io.decode_jpeg's INTEGER_FAST decode, no EXIF rotation, TF1 resize_bilinear; then x/127.5-1)")->check(CLI::IsMember({"antialias", "bilinear", "tf1"}));
   app.add_option("--dct-scale", o.dct_scale, "decode large JPEGs at 1/2 or 1/4 scale when still >= 299 (default false: it moved the bottleneck by 2% on 1024x1024 images for no measurable speed on the CPU, bench/README.md)");
   app.add_option("--max-pixels", o.max_pixels, "largest accepted width*height")->check(CLI::Range(int64_t(1), int64_t(1) << 40));
   app.add_option("--shard", o.shard, "process the K-th of N deterministic parts, e.g. 2/4");
@@ -276,8 +294,12 @@ int main(int argc, char** argv) {
     app.parse(argc, argv);
     if (merge.empty() && (o.images.empty() || o.weights.empty() || o.out.empty()))
       throw CLI::RequiredError("--images, --weights and --out (or --merge)");
+    int k, n;
+    if (!o.shard.empty() && !parse_shard(o.shard, &k, &n))
+      throw CLI::ValidationError("--shard", "expected K/N with 1 <= K <= N (e.g. 2/4), got '" + o.shard + "'");
   } catch (const CLI::ParseError& e) {
-    app.exit(e);
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help
+    std::fprintf(stderr, "error: %s (see --help)\n", e.what());  // one line, before any work
     return 2;
   }
   try {

@@ -40,7 +40,13 @@ int main(int argc, char** argv) {
   app.add_option("--images", images, "number of generated images")->check(CLI::Range(1, 100000));
   app.add_option("--batch", batch, "batch size")->check(CLI::Range(1, 1024));
   app.add_option("--seed", seed, "seed of the generated images");
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help
+    std::fprintf(stderr, "error: %s (see --help)\n", e.what());  // bad flags: one line, status 2
+    return 2;
+  }
   try {
     InceptionWeights w = load_inception_v3_weights(weights);
     if (!random_weights_warning(w).empty()) std::fprintf(stderr, "%s\n", random_weights_warning(w).c_str());

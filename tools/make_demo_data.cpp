@@ -164,7 +164,13 @@ int main(int argc, char** argv) {
   app.add_option("--count", count, "number of images")->check(CLI::Range(2, 1000000));
   app.add_option("--melanoma-fraction", melanoma_fraction, "fraction of melanoma-like images")->check(CLI::Range(0.01, 0.99));
   app.add_option("--seed", seed, "random seed");
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help
+    std::fprintf(stderr, "error: %s (see --help)\n", e.what());  // bad flags: one line, status 2
+    return 2;
+  }
   try {
     fs::create_directories(fs::path(out) / "images" / "benign");
     fs::create_directories(fs::path(out) / "images" / "melanoma");

@@ -6,8 +6,10 @@ Writes
   classes/benign/ISIC_00000NN.jpg, classes/melanoma/...   class folders (600x450 q90, some PNG)
   flat/ISIC_00000NN.jpg                                   the same images in one folder
   labels_2016.csv (no header: id,benign|malignant), labels_2017.csv (image_id,melanoma,
-  seborrheic_keratosis), labels_2018.csv (one-hot image,MEL,NV,...), labels_2020.csv
-  (image_name,patient_id,...,benign_malignant,target)
+  seborrheic_keratosis), labels_2018.csv (one-hot image,MEL,NV,...), labels_2019.csv (one-hot
+  image,MEL,...,SCC,UNK), labels_2020.csv (the 2020 v2 header image_name,patient_id,lesion_id,
+  ...,benign_malignant,target: two images per patient, one lesion id per image),
+  ham10000_metadata.csv (lesion_id,image_id,dx,dx_type,age,sex,localization)
   bad/ : class folders holding good images and every kind of bad file (see BAD below)
 A file `done` marks a complete directory; a rerun with the same --n does nothing."""
 import argparse
@@ -19,7 +21,7 @@ import sys
 import numpy as np
 from PIL import Image
 
-VERSION = "1"
+VERSION = "2"
 
 
 def lesion(rng, w=600, h=450, malignant=False):
@@ -103,11 +105,22 @@ def main():
             row = [0.0] * 7
             row[0 if mal else (1 if k % 2 else 4)] = 1.0
             f.write(iid + "," + ",".join("%.1f" % v for v in row) + "\n")
-    with open(os.path.join(flat, "labels_2020.csv"), "w") as f:
-        f.write("image_name,patient_id,sex,age_approx,anatom_site_general_challenge,diagnosis,benign_malignant,target\n")
+    with open(os.path.join(flat, "labels_2019.csv"), "w") as f:
+        f.write("image,MEL,NV,BCC,AK,BKL,DF,VASC,SCC,UNK\n")
         for k, (iid, mal) in enumerate(ids):
-            f.write("%s,IP_%07d,male,45.0,torso,%s,%s,%d\n" % (
-                iid, k // 2, "melanoma" if mal else "nevus", "malignant" if mal else "benign", int(mal)))
+            row = [0.0] * 9
+            row[0 if mal else (1 if k % 2 else 7)] = 1.0
+            f.write(iid + "," + ",".join("%.1f" % v for v in row) + "\n")
+    with open(os.path.join(flat, "labels_2020.csv"), "w") as f:
+        f.write("image_name,patient_id,lesion_id,sex,age_approx,anatom_site_general_challenge,diagnosis,"
+                "benign_malignant,target\n")
+        for k, (iid, mal) in enumerate(ids):
+            f.write("%s,IP_%07d,IL_%07d,male,45.0,torso,%s,%s,%d\n" % (
+                iid, k // 2, k, "melanoma" if mal else "nevus", "malignant" if mal else "benign", int(mal)))
+    with open(os.path.join(flat, "ham10000_metadata.csv"), "w") as f:
+        f.write("lesion_id,image_id,dx,dx_type,age,sex,localization\n")
+        for k, (iid, mal) in enumerate(ids):
+            f.write("HAM_%07d,%s,%s,histo,45.0,male,back\n" % (k // 2, iid, "mel" if mal else "nv"))
     # Bad files (each must be skipped with one line naming it and the reason).
     bad = os.path.join(a.out, "bad", "benign")
     good = jpeg_bytes(lesion(rng))
