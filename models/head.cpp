@@ -1,7 +1,7 @@
 // models/head.cpp: the CPU classifier head (models/head.h): arena layout and Glorot init,
 // forward/backward through the dense_grad, dropout and softmax_xent kernels, the fused RMSProp
-// update, and the HDF5 checkpoint and Keras-layout weight files (written with the HDF5 C API,
-// every call checked; read back through engine/hdf5_io.h).
+// update, and the HDF5 checkpoint (written with the HDF5 C API, every call checked; read back
+// through engine/hdf5_io.h). The Keras head file is models/head_keras.{h,cpp}.
 #include "models/head.h"
 
 #include <hdf5.h>
@@ -212,7 +212,7 @@ void HeadCpu::predict(const float* x, int64_t n, float* probs) {
 
 
 // ---------------------------------------------------------------------------------------------
-// HDF5: checkpoint and Keras weight file
+// HDF5: checkpoint
 // ---------------------------------------------------------------------------------------------
 namespace {
 constexpr const char* kStateFormat = "melanoma-head-state";
@@ -367,33 +367,6 @@ HeadState head_load_state(const std::string& path) {
   s.ms = h5_read_float_checked(r, "ms", Shape{P}, path);
   s.mom = h5_read_float_checked(r, "mom", Shape{P}, path);
   return s;
-}
-
-void head_save_keras_h5(const std::string& path, const HeadParams& p) {
-  H5Id f = h5_create_file(path);
-  const hid_t r = f.get();
-  const HeadLayout& L = p.layout();
-  std::vector<std::string> names;
-  for (size_t l = 0; l < L.layers.size(); ++l) names.push_back("dense_" + std::to_string(l + 1));
-  write_strings_attr(r, "layer_names", names, false, path);
-  write_string_attr(r, "backend", "tensorflow", path);
-  write_string_attr(r, "keras_version", "2.2.4", path);
-  const float* P = p.section(HeadSection::Params);
-  for (size_t l = 0; l < L.layers.size(); ++l) {
-    const std::string& n = names[l];
-    H5Id g(h5_checked(H5Gcreate2(r, n.c_str(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
-                      "H5Gcreate2", path + ":" + n));
-    write_strings_attr(g.get(), "weight_names", {n + "/kernel:0", n + "/bias:0"}, false,
-                       path + ":" + n);
-    H5Id g2(h5_checked(H5Gcreate2(g.get(), n.c_str(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
-                       "H5Gcreate2", path + ":" + n + "/" + n));
-    const HeadLayer& ly = L.layers[l];
-    const std::string where = path + ":/" + n + "/" + n;
-    write_floats(g2.get(), "kernel:0", P + ly.kernel_off,
-                 {static_cast<hsize_t>(ly.in), static_cast<hsize_t>(ly.out)}, where);
-    write_floats(g2.get(), "bias:0", P + ly.bias_off, {static_cast<hsize_t>(ly.out)}, where);
-  }
-  h5_ok(H5Fflush(r, H5F_SCOPE_GLOBAL), "H5Fflush", path);
 }
 
 }  // namespace engine

@@ -81,9 +81,7 @@ struct HeadState {
   int64_t step = 0;
 };
 HeadState head_load_state(const std::string& path);
-// Keras 2 weight file of the head: layer_names [dense_1..dense_L], per group weight_names
-// ["dense_k/kernel:0", "dense_k/bias:0"], datasets /dense_k/dense_k/kernel:0 (in,out), bias:0.
-void head_save_keras_h5(const std::string& path, const HeadParams& p);
+// The Keras head file (tools/train's head_keras.h5): models/head_keras.h.
 
 class HeadCpu {
  public:
@@ -99,6 +97,10 @@ class HeadCpu {
   // Softmax probabilities (n, K), no dropout.
   void predict(const float* x, int64_t n, float* probs);
   int64_t step() const { return step_; }
+  // Sets the optimizer step counter (the decayed lr and the dropout key of the next step): with
+  // params() (parameter and optimizer-slot sections) the whole training state can be imposed,
+  // e.g. to teacher-force one step from another implementation's state.
+  void set_step(int64_t s) { step_ = s; }
   const HeadConfig& config() const { return cfg_; }
   HeadParams& params() { return arena_; }
   const HeadParams& params() const { return arena_; }
@@ -107,7 +109,6 @@ class HeadCpu {
 
   void save_state(const std::string& path) const { head_save_state(path, cfg_, arena_, step_); }
   static HeadCpu load_state(const std::string& path) { return HeadCpu(head_load_state(path)); }
-  void save_keras_h5(const std::string& path) const { head_save_keras_h5(path, arena_); }
 
  private:
   void ensure_batch(int64_t n);
@@ -146,7 +147,6 @@ class HeadCuda {
   void set_layer(int l, const float* kernel, const float* bias);
   void save_state(const std::string& path) const;
   static HeadCuda load_state(const std::string& path) { return HeadCuda(head_load_state(path)); }
-  void save_keras_h5(const std::string& path) const;
 
   struct Impl;  // device state; defined in head_cuda.cu only
 

@@ -265,10 +265,4 @@ void HeadCuda::save_state(const std::string& path) const {
   head_save_state(path, cfg_, host, step());
 }
 
-void HeadCuda::save_keras_h5(const std::string& path) const {
-  HeadParams host(cfg_);
-  copy_arena_to(host);
-  head_save_keras_h5(path, host);
-}
-
 }  // namespace engine

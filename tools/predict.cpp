@@ -1,16 +1,23 @@
 // tools/predict.cpp: classifies images with the Inception weights and a head trained by
-// tools/train, and writes an ISIC-style CSV: `image` (the file name without extension) and one
-// probability column per class, in the head's class order.
+// tools/train, and writes an ISIC-style CSV: `image` (the file name without its image extension:
+// img.v1.jpg -> img.v1) and one probability column per class, in the head's class order, each
+// printed so that it reads back as the same float32 (engine/text_format.h; fields CSV-quoted).
 //
 //   predict --weights inception.h5 --head run/head_keras.h5 --out predictions.csv IMAGE_OR_DIR...
 //
-// The preprocessing (resize filter, DCT scaling) is read from the head file, which records the
-// cache it was trained on, so features are made exactly as in training; a head trained with
-// other Inception weights is refused. Bad images are skipped with one line each (exit 3).
+// The head file is read by models/head_keras.h. The preprocessing (resize filter, DCT scaling) is
+// read from it, since it records the cache it was trained on, so features are made exactly as in
+// training; a head trained with other Inception weights is refused. Before any work: bad flags,
+// an unusable --out (a folder, a missing or read-only parent folder) and two images with the same
+// id (gray.png and gray.jpg, or one name in two class folders) end with one line and exit 2. Bad
+// images are skipped with one line each (exit 3); other errors exit 1. The CSV is written to
+// `<out>.tmp.<pid>` and renamed into place; the temp file is removed on failure, SIGTERM, SIGINT.
 #include <CLI/CLI.hpp>
+#include <signal.h>
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -19,11 +26,12 @@
 #include "engine/cuda_device.h"
 #include "engine/dataset.h"
 #include "engine/error.h"
-#include "engine/hdf5_io.h"
 #include "engine/image_io.h"
 #include "engine/progress.h"
+#include "engine/text_format.h"
 #include "kernels/resize.h"
 #include "models/head.h"
+#include "models/head_keras.h"
 #include "models/inception_v3.h"
 
 namespace fs = std::filesystem;
@@ -31,43 +39,44 @@ using namespace engine;
 
 namespace {
 
-struct KerasHead {
-  HeadConfig config;
-  std::vector<std::vector<float>> kernels, biases;
-  std::vector<std::string> class_names;
-  std::string preprocessing, weights_sha256;
+// A usage problem found before any work: one line, exit 2.
+struct UsageError : std::runtime_error {
+  using std::runtime_error::runtime_error;
 };
 
-// Reads the Dense stack written by tools/train (Keras layout: layer_names dense_1..dense_L, each
-// with weight_names [kernel:0, bias:0]) and its attributes; every shape is checked.
-KerasHead load_keras_head(const std::string& path) {
-  H5File f = H5File::open_read(path);
-  KerasHead h;
-  const auto layers = h5_read_string_array_attr(f.id(), "layer_names", path);
-  if (layers.size() < 1) fail(path, ": no layers in layer_names");
-  h.class_names = h5_read_string_array_attr(f.id(), "class_names", path);
-  h.preprocessing = h5_read_string_attr(f.id(), "preprocessing", path);
-  h.weights_sha256 = h5_read_string_attr(f.id(), "inception_weights_sha256", path);
-  int64_t in = kCacheFeatureSize;
-  for (const auto& l : layers) {
-    H5Id g = h5_open_group(f.id(), "/" + l, path);
-    auto names = h5_read_string_array_attr(g.get(), "weight_names", path + ": layer '" + l + "'");
-    if (names.size() != 2) fail(path, ": layer '", l, "': expected kernel and bias, found ", names.size(), " weights");
-    H5FloatArray k = h5_read_float_array(f.id(), "/" + l + "/" + names[0], path);
-    if (k.dims.size() != 2 || k.dims[0] != in)
-      fail(path, ": dataset '/", l, "/", names[0], "': expected shape (", in, ", out), found ", Shape(k.dims).str());
-    const int64_t out = k.dims[1];
-    h.kernels.push_back(std::move(k.data));
-    h.biases.push_back(h5_read_float_checked(f.id(), "/" + l + "/" + names[1], Shape{out}, path));
-    h.config.hidden.push_back(out);
-    in = out;
-  }
-  h.config.classes = h.config.hidden.back();
-  h.config.hidden.pop_back();
-  h.config.dropout = 0;
-  if (static_cast<int64_t>(h.class_names.size()) != h.config.classes)
-    fail(path, ": ", h.class_names.size(), " class names for a head with ", h.config.classes, " outputs");
-  return h;
+// The ISIC id of an image file: its name without a known image extension (case-insensitive);
+// other dots stay (img.v1.jpg -> img.v1; scan.v2 -> scan.v2).
+std::string image_id(const std::string& file) {
+  const std::string name = fs::path(file).filename().string();
+  const size_t dot = name.rfind('.');
+  if (dot == std::string::npos || dot == 0) return name;
+  std::string ext = name.substr(dot + 1);
+  for (char& ch : ext) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  static const char* const kImageExt[] = {"jpg", "jpeg", "jpe", "jfif", "png", "bmp",
+                                          "gif", "tif", "tiff", "webp"};
+  for (const char* e : kImageExt)
+    if (ext == e) return name.substr(0, dot);
+  return name;
+}
+
+// --out must be creatable: not a folder, in an existing writable folder.
+void check_output_path(const std::string& out) {
+  std::error_code ec;
+  if (fs::is_directory(out, ec)) throw UsageError("--out " + out + ": is a folder, expected a CSV file path");
+  fs::path parent = fs::path(out).parent_path();
+  if (parent.empty()) parent = ".";
+  if (!fs::exists(parent, ec)) throw UsageError("--out " + out + ": folder " + parent.string() + " does not exist");
+  if (!fs::is_directory(parent, ec)) throw UsageError("--out " + out + ": " + parent.string() + " is not a folder");
+  if (access(parent.c_str(), W_OK | X_OK) != 0)
+    throw UsageError("--out " + out + ": folder " + parent.string() + " is not writable");
+}
+
+// The temp CSV, removed by the signal handler (unlink and raise are async-signal-safe).
+char g_tmp_path[4096] = {0};
+extern "C" void on_terminate(int sig) {
+  if (g_tmp_path[0]) unlink(g_tmp_path);
+  signal(sig, SIG_DFL);
+  raise(sig);
 }
 
 std::string setting(const std::string& pre, const std::string& key, const std::string& file) {
@@ -88,7 +97,7 @@ int main(int argc, char** argv) {
   bool quiet = false;
   app.add_option("--weights", weights, "Keras InceptionV3 HDF5 weights (the ones the head was trained with)")->required();
   app.add_option("--head", head_path, "head_keras.h5 written by tools/train")->required();
-  app.add_option("--out", out, "CSV to write")->required();
+  app.add_option("--out", out, "CSV to write: image,<class 1>,...,<class K> (probabilities)")->required();
   app.add_option("--batch", batch, "images per network batch")->check(CLI::Range(1, 4096));
   app.add_option("--device", device, "cpu, cuda or auto")->check(CLI::IsMember({"cpu", "cuda", "auto"}));
   app.add_flag("--quiet", quiet, "no progress output");
@@ -96,21 +105,17 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    app.exit(e);
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help
+    std::fprintf(stderr, "error: %s (see --help)\n", e.what());
     return 2;
   }
+  const char* nl = isatty(fileno(stderr)) ? "\n" : "";
+  std::string tmp;
   try {
-    if (resolve_device(device) == Device::CUDA && device == "cuda")
-      fail("--device cuda: the cuDNN inference backend is not in this build yet; use --device cpu");
-    KerasHead kh = load_keras_head(head_path);
-    if (sha256_file(weights) != kh.weights_sha256)
-      fail(head_path, ": the head was trained on features of other Inception weights (sha256 ",
-           kh.weights_sha256.substr(0, 12), "...) than ", weights);
-    DecodeOptions dopt;
-    dopt.dct_min_side = std::stoll(setting(kh.preprocessing, "dct_min_side", head_path));
-    const ResizeFilter filter = parse_resize_filter(setting(kh.preprocessing, "resize", head_path));
-
-    std::vector<std::string> files;
+    check_output_path(out);
+    // Every image and its id before any work: ISIC CSVs need unique ids.
+    std::vector<std::string> files, ids;
+    std::map<std::string, size_t> first_of;
     for (const auto& in : inputs) {
       std::error_code ec;
       if (fs::is_directory(in, ec)) {
@@ -120,19 +125,49 @@ int main(int argc, char** argv) {
         files.push_back(in);  // missing or bad files are reported when read
       }
     }
+    for (size_t i = 0; i < files.size(); ++i) {
+      ids.push_back(image_id(files[i]));
+      auto [it, fresh] = first_of.emplace(ids.back(), i);
+      if (!fresh)
+        throw UsageError("image id '" + ids.back() + "' twice: " + files[it->second] + " and " + files[i] +
+                         " (the CSV needs unique ids; rename one or predict them separately)");
+    }
+
+    if (resolve_device(device) == Device::CUDA && device == "cuda")
+      fail("--device cuda: the cuDNN inference backend is not in this build yet; use --device cpu");
+    const KerasHead kh = read_keras_head(head_path);
+    if (kh.config.input != kBottleneckSize)
+      fail(head_path, ": the head takes ", kh.config.input, " inputs, the Inception bottleneck has ", kBottleneckSize);
+    if (sha256_file(weights) != kh.info.inception_weights_sha256)
+      fail(head_path, ": the head was trained on features of other Inception weights (sha256 ",
+           kh.info.inception_weights_sha256.substr(0, 12), "...) than ", weights);
+    DecodeOptions dopt;
+    dopt.dct_min_side = std::stoll(setting(kh.info.preprocessing, "dct_min_side", head_path));
+    const ResizeFilter filter = parse_resize_filter(setting(kh.info.preprocessing, "resize", head_path));
+    dopt = decode_options_for(filter, dopt);  // tf1: TF's JPEG decode, as extract did
+    HeadCpu head = kh.to_cpu();
+    const size_t K = static_cast<size_t>(kh.config.classes);
+
     InceptionWeights iw = load_inception_v3_weights(weights);
     if (!random_weights_warning(iw).empty()) std::fprintf(stderr, "%s\n", random_weights_warning(iw).c_str());
     InceptionV3Cpu model(iw);
-    HeadCpu head(kh.config);
-    for (size_t l = 0; l < kh.kernels.size(); ++l) head.set_layer(static_cast<int>(l), kh.kernels[l].data(), kh.biases[l].data());
 
-    const std::string tmp = out + ".tmp";
+    // A unique temp name beside --out (two runs never share one), removed on failure and by
+    // SIGTERM/SIGINT; the name is set before the file exists so no signal can leak it.
+    tmp = out + ".tmp." + std::to_string(getpid());
+    if (tmp.size() >= sizeof g_tmp_path) fail(out, ": path too long");
+    std::memcpy(g_tmp_path, tmp.c_str(), tmp.size() + 1);
+    struct sigaction sa {};
+    sa.sa_handler = on_terminate;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, nullptr);
+    sigaction(SIGINT, &sa, nullptr);
     std::ofstream csv(tmp);
-    if (!csv) fail(out, ": cannot write");
-    csv << "image";
-    for (const auto& c : kh.class_names) csv << "," << c;
-    csv << "\n";
-    csv.precision(6);
+    if (!csv) fail(out, ": cannot write ", tmp);
+    std::vector<std::string> row{"image"};
+    row.insert(row.end(), kh.info.class_names.begin(), kh.info.class_names.end());
+    csv << csv_row(row) << "\n";
+
     Progress progress("predict", static_cast<int64_t>(files.size()));
     progress.set_quiet(quiet);
     std::vector<std::string> skipped;
@@ -148,11 +183,12 @@ int main(int argc, char** argv) {
           resize_to_unit_range_cpu(img, kInceptionInput, kInceptionInput, filter, x.data() + static_cast<int64_t>(i) * image);
         } catch (const std::exception& e) {
           errors[i] = e.what();
+          std::fill_n(x.data() + static_cast<int64_t>(i) * image, image, 0.f);  // a defined input
         }
       }
       Tensor b(Shape{static_cast<int64_t>(n), kBottleneckSize});
       model.forward(x, b);
-      std::vector<float> probs(n * static_cast<size_t>(kh.config.classes));
+      std::vector<float> probs(n * K);
       head.predict(b.data(), static_cast<int64_t>(n), probs.data());
       for (size_t i = 0; i < n; ++i) {
         if (!errors[i].empty()) {
@@ -160,22 +196,25 @@ int main(int argc, char** argv) {
           std::fprintf(stderr, "%sskip: %s\n", isatty(fileno(stderr)) ? "\r\033[K" : "", errors[i].c_str());
           continue;
         }
-        std::string id = fs::path(files[start + i]).filename().string();
-        if (id.find('.') != std::string::npos && id.find('.') > 0) id = id.substr(0, id.rfind('.'));
-        csv << id;
-        for (int64_t k = 0; k < kh.config.classes; ++k) csv << "," << probs[i * static_cast<size_t>(kh.config.classes) + static_cast<size_t>(k)];
-        csv << "\n";
+        row.assign(1, ids[start + i]);
+        for (size_t k = 0; k < K; ++k) row.push_back(float_roundtrip(probs[i * K + k]));
+        csv << csv_row(row) << "\n";
       }
       progress.advance(static_cast<int64_t>(n));
     }
     progress.finish();
     csv.close();
-    if (!csv) fail(out, ": write failed");
-    fs::rename(tmp, out);
+    if (!csv) fail(out, ": write failed (", tmp, ")");
+    if (std::rename(tmp.c_str(), out.c_str()) != 0) fail(out, ": cannot rename ", tmp, " into place: ", std::strerror(errno));
+    g_tmp_path[0] = 0;
     std::printf("predictions: %s: %zu images, %zu skipped\n", out.c_str(), files.size() - skipped.size(), skipped.size());
     return skipped.empty() ? 0 : 3;
+  } catch (const UsageError& e) {
+    std::fprintf(stderr, "%serror: %s\n", nl, e.what());
+    return 2;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "%serror: %s\n", isatty(fileno(stderr)) ? "\n" : "", e.what());
+    if (!tmp.empty()) std::remove(tmp.c_str());
+    std::fprintf(stderr, "%serror: %s\n", nl, e.what());
     return 1;
   }
 }

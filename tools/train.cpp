@@ -7,36 +7,53 @@
 //
 // Split as the TF retrain tutorial (by file-name hash, or by lesion/patient group when the cache
 // has groups). Every --eval-every steps: validation metrics to metrics.csv, a checkpoint
-// (checkpoint.h5, atomic), and best.h5 when the selected validation metric improves. A rerun
-// after a kill resumes from checkpoint.h5 and gives the same result as an unbroken run (batches
-// and dropout masks depend only on (seed, step)). At the end: the best head is evaluated on the
-// test split; outputs head_keras.h5 (Keras Dense layout + class_names), metrics.json (test) and
-// metrics.csv / metrics.jsonl (one row per evaluation), split.csv,
-// report.html (curves and ROC as SVG).
+// (checkpoint.h5, atomic), and best.h5 when the selected validation metric improves (with
+// --validation-percent 0 there is nothing to select on: the final head is the last step's). A
+// rerun after a kill resumes from checkpoint.h5 and gives the same result as an unbroken run
+// (batches and dropout masks depend only on (seed, step)). The run's settings are kept in
+// train_settings.csv: a resume takes them from there; a flag given again with another value is
+// refused (exit 2) unless it may change mid-run (--steps to extend, --eval-every). At the end: the
+// best head is evaluated on the test split; outputs head_keras.h5 (Keras Dense layout +
+// class_names), metrics.json (test) and metrics.csv / metrics.jsonl (one row per evaluation;
+// unmeasured values are empty / null), split.csv, report.html (curves and ROC as SVG).
 #include <CLI/CLI.hpp>
 #include <unistd.h>
 
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <map>
 #include <random>
+#include <set>
 #include <sstream>
+#include <stdexcept>
 
 #include "engine/bottleneck_cache.h"
 #include "engine/cuda_device.h"
+#include "engine/dataset.h"
 #include "engine/error.h"
 #include "engine/hdf5_io.h"
 #include "engine/metrics.h"
 #include "engine/progress.h"
 #include "engine/report.h"
 #include "engine/split.h"
+#include "engine/text_format.h"
 #include "models/head.h"
+#include "models/head_keras.h"
 
 namespace fs = std::filesystem;
 using namespace engine;
 
 namespace {
+
+// A bad flag found after parsing (a resume that would change a fixed setting, class weights that
+// do not match the cache): one line, exit status 2.
+struct FlagError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
 
 struct Options {
   std::string cache, out, rmsprop = "tf1", class_weights = "none", sampling = "uniform", select = "auc";
@@ -47,7 +64,106 @@ struct Options {
   bool staircase = false, restart = false, quiet = false;
   uint64_t seed = 1;
   std::vector<int64_t> hidden{512, 512};
+  std::set<std::string> given;  // flags given on the command line
 };
+
+// --class-weights w0,w1,...: every value a whole decimal number, finite and > 0 (a zero weight
+// drops a class from the loss, which the head cannot train on). Throws a one-line message.
+std::vector<float> parse_class_weights(const std::string& spec) {
+  std::vector<float> w;
+  std::stringstream ss(spec);
+  std::string tok;
+  while (std::getline(ss, tok, ',')) {
+    const char* b = tok.c_str();
+    char* end = nullptr;
+    const double v = std::strtod(b, &end);
+    if (tok.empty() || end == b || *end != '\0' || tok.find_first_of(" \t") != std::string::npos)
+      throw std::invalid_argument("--class-weights: '" + tok + "' is not a number (expected none, balanced or w0,w1,... e.g. 1,4)");
+    if (!std::isfinite(v) || v <= 0 || v > 1e6)
+      throw std::invalid_argument("--class-weights: " + tok + " must be > 0 and <= 1e6");
+    w.push_back(static_cast<float>(v));
+  }
+  if (spec.empty() || spec.back() == ',') throw std::invalid_argument("--class-weights: empty value in '" + spec + "'");
+  return w;
+}
+
+double effective_eps(const Options& o) {
+  return o.eps > 0 ? o.eps : RmsPropConfig::default_eps(o.rmsprop == "torch" ? RmsPropFormula::Torch : RmsPropFormula::TF1);
+}
+
+// Every training setting, as text, with whether it may change when a run is resumed. The text
+// form round-trips (doubles through double_roundtrip), so equal settings compare equal.
+struct SettingDef {
+  const char* flag;
+  bool may_change;
+  std::function<std::string(const Options&)> get;
+  std::function<void(Options&, const std::string&)> set;
+};
+
+const std::vector<SettingDef>& setting_defs() {
+  auto d = [](double v) { return double_roundtrip(v); };
+  auto to_d = [](const std::string& s) { return std::strtod(s.c_str(), nullptr); };
+  auto to_i = [](const std::string& s) { return static_cast<int64_t>(std::strtoll(s.c_str(), nullptr, 10)); };
+  static const std::vector<SettingDef> defs = {
+      {"--steps", true, [](const Options& o) { return std::to_string(o.steps); }, [=](Options& o, const std::string& s) { o.steps = to_i(s); }},
+      {"--eval-every", true, [](const Options& o) { return std::to_string(o.eval_every); }, [=](Options& o, const std::string& s) { o.eval_every = to_i(s); }},
+      {"--batch", false, [](const Options& o) { return std::to_string(o.batch); }, [=](Options& o, const std::string& s) { o.batch = to_i(s); }},
+      {"--hidden", false,
+       [](const Options& o) {
+         std::string s;
+         for (size_t i = 0; i < o.hidden.size(); ++i) s += (i ? " " : "") + std::to_string(o.hidden[i]);
+         return s;
+       },
+       [](Options& o, const std::string& s) {
+         o.hidden.clear();
+         std::istringstream is(s);
+         for (int64_t v; is >> v;) o.hidden.push_back(v);
+       }},
+      {"--dropout", false, [=](const Options& o) { return d(o.dropout); }, [=](Options& o, const std::string& s) { o.dropout = to_d(s); }},
+      {"--seed", false, [](const Options& o) { return std::to_string(o.seed); }, [](Options& o, const std::string& s) { o.seed = std::strtoull(s.c_str(), nullptr, 10); }},
+      {"--rmsprop", false, [](const Options& o) { return o.rmsprop; }, [](Options& o, const std::string& s) { o.rmsprop = s; }},
+      {"--learning-rate", false, [=](const Options& o) { return d(o.lr); }, [=](Options& o, const std::string& s) { o.lr = to_d(s); }},
+      {"--decay-rate", false, [=](const Options& o) { return d(o.decay_rate); }, [=](Options& o, const std::string& s) { o.decay_rate = to_d(s); }},
+      {"--decay-steps", false, [](const Options& o) { return std::to_string(o.decay_steps); }, [=](Options& o, const std::string& s) { o.decay_steps = to_i(s); }},
+      {"--staircase", false, [](const Options& o) { return std::string(o.staircase ? "true" : "false"); }, [](Options& o, const std::string& s) { o.staircase = s == "true"; }},
+      {"--momentum", false, [=](const Options& o) { return d(o.momentum); }, [=](Options& o, const std::string& s) { o.momentum = to_d(s); }},
+      {"--rho", false, [=](const Options& o) { return d(o.rho); }, [=](Options& o, const std::string& s) { o.rho = to_d(s); }},
+      {"--epsilon", false, [=](const Options& o) { return d(effective_eps(o)); }, [=](Options& o, const std::string& s) { o.eps = to_d(s); }},
+      {"--class-weights", false,
+       [](const Options& o) {
+         if (o.class_weights == "none" || o.class_weights == "balanced") return o.class_weights;
+         std::string s;
+         for (float w : parse_class_weights(o.class_weights)) s += (s.empty() ? "" : ",") + float_roundtrip(w);
+         return s;
+       },
+       [](Options& o, const std::string& s) { o.class_weights = s; }},
+      {"--sampling", false, [](const Options& o) { return o.sampling; }, [](Options& o, const std::string& s) { o.sampling = s; }},
+      {"--select", false, [](const Options& o) { return o.select; }, [](Options& o, const std::string& s) { o.select = s; }},
+      {"--validation-percent", false, [=](const Options& o) { return d(o.validation_pct); }, [=](Options& o, const std::string& s) { o.validation_pct = to_d(s); }},
+      {"--test-percent", false, [=](const Options& o) { return d(o.test_pct); }, [=](Options& o, const std::string& s) { o.test_pct = to_d(s); }},
+  };
+  return defs;
+}
+
+// What identifies the cache's contents for a resume: images, their hashes, labels, groups,
+// class names and how the features were made (the features follow from those).
+std::string cache_fingerprint(const CacheContents& c) {
+  std::string s = c.settings.weights_sha256 + '\n' + c.settings.preprocessing + '\n';
+  for (const auto& k : c.class_names) s += k + '\n';
+  for (size_t i = 0; i < c.size(); ++i)
+    s += c.paths[i] + '\0' + c.sha256[i] + '\0' + std::to_string(c.labels[i]) + '\0' + c.groups[i] + '\n';
+  return sha256_hex(reinterpret_cast<const uint8_t*>(s.data()), s.size());
+}
+
+// train_settings.csv: flag,value rows (the settings a run was started with; see setting_defs),
+// plus cache (path) and cache_fingerprint.
+std::map<std::string, std::string> read_settings(const std::string& path) {
+  std::map<std::string, std::string> m;
+  auto rows = read_csv(path);
+  for (size_t i = 1; i < rows.size(); ++i)
+    if (rows[i].size() == 2) m[rows[i][0]] = rows[i][1];
+  return m;
+}
 
 struct Split {
   std::vector<int64_t> train, val, test;
@@ -99,40 +215,50 @@ void save_state_atomic(const HeadCpu& head, const std::string& path) {
   if (std::rename((path + ".tmp").c_str(), path.c_str()) != 0) fail(path, ": rename failed");
 }
 
+// A metric as a CSV field: exact (round-trips), empty when not measured (NaN).
+std::string csv_num(double v) { return std::isfinite(v) ? double_roundtrip(v) : std::string(); }
+std::string json_num(double v) { return std::isfinite(v) ? double_roundtrip(v) : std::string("null"); }
+double parse_num(const std::string& s) {
+  if (s.empty()) return NAN;
+  char* end = nullptr;
+  const double v = std::strtod(s.c_str(), &end);
+  return end == s.c_str() ? NAN : v;
+}
+
 // metrics.csv rows up to `step` (a resumed run rewrites the file from its checkpoint on).
 std::vector<CurvePoint> read_curve(const std::string& path, int64_t up_to) {
   std::vector<CurvePoint> out;
-  std::ifstream f(path);
-  std::string line;
-  std::getline(f, line);  // header
-  while (std::getline(f, line)) {
+  if (!fs::exists(path)) return out;
+  auto rows = read_csv(path);
+  for (size_t i = 1; i < rows.size(); ++i) {
+    const auto& r = rows[i];
+    if (r.size() != 6 || r[0].empty()) continue;
     CurvePoint p;
-    if (std::sscanf(line.c_str(), "%ld,%lf,%lf,%lf,%lf,%lf", &p.step, &p.train_loss, &p.val_loss,
-                    &p.val_accuracy, &p.val_balanced_accuracy, &p.val_auc) == 6 && p.step <= up_to)
-      out.push_back(p);
+    p.step = std::strtoll(r[0].c_str(), nullptr, 10);
+    p.train_loss = parse_num(r[1]), p.val_loss = parse_num(r[2]), p.val_accuracy = parse_num(r[3]);
+    p.val_balanced_accuracy = parse_num(r[4]), p.val_auc = parse_num(r[5]);
+    if (p.step <= up_to) out.push_back(p);
   }
   return out;
 }
 
 std::string curve_csv(const std::vector<CurvePoint>& curve) {
   std::ostringstream os;
-  os << "step,train_loss,val_loss,val_accuracy,val_balanced_accuracy,val_auc\n";
-  os.precision(7);
+  os << csv_row({"step", "train_loss", "val_loss", "val_accuracy", "val_balanced_accuracy", "val_auc"}) << "\n";
   for (const auto& p : curve)
-    os << p.step << "," << p.train_loss << "," << p.val_loss << "," << p.val_accuracy << ","
-       << p.val_balanced_accuracy << "," << p.val_auc << "\n";
+    os << csv_row({std::to_string(p.step), csv_num(p.train_loss), csv_num(p.val_loss), csv_num(p.val_accuracy),
+                   csv_num(p.val_balanced_accuracy), csv_num(p.val_auc)})
+       << "\n";
   return os.str();
 }
 
 // The same rows as JSON lines (one object per evaluation), for tools that prefer JSON.
 std::string curve_jsonl(const std::vector<CurvePoint>& curve) {
   std::ostringstream os;
-  os.precision(7);
-  auto num = [](double v) { return std::isfinite(v) ? std::to_string(v) : std::string("null"); };
   for (const auto& p : curve)
-    os << "{\"step\": " << p.step << ", \"train_loss\": " << num(p.train_loss) << ", \"val_loss\": " << num(p.val_loss)
-       << ", \"val_accuracy\": " << num(p.val_accuracy) << ", \"val_balanced_accuracy\": " << num(p.val_balanced_accuracy)
-       << ", \"val_auc\": " << num(p.val_auc) << "}\n";
+    os << "{\"step\": " << p.step << ", \"train_loss\": " << json_num(p.train_loss) << ", \"val_loss\": " << json_num(p.val_loss)
+       << ", \"val_accuracy\": " << json_num(p.val_accuracy) << ", \"val_balanced_accuracy\": " << json_num(p.val_balanced_accuracy)
+       << ", \"val_auc\": " << json_num(p.val_auc) << "}\n";
   return os.str();
 }
 
@@ -143,38 +269,88 @@ double select_value(const Options& o, const CurvePoint& p) {
   return p.val_auc;
 }
 
-int run_train(const Options& o) {
+// On a resume: the run's saved settings replace every flag not given now; a flag given with
+// another value is refused unless it may change mid-run. Returns the changes made ("--steps 100
+// -> 300"). Throws FlagError.
+std::vector<std::string> resume_settings(Options& o, const std::map<std::string, std::string>& saved,
+                                         const std::string& settings_path) {
+  std::vector<std::string> changed;
+  for (const auto& def : setting_defs()) {
+    auto it = saved.find(def.flag);
+    if (it == saved.end())
+      throw FlagError(settings_path + ": no " + def.flag + " value (damaged or from another version): use --restart");
+    const std::string now = def.get(o);
+    if (!o.given.count(def.flag) || now == it->second) {
+      def.set(o, it->second);
+      continue;
+    }
+    if (!def.may_change)
+      throw FlagError(std::string(def.flag) + " " + now + ": the checkpoint in " + o.out + " was made with " + def.flag +
+                      " " + it->second + ", which cannot change when resuming (only --steps and --eval-every can); "
+                      "drop the flag, or use --restart or another --out");
+    changed.push_back(std::string(def.flag) + " " + it->second + " -> " + now);
+  }
+  return changed;
+}
+
+std::string settings_csv(const Options& o, const std::string& fingerprint) {
+  std::string s = csv_row({"flag", "value"}) + "\n" + csv_row({"--cache", o.cache}) + "\n" +
+                  csv_row({"cache_fingerprint", fingerprint}) + "\n";
+  for (const auto& def : setting_defs()) s += csv_row({def.flag, def.get(o)}) + "\n";
+  return s;
+}
+
+int run_train(Options o) {
   // The head trains at ~76 steps/s on the 2-core CPU; the GPU head (models/head_cuda.cu) has not
   // run on a GPU yet, so auto means the CPU until it has been verified.
   resolve_device(o.device);  // validates the flag
   if (o.device == "cuda")
     fail("--device cuda: the GPU head (models/head_cuda.cu) is not verified on a GPU yet; use --device cpu");
+  const std::string ckpt = o.out + "/checkpoint.h5", best = o.out + "/best.h5", csv = o.out + "/metrics.csv";
+  const std::string settings_path = o.out + "/train_settings.csv";
+  const bool resuming = !o.restart && fs::exists(ckpt);
+  std::map<std::string, std::string> saved;
+  std::vector<std::string> changed;
+  if (resuming) {  // flags first, before reading the cache
+    if (!fs::exists(settings_path))
+      throw FlagError(ckpt + " has no " + settings_path + " beside it (made by an older train): use --restart");
+    saved = read_settings(settings_path);
+    changed = resume_settings(o, saved, settings_path);
+  }
   CacheContents c = read_cache(o.cache);
+  const std::string fingerprint = cache_fingerprint(c);
+  if (resuming) {
+    if (saved["cache_fingerprint"] != fingerprint)
+      throw FlagError("--cache " + o.cache + ": the checkpoint in " + o.out + " was trained on --cache " + saved["--cache"] +
+                      " (contents " + saved["cache_fingerprint"].substr(0, 12) + "), this cache holds other images or features (" +
+                      fingerprint.substr(0, 12) + "); use --restart or another --out");
+    if (saved["--cache"] != o.cache) changed.push_back("--cache " + saved["--cache"] + " -> " + o.cache + " (same contents)");
+  }
   const int K = static_cast<int>(c.class_names.size());
   if (K < 2) fail(o.cache, ": the cache has ", K, " classes; training needs labelled images of >= 2 classes");
   for (size_t i = 0; i < c.size(); ++i)
     if (c.labels[i] < 0) fail(o.cache, ": image '", c.paths[i], "' has no label; training needs a labelled cache");
+  std::vector<float> explicit_weights;
+  if (o.class_weights != "none" && o.class_weights != "balanced") {
+    explicit_weights = parse_class_weights(o.class_weights);
+    if (static_cast<int>(explicit_weights.size()) != K)
+      throw FlagError("--class-weights " + o.class_weights + ": " + std::to_string(explicit_weights.size()) + " values for the " +
+                      std::to_string(K) + " classes of " + o.cache);
+  }
   const bool grouped = std::any_of(c.groups.begin(), c.groups.end(), [](const std::string& g) { return !g.empty(); });
   std::vector<Subset> subset = split_dataset(c.paths, grouped ? c.groups : std::vector<std::string>{}, c.labels,
                                              c.class_names, o.validation_pct, o.test_pct);
   Split sp;
   std::vector<std::vector<int64_t>> by_class(static_cast<size_t>(K));
   std::ostringstream split_csv;
-  split_csv << "path,label,group,subset\n";
+  split_csv << csv_row({"path", "label", "group", "subset"}) << "\n";
   for (size_t i = 0; i < c.size(); ++i) {
     auto& v = subset[i] == Subset::Train ? sp.train : subset[i] == Subset::Validation ? sp.val : sp.test;
     v.push_back(static_cast<int64_t>(i));
     if (subset[i] == Subset::Train) by_class[static_cast<size_t>(c.labels[i])].push_back(static_cast<int64_t>(i));
-    split_csv << c.paths[i] << "," << c.class_names[static_cast<size_t>(c.labels[i])] << "," << c.groups[i] << ","
-              << subset_name(subset[i]) << "\n";
+    split_csv << csv_row({c.paths[i], c.class_names[static_cast<size_t>(c.labels[i])], c.groups[i], subset_name(subset[i])}) << "\n";
   }
-  fs::create_directories(o.out);
-  write_text_atomic(o.out + "/split.csv", split_csv.str());
-  std::printf("cache: %s: %zu images, classes:", o.cache.c_str(), c.size());
-  for (int k = 0; k < K; ++k) std::printf(" %s=%zu", c.class_names[static_cast<size_t>(k)].c_str(), by_class[static_cast<size_t>(k)].size());
-  std::printf(" (train); split%s: train %zu, validation %zu, test %zu\n", grouped ? " by group" : "",
-              sp.train.size(), sp.val.size(), sp.test.size());
-  std::fflush(stdout);
+  if (sp.train.empty()) fail("split: the train split is empty");
 
   HeadConfig cfg;
   cfg.input = kCacheFeatureSize;
@@ -186,7 +362,7 @@ int run_train(const Options& o) {
   cfg.optimizer.lr = o.lr;
   cfg.optimizer.rho = o.rho;
   cfg.optimizer.momentum = o.momentum;
-  cfg.optimizer.eps = o.eps > 0 ? o.eps : RmsPropConfig::default_eps(cfg.optimizer.formula);
+  cfg.optimizer.eps = effective_eps(o);
   cfg.optimizer.decay_rate = o.decay_rate;
   cfg.optimizer.decay_steps = o.decay_steps;
   cfg.optimizer.staircase = o.staircase;
@@ -194,34 +370,53 @@ int run_train(const Options& o) {
     for (int k = 0; k < K; ++k)
       cfg.class_weights.push_back(static_cast<float>(static_cast<double>(sp.train.size()) /
                                                      (K * static_cast<double>(by_class[static_cast<size_t>(k)].size()))));
-  } else if (o.class_weights != "none") {
-    std::stringstream ss(o.class_weights);
-    std::string tok;
-    while (std::getline(ss, tok, ',')) cfg.class_weights.push_back(std::stof(tok));
-    if (static_cast<int>(cfg.class_weights.size()) != K)
-      fail("--class-weights: ", cfg.class_weights.size(), " values for ", K, " classes");
+  } else {
+    cfg.class_weights = explicit_weights;
   }
   cfg.validate();
 
-  const std::string ckpt = o.out + "/checkpoint.h5", best = o.out + "/best.h5", csv = o.out + "/metrics.csv";
   std::unique_ptr<HeadCpu> head;
   std::vector<CurvePoint> curve;
   double best_value = -INFINITY;
   int64_t best_step = -1;
-  if (!o.restart && fs::exists(ckpt)) {
+  const bool have_val = !sp.val.empty(), have_test = !sp.test.empty();
+  fs::create_directories(o.out);
+  if (resuming) {
     HeadState st = head_load_state(ckpt);
+    const RmsPropConfig& a = st.config.optimizer;
+    const RmsPropConfig& b = cfg.optimizer;
     if (st.config.classes != cfg.classes || st.config.hidden != cfg.hidden || st.config.seed != cfg.seed ||
-        st.config.dropout != cfg.dropout || st.config.class_weights != cfg.class_weights)
-      fail(ckpt, ": checkpoint was made with other settings (classes, layers, seed, dropout or class weights); use --restart");
+        st.config.dropout != cfg.dropout || st.config.class_weights != cfg.class_weights || a.formula != b.formula ||
+        a.lr != b.lr || a.rho != b.rho || a.momentum != b.momentum || a.eps != b.eps || a.decay_rate != b.decay_rate ||
+        a.decay_steps != b.decay_steps || a.staircase != b.staircase)
+      fail(ckpt, ": checkpoint does not match ", settings_path, " (classes, layers, seed, dropout, class weights or optimizer); use --restart");
     head = std::make_unique<HeadCpu>(st);
+    if (o.steps < head->step())
+      throw FlagError("--steps " + std::to_string(o.steps) + ": the checkpoint in " + o.out + " is already at step " +
+                      std::to_string(head->step()) + "; give --steps >= " + std::to_string(head->step()) + " or use --restart");
     curve = read_curve(csv, head->step());
     for (const auto& p : curve)
-      if (select_value(o, p) > best_value) best_value = select_value(o, p), best_step = p.step;
-    std::printf("resuming from %s at step %ld\n", ckpt.c_str(), static_cast<long>(head->step()));
+      if (!have_val || select_value(o, p) > best_value) best_value = select_value(o, p), best_step = p.step;
+    std::printf("resuming from %s at step %ld with its settings (%s); may change: --steps (to extend), --eval-every\n",
+                ckpt.c_str(), static_cast<long>(head->step()), settings_path.c_str());
+    for (const auto& ch : changed) std::printf("  changed: %s\n", ch.c_str());
   } else {
+    // A fresh run: drop an old checkpoint first, so a kill before this run's first checkpoint
+    // cannot leave an old checkpoint beside these settings.
+    std::error_code ec;
+    fs::remove(ckpt, ec);
     head = std::make_unique<HeadCpu>(cfg);
   }
-  if (sp.train.empty()) fail("split: the train split is empty");
+  write_text_atomic(settings_path, settings_csv(o, fingerprint));
+  write_text_atomic(o.out + "/split.csv", split_csv.str());
+  std::printf("cache: %s: %zu images, classes:", o.cache.c_str(), c.size());
+  for (int k = 0; k < K; ++k) std::printf(" %s=%zu", c.class_names[static_cast<size_t>(k)].c_str(), by_class[static_cast<size_t>(k)].size());
+  std::printf(" (train); split%s: train %zu, validation %zu, test %zu\n", grouped ? " by group" : "",
+              sp.train.size(), sp.val.size(), sp.test.size());
+  if (!have_val)
+    std::printf("no validation split (--validation-percent %g): nothing to select on, the final head is the last step's\n",
+                o.validation_pct);
+  std::fflush(stdout);
 
   Progress progress("train", o.steps, "step");
   progress.set_quiet(o.quiet);
@@ -241,69 +436,84 @@ int run_train(const Options& o) {
     loss_sum += loss, ++loss_n;
     progress.advance(1);
     if (head->step() % o.eval_every == 0 || head->step() == o.steps) {
-      ClassificationMetrics vm = sp.val.empty() ? ClassificationMetrics{} : evaluate(*head, c, sp.val);
-      CurvePoint p{head->step(), loss_sum / static_cast<double>(loss_n), vm.loss, vm.accuracy, vm.balanced_accuracy, vm.auc};
+      CurvePoint p{head->step(), loss_sum / static_cast<double>(loss_n), NAN, NAN, NAN, NAN};
+      if (have_val) {
+        ClassificationMetrics vm = evaluate(*head, c, sp.val);
+        p.val_loss = vm.loss, p.val_accuracy = vm.accuracy, p.val_balanced_accuracy = vm.balanced_accuracy, p.val_auc = vm.auc;
+      }
       loss_sum = 0, loss_n = 0;
       curve.push_back(p);
-      if (select_value(o, p) > best_value || best_step < 0) {
+      // Without a validation split every evaluation is the newest head: the last one is final.
+      if (!have_val || select_value(o, p) > best_value || best_step < 0) {
         best_value = select_value(o, p), best_step = p.step;
         save_state_atomic(*head, best);
       }
       write_text_atomic(csv, curve_csv(curve));
       write_text_atomic(o.out + "/metrics.jsonl", curve_jsonl(curve));
       save_state_atomic(*head, ckpt);  // last: a checkpoint never runs ahead of metrics.csv
-      progress.set_note("val " + o.select + " " + std::to_string(select_value(o, p)).substr(0, 6));
+      progress.set_note(have_val ? "val " + o.select + " " + std::to_string(select_value(o, p)).substr(0, 6)
+                                 : std::string("no validation split"));
     }
   }
   progress.finish();
+  if (best_step < 0) {  // resumed at the end with no curve row left (cannot happen normally)
+    best_step = head->step();
+    save_state_atomic(*head, best);
+  }
 
   HeadCpu final_head(head_load_state(best));
   ClassificationMetrics test = sp.test.empty() ? ClassificationMetrics{} : evaluate(final_head, c, sp.test);
   const std::string keras = o.out + "/head_keras.h5";
-  final_head.save_keras_h5(keras + ".tmp");
-  {  // Beside the Keras layers: class names (predict's columns) and the cache's fingerprint and
-     // preprocessing (predict must feed the head features made the same way).
-    H5Id f(H5Fopen((keras + ".tmp").c_str(), H5F_ACC_RDWR, H5P_DEFAULT));
-    if (!f.valid()) fail(keras, ": cannot reopen to add attributes");
-    auto put = [&](const char* name, const std::vector<std::string>& values, bool scalar) {
-      std::vector<const char*> ptrs;
-      for (auto& v : values) ptrs.push_back(v.c_str());
-      hsize_t dims[1] = {ptrs.size()};
-      H5Id space(scalar ? H5Screate(H5S_SCALAR) : H5Screate_simple(1, dims, nullptr));
-      H5Id type(H5Tcopy(H5T_C_S1));
-      H5Tset_size(type.get(), H5T_VARIABLE);
-      H5Tset_cset(type.get(), H5T_CSET_UTF8);
-      H5Id attr(H5Acreate2(f.get(), name, type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT));
-      if (!attr.valid() || H5Awrite(attr.get(), type.get(), ptrs.data()) < 0)
-        fail(keras, ": H5Awrite failed for attribute '", name, "'");
-    };
-    put("class_names", c.class_names, false);
-    put("preprocessing", {c.settings.preprocessing}, true);
-    put("inception_weights_sha256", {c.settings.weights_sha256}, true);
-  }
-  if (std::rename((keras + ".tmp").c_str(), keras.c_str()) != 0) fail(keras, ": rename failed");
+  // Beside the Keras layers: class names (predict's columns) and the cache's fingerprint and
+  // preprocessing (predict must feed the head features made the same way).
+  write_keras_head(keras, final_head.config(), final_head.params(),
+                   KerasHeadInfo{c.class_names, c.settings.preprocessing, c.settings.weights_sha256});
 
+  const std::string final_desc = have_val ? "best validation " + o.select : "last step (no validation split)";
+  std::string weights_desc = o.class_weights;
+  if (!cfg.class_weights.empty()) {
+    weights_desc += " (";
+    for (size_t k = 0; k < cfg.class_weights.size(); ++k)
+      weights_desc += (k ? ", " : "") + c.class_names[k] + " " + float_roundtrip(cfg.class_weights[k]);
+    weights_desc += ")";
+  }
+  std::string hidden_desc;
+  for (int64_t h : o.hidden) hidden_desc += std::to_string(h) + " -> ";
   std::vector<std::pair<std::string, std::string>> settings = {
-      {"cache", o.cache}, {"images", std::to_string(c.size())}, {"classes", std::to_string(K)},
-      {"split", "validation " + std::to_string(o.validation_pct) + "%, test " + std::to_string(o.test_pct) + "%" + (grouped ? ", by group" : "")},
-      {"head", "2048 -> 512 -> 512 -> " + std::to_string(K) + ", dropout " + std::to_string(o.dropout)},
-      {"optimizer", "RMSProp (" + o.rmsprop + "), lr " + std::to_string(o.lr) + ", decay " + std::to_string(o.decay_rate) + " every " + std::to_string(o.decay_steps) + " steps"},
-      {"steps", std::to_string(o.steps) + " x batch " + std::to_string(o.batch)},
-      {"sampling / class weights", o.sampling + " / " + o.class_weights},
-      {"best step", std::to_string(best_step) + " (validation " + o.select + ")"}, {"seed", std::to_string(o.seed)}};
+      {"cache", o.cache + " (contents " + fingerprint.substr(0, 12) + ")"}, {"images", std::to_string(c.size())}, {"classes", std::to_string(K)},
+      {"split", "validation " + double_roundtrip(o.validation_pct) + "%, test " + double_roundtrip(o.test_pct) + "%" + (grouped ? ", by group" : "") +
+                    ": train " + std::to_string(sp.train.size()) + ", validation " + std::to_string(sp.val.size()) + ", test " + std::to_string(sp.test.size())},
+      {"head", "2048 -> " + hidden_desc + std::to_string(K) + ", dropout " + double_roundtrip(o.dropout)},
+      {"optimizer", "RMSProp (" + o.rmsprop + "), lr " + double_roundtrip(o.lr) + ", rho " + double_roundtrip(o.rho) + ", momentum " +
+                        double_roundtrip(o.momentum) + ", epsilon " + double_roundtrip(effective_eps(o)) + ", decay " + double_roundtrip(o.decay_rate) +
+                        " every " + std::to_string(o.decay_steps) + " steps" + (o.staircase ? " (staircase)" : "")},
+      {"steps", std::to_string(o.steps) + " x batch " + std::to_string(o.batch) + ", evaluated every " + std::to_string(o.eval_every)},
+      {"sampling / class weights", o.sampling + " / " + weights_desc},
+      {"final head", "step " + std::to_string(best_step) + " (" + final_desc + ")"}, {"seed", std::to_string(o.seed)}};
+  if (resuming) {
+    std::string ch = "resumed with the checkpoint's settings";
+    for (size_t i = 0; i < changed.size(); ++i) ch += (i ? "; " : "; changed: ") + changed[i];
+    settings.push_back({"resume", ch});
+  }
   write_report_html(o.out + "/report.html", "Melanoma head: " + o.cache, curve, test, c.class_names, settings);
   std::ostringstream js;
-  js << "{\"best_step\": " << best_step << ", \"select\": \"" << o.select << "\", \"test\": " << test.json()
+  js << "{\"best_step\": " << best_step << ", \"select\": " << (have_val ? json_string(o.select) : std::string("null"))
+     << ", \"final_head\": " << json_string(final_desc) << ", \"test\": " << (have_test ? test.json() : std::string("null"))
      << ", \"class_names\": [";
-  for (int k = 0; k < K; ++k) js << (k ? ", " : "") << "\"" << c.class_names[static_cast<size_t>(k)] << "\"";
+  for (int k = 0; k < K; ++k) js << (k ? ", " : "") << json_string(c.class_names[static_cast<size_t>(k)]);
   js << "]}\n";
   write_text_atomic(o.out + "/metrics.json", js.str());
-  std::printf("test (%ld images, best step %ld): AUC %.4f, balanced accuracy %.4f, accuracy %.4f, loss %.4f\n",
-              static_cast<long>(test.n), static_cast<long>(best_step), test.auc, test.balanced_accuracy,
-              test.accuracy, test.loss);
-  for (int k = 0; k < K && k < static_cast<int>(test.sensitivity.size()); ++k)
-    std::printf("  %-14s sensitivity %.4f specificity %.4f\n", c.class_names[static_cast<size_t>(k)].c_str(),
-                test.sensitivity[static_cast<size_t>(k)], test.specificity[static_cast<size_t>(k)]);
+  if (have_test) {
+    std::printf("test (%ld images, %s, step %ld): AUC %.4f, balanced accuracy %.4f, accuracy %.4f, loss %.4f\n",
+                static_cast<long>(test.n), final_desc.c_str(), static_cast<long>(best_step), test.auc,
+                test.balanced_accuracy, test.accuracy, test.loss);
+    for (int k = 0; k < K && k < static_cast<int>(test.sensitivity.size()); ++k)
+      std::printf("  %-14s sensitivity %.4f specificity %.4f\n", c.class_names[static_cast<size_t>(k)].c_str(),
+                  test.sensitivity[static_cast<size_t>(k)], test.specificity[static_cast<size_t>(k)]);
+  } else {
+    std::printf("test: no test split (--test-percent %g): no test metrics (final head: step %ld, %s)\n", o.test_pct,
+                static_cast<long>(best_step), final_desc.c_str());
+  }
   std::printf("report: %s/report.html; head: %s; metrics: %s/metrics.json, %s\n", o.out.c_str(), keras.c_str(),
               o.out.c_str(), csv.c_str());
   return 0;
@@ -316,37 +526,57 @@ int main(int argc, char** argv) {
   Options o;
   app.add_option("--cache", o.cache, "bottleneck cache from tools/extract")->required();
   app.add_option("--out", o.out, "output folder (checkpoints, head, metrics, report)")->required();
-  app.add_option("--steps", o.steps, "training steps")->check(CLI::Range(int64_t(1), int64_t(100000000)));
+  app.add_option("--steps", o.steps, "training steps (may be raised when resuming, to extend a run)")->check(CLI::Range(int64_t(1), int64_t(100000000)));
   app.add_option("--batch", o.batch, "batch size")->check(CLI::Range(int64_t(1), int64_t(65536)));
   app.add_option("--learning-rate", o.lr, "initial learning rate")->check(CLI::PositiveNumber);
-  app.add_option("--decay-rate", o.decay_rate, "exponential decay rate")->check(CLI::Range(0.0, 1.0));
+  app.add_option("--decay-rate", o.decay_rate, "exponential decay rate, in (0, 1]");
   app.add_option("--decay-steps", o.decay_steps, "decay period in steps (0: constant)")->check(CLI::NonNegativeNumber);
   app.add_flag("--staircase", o.staircase, "decay in steps (floor)");
   app.add_option("--rmsprop", o.rmsprop, "tf1 (TF RMSPropOptimizer) or torch")->check(CLI::IsMember({"tf1", "torch"}));
   app.add_option("--momentum", o.momentum, "RMSProp momentum")->check(CLI::Range(0.0, 0.999));
   app.add_option("--rho", o.rho, "RMSProp decay of the mean square")->check(CLI::Range(0.0, 0.9999));
-  app.add_option("--epsilon", o.eps, "RMSProp epsilon (default 1e-10 tf1, 1e-8 torch)");
+  app.add_option("--epsilon", o.eps, "RMSProp epsilon, > 0 (default 1e-10 tf1, 1e-8 torch)");
   app.add_option("--dropout", o.dropout, "dropout rate")->check(CLI::Range(0.0, 0.95));
   app.add_option("--hidden", o.hidden, "hidden layer sizes")->check(CLI::Range(int64_t(1), int64_t(65536)));
-  app.add_option("--class-weights", o.class_weights, "none, balanced, or w0,w1,...");
+  app.add_option("--class-weights", o.class_weights, "none, balanced, or w0,w1,... (each > 0, one per class)");
   app.add_option("--sampling", o.sampling, "uniform or balanced")->check(CLI::IsMember({"uniform", "balanced"}));
   app.add_option("--select", o.select, "validation metric for the best checkpoint")
       ->check(CLI::IsMember({"auc", "balanced_accuracy", "accuracy", "loss"}));
   app.add_option("--eval-every", o.eval_every, "evaluate and checkpoint every N steps")->check(CLI::Range(int64_t(1), int64_t(1000000)));
-  app.add_option("--validation-percent", o.validation_pct, "validation share")->check(CLI::Range(0.0, 50.0));
-  app.add_option("--test-percent", o.test_pct, "test share")->check(CLI::Range(0.0, 50.0));
+  app.add_option("--validation-percent", o.validation_pct, "validation share (0: no validation, the last step is final)")->check(CLI::Range(0.0, 50.0));
+  app.add_option("--test-percent", o.test_pct, "test share (0: no test metrics)")->check(CLI::Range(0.0, 50.0));
   app.add_option("--seed", o.seed, "seed of the weights, dropout and batches");
   app.add_option("--device", o.device, "cpu (default), cuda or auto")->check(CLI::IsMember({"cpu", "cuda", "auto"}));
   app.add_flag("--restart", o.restart, "ignore an existing checkpoint");
   app.add_flag("--quiet", o.quiet, "no progress output");
   try {
     app.parse(argc, argv);
+    // Checks CLI11 cannot express; all before any work.
+    if (!(o.decay_rate > 0 && o.decay_rate <= 1))
+      throw CLI::ValidationError("--decay-rate", "must be in (0, 1] (1: constant learning rate), got " + double_roundtrip(o.decay_rate));
+    if (app.count("--epsilon") && !(o.eps > 0 && std::isfinite(o.eps)))
+      throw CLI::ValidationError("--epsilon", "must be > 0, got " + double_roundtrip(o.eps));
+    if (o.validation_pct + o.test_pct >= 100)
+      throw CLI::ValidationError("--validation-percent + --test-percent", "must be < 100");
+    if (o.class_weights != "none" && o.class_weights != "balanced") {
+      try {
+        parse_class_weights(o.class_weights);
+      } catch (const std::invalid_argument& e) {
+        throw CLI::ValidationError(e.what());
+      }
+    }
+    for (const auto& def : setting_defs())
+      if (app.count(def.flag)) o.given.insert(def.flag);
   } catch (const CLI::ParseError& e) {
-    app.exit(e);
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help
+    std::fprintf(stderr, "error: %s (see --help)\n", e.what());  // one line, before any work
     return 2;
   }
   try {
     return run_train(o);
+  } catch (const FlagError& e) {
+    std::fprintf(stderr, "%serror: %s\n", isatty(fileno(stderr)) ? "\n" : "", e.what());
+    return 2;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "%serror: %s\n", isatty(fileno(stderr)) ? "\n" : "", e.what());
     return 1;
