@@ -24,10 +24,20 @@ this script is left alone):
 - keras_reference.h5 (written last; attrs format_version, script_sha256, tensorflow_version):
     /forward/inputs (N,299,299,3) f32: what was fed to Keras: PIL-decoded PNG pixels x / 127.5 - 1
     /forward attr names: the PNG file names;  /forward/bottleneck (N,2048): model.predict(inputs)
-    /forward/bottleneck_eager: the eager layer-by-layer pass of the calibration (same weights):
-      TF's own float32 noise against model.predict
+    /forward/bottleneck_eager: the eager layer-by-layer pass of the calibration (same weights);
+      equal to model.predict with TF_ENABLE_ONEDNN_OPTS=0 (measured max |diff| 0), so TF's float32
+      error is measured against the float64 model below, not by this
     /forward/bottleneck_1based: model.predict after load_weights of the 1-based file into a fresh
       Keras model (shows the rewrite holds the same weights)
+    /forward/bottleneck_fp64 (N,2048) f64: the SAME Keras model built in float64
+      (tf_keras.backend.set_floatx('float64') before building, then load_weights of the 0-based
+      file, TF_ENABLE_ONEDNN_OPTS=0) predicting float64(inputs): the exact answer for these
+      float32 weights and inputs, up to float64 rounding (~1e-15 relative).
+      attr tf_fp32_rel_l2 (N,): TF's own float32 error, |bottleneck - bottleneck_fp64| / |fp64|.
+    /forward/taps_fp64/<tap> (1,H,W,C) f32: image 0's float64 activations at the stem
+      (max_pooling2d_1), mixed2, mixed7 and mixed10, rounded to float32 for size (3e-8 relative,
+      far below the 1e-6..4e-5 errors they measure); attr tf_fp32_rel_l2: TF float32's own error
+      at that tap (its float32 sub-model vs float64, unrounded).
     /decode/<img>/tf_default   tf.io.decode_jpeg(bytes, channels=3) (dct_method '' = INTEGER_FAST)
     /decode/<img>/tf_accurate  tf.io.decode_jpeg(bytes, channels=3, dct_method='INTEGER_ACCURATE')
     /resize/<img>/tf1          tf.compat.v1.image.resize_bilinear(tf_default, (299,299),
@@ -62,7 +72,7 @@ import h5py  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: /forward/bottleneck_fp64 and /forward/taps_fp64
 SUBDIR = "keras"
 FILE_0B = "inception_v3_keras_0based.h5"
 FILE_1B = "inception_v3_keras_1based.h5"
@@ -229,6 +239,36 @@ def seed_weights(tf, model, rng, x):
     return vals[model.output.name].numpy()
 
 
+# Image 0's taps stored in float64 (our tap name -> Keras layer name); see the docstring.
+FP64_TAPS = [("stem", "max_pooling2d_1"), ("mixed2", "mixed2"), ("mixed7", "mixed7"),
+             ("mixed10", "mixed10")]
+
+
+def tapped_predict(tf_keras, model, x):
+    """model.predict of [bottleneck] + the FP64_TAPS activations of image 0."""
+    sub = tf_keras.Model(model.input, [model.output] +
+                         [model.get_layer(k).output for _, k in FP64_TAPS])
+    outs = sub.predict(x, batch_size=len(x), verbose=0)
+    return outs[0], [o[:1] for o in outs[1:]]
+
+
+def float64_reference(tf_keras, weights, x):
+    """The same Keras model in float64: floatx float64 before building, then load_weights."""
+    tf_keras.backend.set_floatx("float64")
+    try:
+        m = build_model(tf_keras)
+        m.load_weights(weights)
+        assert m.layers[2].compute_dtype == "float64", m.layers[2].compute_dtype
+        return tapped_predict(tf_keras, m, x.astype(np.float64))
+    finally:
+        tf_keras.backend.set_floatx("float32")
+
+
+def rel_l2(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
 ONE_BASED = ("conv2d", "batch_normalization", "activation", "max_pooling2d", "average_pooling2d",
              "concatenate")
 
@@ -316,6 +356,11 @@ def main():
     m1.load_weights(os.path.join(d, FILE_1B))  # Keras loads by layer order, names ignored
     bottleneck_1b = m1.predict(x, batch_size=len(FORWARD_PNGS), verbose=0)
     assert np.array_equal(bottleneck_1b, bottleneck), "1-based rewrite changed the weights"
+    _, taps32 = tapped_predict(tf_keras, model, x)
+    bottleneck64, taps64 = float64_reference(tf_keras, p0, x)
+    tf32_err = [rel_l2(bottleneck[i], bottleneck64[i]) for i in range(len(x))]
+    print("forward: TF float32 model.predict vs the float64 model, relative L2 per image: %s"
+          % " ".join("%.3g" % e for e in tf32_err))
 
     def unit(t):  # Keras 'tf' scaling in float32
         return (tf.cast(t, tf.float32) / np.float32(127.5) - np.float32(1)).numpy()
@@ -329,7 +374,13 @@ def main():
         f["forward"].attrs["names"] = np.array([n.encode() for n in FORWARD_PNGS])
         f.create_dataset("forward/bottleneck", data=bottleneck)
         f.create_dataset("forward/bottleneck_1based", data=bottleneck_1b)
-        f.create_dataset("forward/bottleneck_eager", data=eager)  # TF's own fp32 noise level
+        f.create_dataset("forward/bottleneck_eager", data=eager)
+        d64 = f.create_dataset("forward/bottleneck_fp64", data=bottleneck64)
+        d64.attrs["tf_fp32_rel_l2"] = np.array(tf32_err)
+        for (tap, _), t32, t64 in zip(FP64_TAPS, taps32, taps64):
+            dt = f.create_dataset("forward/taps_fp64/" + tap, data=t64.astype(np.float32))
+            dt.attrs["tf_fp32_rel_l2"] = rel_l2(t32, t64)
+            print("  tap %-8s TF float32 vs float64 relative L2 %.3g (image 0)" % (tap, rel_l2(t32, t64)))
         batch = []  # (img, pipeline, pixels) for the bottleneck references
         for name in [j[0] for j in JPEGS] + [p[0] for p in PNGS]:
             data = open(os.path.join(imgdir, name), "rb").read()
