@@ -25,6 +25,7 @@
 #include <set>
 #include <thread>
 
+#include "engine/cli_status.h"
 #include "engine/bottleneck_cache.h"
 #include "engine/cuda_device.h"
 #include "engine/dataset.h"
@@ -298,9 +299,7 @@ int main(int argc, char** argv) {
     if (!o.shard.empty() && !parse_shard(o.shard, &k, &n))
       throw CLI::ValidationError("--shard", "expected K/N with 1 <= K <= N (e.g. 2/4), got '" + o.shard + "'");
   } catch (const CLI::ParseError& e) {
-    if (e.get_exit_code() == 0) return app.exit(e);  // --help
-    std::fprintf(stderr, "error: %s (see --help)\n", e.what());  // one line, before any work
-    return 2;
+    return cli_parse_error_status(app, e);  // --help: 0; a bad flag: one line, 2
   }
   try {
     if (!merge.empty()) {

@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <random>
 
+#include "engine/cli_status.h"
 #include "engine/error.h"
 #include "engine/progress.h"
 #include "models/inception_v3.h"
@@ -43,9 +44,7 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    if (e.get_exit_code() == 0) return app.exit(e);  // --help
-    std::fprintf(stderr, "error: %s (see --help)\n", e.what());  // bad flags: one line, status 2
-    return 2;
+    return cli_parse_error_status(app, e);  // --help: 0; a bad flag: one line, 2
   }
   try {
     InceptionWeights w = load_inception_v3_weights(weights);

@@ -17,6 +17,7 @@
 #include <random>
 #include <vector>
 
+#include "engine/cli_status.h"
 #include "engine/error.h"
 #include "engine/progress.h"
 
@@ -167,9 +168,7 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    if (e.get_exit_code() == 0) return app.exit(e);  // --help
-    std::fprintf(stderr, "error: %s (see --help)\n", e.what());  // bad flags: one line, status 2
-    return 2;
+    return engine::cli_parse_error_status(app, e);  // --help: 0; a bad flag: one line, 2
   }
   try {
     fs::create_directories(fs::path(out) / "images" / "benign");

@@ -22,6 +22,7 @@
 #include <fstream>
 #include <map>
 
+#include "engine/cli_status.h"
 #include "engine/bottleneck_cache.h"
 #include "engine/cuda_device.h"
 #include "engine/dataset.h"
@@ -105,9 +106,7 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    if (e.get_exit_code() == 0) return app.exit(e);  // --help
-    std::fprintf(stderr, "error: %s (see --help)\n", e.what());
-    return 2;
+    return cli_parse_error_status(app, e);  // --help: 0; a bad flag: one line, 2
   }
   const char* nl = isatty(fileno(stderr)) ? "\n" : "";
   std::string tmp;

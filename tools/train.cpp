@@ -31,6 +31,7 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "engine/cli_status.h"
 #include "engine/bottleneck_cache.h"
 #include "engine/cuda_device.h"
 #include "engine/dataset.h"
@@ -568,9 +569,7 @@ int main(int argc, char** argv) {
     for (const auto& def : setting_defs())
       if (app.count(def.flag)) o.given.insert(def.flag);
   } catch (const CLI::ParseError& e) {
-    if (e.get_exit_code() == 0) return app.exit(e);  // --help
-    std::fprintf(stderr, "error: %s (see --help)\n", e.what());  // one line, before any work
-    return 2;
+    return cli_parse_error_status(app, e);  // --help: 0; a bad flag: one line, 2
   }
   try {
     return run_train(o);
