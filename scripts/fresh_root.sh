@@ -46,6 +46,14 @@ if [ -n "$cuda" ] && [ -d "$cuda" ]; then
   [ "$cuda" = /usr/local/cuda ] || ln -sfn "$cuda" "$run/usr/local/cuda"
 fi
 cp /etc/resolv.conf "$run/etc/resolv.conf" 2>/dev/null || true
+# Network, not packages: where this machine's egress intercepts TLS with a local CA (installed in
+# /usr/local/share/ca-certificates), the root must trust that CA too or pip cannot reach PyPI at
+# all; a user's machine has no such proxy. Copied like resolv.conf; nothing else of the host is.
+if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
+  mkdir -p "$run/usr/local/share/ca-certificates"
+  cp /usr/local/share/ca-certificates/*.crt "$run/usr/local/share/ca-certificates/"
+  cat /usr/local/share/ca-certificates/*.crt >> "$run/etc/ssl/certs/ca-certificates.crt"
+fi
 git clone -q "$top" "$run/work/project"
 echo "fresh_root: running '${cmd[*]}' in a stock Debian 12 root, clean clone of $(git -C "$top" rev-parse --short HEAD) (log: $store/last.log)"
 set +e
