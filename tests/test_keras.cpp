@@ -66,6 +66,8 @@ namespace {
 
 using test::reference_file;
 using test::tensors_close;
+using test::read_u8;
+using test::U8Array;
 
 // Measured (tf 2.21, tf_keras 2.21): max |diff| 4.4e-5, relative L2 <= 1.32e-5, cosine 1 - 1e-10.
 constexpr double kBottleneckAtol = 1e-4, kBottleneckRtol = 1e-4;
@@ -103,30 +105,6 @@ struct Ref {
 Ref& ref() {
   static Ref r(reference_file("keras/keras_reference.h5"));
   return r;
-}
-
-struct U8Array {
-  std::vector<int64_t> dims;
-  std::vector<uint8_t> data;
-};
-
-U8Array read_u8(hid_t loc, const std::string& obj, const std::string& where) {
-  if (!h5_exists(loc, obj)) fail(where, ": missing dataset ", obj);
-  H5Id ds(H5Dopen2(loc, obj.c_str(), H5P_DEFAULT));
-  H5Id type(H5Dget_type(ds.get()));
-  if (H5Tget_class(type.get()) != H5T_INTEGER || H5Tget_size(type.get()) != 1)
-    fail(where, ": ", obj, ": expected uint8");
-  H5Id space(H5Dget_space(ds.get()));
-  const int rank = H5Sget_simple_extent_ndims(space.get());
-  std::vector<hsize_t> d(size_t(std::max(rank, 0)));
-  H5Sget_simple_extent_dims(space.get(), d.data(), nullptr);
-  U8Array a;
-  size_t n = 1;
-  for (hsize_t v : d) a.dims.push_back(int64_t(v)), n *= size_t(v);
-  a.data.resize(n);
-  if (H5Dread(ds.get(), H5T_NATIVE_UINT8, H5S_ALL, H5S_ALL, H5P_DEFAULT, a.data.data()) < 0)
-    fail(where, ": ", obj, ": H5Dread failed");
-  return a;
 }
 
 // A float64 dataset read as double (h5_read_tensor would round it to float).

@@ -8,7 +8,9 @@
 #include <cstdlib>
 #include <sstream>
 #include <string>
+#include <vector>
 
+#include "engine/error.h"
 #include "engine/hdf5_io.h"
 #include "engine/tensor.h"
 
@@ -81,5 +83,30 @@ inline bool gpu_required() {
       GTEST_SKIP() << "no GPU: " << engine_gpu_a_.reason;                                  \
     }                                                                                      \
   } while (0)
+
+// A uint8 HDF5 dataset (reference images) with its shape; one-line errors naming the dataset.
+struct U8Array {
+  std::vector<int64_t> dims;
+  std::vector<uint8_t> data;
+};
+
+inline U8Array read_u8(hid_t loc, const std::string& obj, const std::string& where) {
+  if (!h5_exists(loc, obj)) fail(where, ": missing dataset ", obj);
+  H5Id ds(H5Dopen2(loc, obj.c_str(), H5P_DEFAULT));
+  H5Id type(H5Dget_type(ds.get()));
+  if (H5Tget_class(type.get()) != H5T_INTEGER || H5Tget_size(type.get()) != 1)
+    fail(where, ": ", obj, ": expected uint8");
+  H5Id space(H5Dget_space(ds.get()));
+  int rank = H5Sget_simple_extent_ndims(space.get());
+  std::vector<hsize_t> d(size_t(std::max(rank, 0)));
+  H5Sget_simple_extent_dims(space.get(), d.data(), nullptr);
+  U8Array a;
+  size_t n = 1;
+  for (hsize_t v : d) a.dims.push_back(int64_t(v)), n *= size_t(v);
+  a.data.resize(n);
+  if (H5Dread(ds.get(), H5T_NATIVE_UINT8, H5S_ALL, H5S_ALL, H5P_DEFAULT, a.data.data()) < 0)
+    fail(where, ": ", obj, ": H5Dread failed");
+  return a;
+}
 
 }  // namespace engine::test
