@@ -40,18 +40,6 @@ constexpr double kResizeAtol = 2e-5, kResizeRtol = 1e-5;
 std::string images_dir() { return reference_file("images"); }
 std::string image_path(const std::string& name) { return images_dir() + "/" + name; }
 
-std::vector<std::string> group_members(hid_t loc, const std::string& grp) {
-  H5Id g(H5Gopen2(loc, grp.c_str(), H5P_DEFAULT));
-  H5G_info_t info;
-  H5Gget_info(g.get(), &info);
-  std::vector<std::string> names;
-  for (hsize_t i = 0; i < info.nlinks; ++i) {
-    char buf[512];
-    H5Lget_name_by_idx(g.get(), ".", H5_INDEX_NAME, H5_ITER_INC, i, buf, sizeof buf, H5P_DEFAULT);
-    names.push_back(buf);
-  }
-  return names;
-}
 
 struct ManifestRow {
   std::string file, expect, what;
@@ -257,7 +245,7 @@ TEST_F(ImageRef, DctScaling) {
 }
 
 TEST_F(ImageRef, ResizeMatchesTorch) {
-  auto keys = group_members(h5(), "resize");
+  auto keys = test::group_members(h5(), "resize");
   ASSERT_GE(keys.size(), 18u);
   for (const auto& k : keys) {
     const std::string obj = "resize/" + k;

@@ -137,19 +137,6 @@ std::vector<double> read_f64_attr(hid_t loc, const std::string& obj, const std::
   return v;
 }
 
-std::vector<std::string> members(hid_t loc, const std::string& grp) {
-  H5Id g(H5Gopen2(loc, grp.c_str(), H5P_DEFAULT));
-  if (!g.valid()) fail("missing group ", grp);
-  H5G_info_t info;
-  H5Gget_info(g.get(), &info);
-  std::vector<std::string> names;
-  for (hsize_t i = 0; i < info.nlinks; ++i) {
-    char buf[512];
-    H5Lget_name_by_idx(g.get(), ".", H5_INDEX_NAME, H5_ITER_INC, i, buf, sizeof buf, H5P_DEFAULT);
-    names.push_back(buf);
-  }
-  return names;
-}
 
 bool is_jpeg(const std::string& n) { return n.size() > 4 && n.substr(n.size() - 4) == ".jpg"; }
 
@@ -414,7 +401,7 @@ TEST(KerasForward, DoubleAccumulatingConvsReachTheFloat32StorageFloor) {
 // ---------------------------------------------------------------------------------------------
 // 2. Decoding: ours vs tf.io.decode_jpeg.
 // ---------------------------------------------------------------------------------------------
-std::vector<std::string> ref_images() { return members(ref().id(), "/decode"); }
+std::vector<std::string> ref_images() { return test::group_members(ref().id(), "/decode"); }
 
 TEST(TfDecode, TensorFlowFlavourEqualsDecodeJpegExactly) {
   const DecodeOptions tf = decode_options_for(ResizeFilter::Tf1);
@@ -514,7 +501,7 @@ TEST(TfResize, AntialiasVsTf2ResizeAntialiasIsBounded) {
 // ---------------------------------------------------------------------------------------------
 TEST(KerasEndToEnd, Tf1ModeBottleneckEqualsRetrainPreprocessingPlusKeras) {
   InceptionV3Cpu model(load_inception_v3_weights(kdir() + "/inception_v3_keras_0based.h5"));
-  const std::vector<std::string> names = members(ref().id(), "/bottleneck");
+  const std::vector<std::string> names = test::group_members(ref().id(), "/bottleneck");
   ASSERT_GE(names.size(), 3u);
   struct Mode {
     const char* pipeline;
@@ -557,7 +544,7 @@ TEST(KerasEndToEnd, Tf1ModeBottleneckEqualsRetrainPreprocessingPlusKeras) {
 // decode settings, and its features equal Keras' model.predict on retrain.py's preprocessing.
 TEST(KerasEndToEnd, ExtractResizeTf1CacheEqualsKeras) {
   const std::string tmp = ::testing::TempDir() + "keras_extract_" + std::to_string(::getpid());
-  const std::vector<std::string> names = members(ref().id(), "/bottleneck");
+  const std::vector<std::string> names = test::group_members(ref().id(), "/bottleneck");
   std::string cmd = "rm -rf '" + tmp + "' && mkdir -p '" + tmp + "/img/a' '" + tmp + "/img/b'";
   for (size_t i = 0; i < names.size(); ++i)
     cmd += " && cp '" + kimage(names[i]) + "' '" + tmp + "/img/" + (i % 2 ? "b" : "a") + "/'";

@@ -109,4 +109,19 @@ inline U8Array read_u8(hid_t loc, const std::string& obj, const std::string& whe
   return a;
 }
 
+// The names of a group's members, in name order; a missing group is an error naming it.
+inline std::vector<std::string> group_members(hid_t loc, const std::string& grp) {
+  H5Id g(H5Gopen2(loc, grp.c_str(), H5P_DEFAULT));
+  if (!g.valid()) fail("missing group ", grp);
+  H5G_info_t info;
+  H5Gget_info(g.get(), &info);
+  std::vector<std::string> names;
+  for (hsize_t i = 0; i < info.nlinks; ++i) {
+    char buf[512];
+    H5Lget_name_by_idx(g.get(), ".", H5_INDEX_NAME, H5_ITER_INC, i, buf, sizeof buf, H5P_DEFAULT);
+    names.push_back(buf);
+  }
+  return names;
+}
+
 }  // namespace engine::test
