@@ -1,0 +1,195 @@
+// engine/cuda_resources.h: the one set of move-only RAII owners for GPU memory and handles
+// (tiny-cuda-nn's GPUMemory<T> habit): DeviceBuffer<T> (cudaMalloc), PinnedBuffer<T>
+// (cudaMallocHost), CudaStream (non-blocking), CudaEvent, CudaGraph + CudaGraphExec, CublasHandle,
+// CudnnHandle. Every create is checked with the context string naming its owner (layer, buffer);
+// destructors release without throwing. Nothing else in the engine calls cudaFree,
+// cudaFreeHost, cudaStreamDestroy, cudaEventDestroy, cudaGraph*Destroy, cublasDestroy or
+// cudnnDestroy.
+//
+// Destruction order: C++ destroys members in reverse order of declaration, so an owner declares
+// what others depend on FIRST: the stream, then the cuDNN/cuBLAS handle, then the plans and
+// descriptors bound to the handle, then buffers and graphs that reference them. Declared that
+// way, the handle outlives every plan bound to it by construction.
+// Only included by CUDA translation units and code built when ENGINE_HAVE_CUDA is defined.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <utility>
+
+#include "engine/cuda_check.h"
+
+namespace engine {
+
+// A move-only owner of one handle `H` released by `Release{}(h)` when not null.
+template <typename H, typename Release>
+class CudaOwner {
+ public:
+  CudaOwner() = default;
+  explicit CudaOwner(H h) : h_(h) {}
+  ~CudaOwner() { reset(); }
+  CudaOwner(CudaOwner&& o) noexcept : h_(std::exchange(o.h_, H{})) {}
+  CudaOwner& operator=(CudaOwner&& o) noexcept {
+    if (this != &o) {
+      reset();
+      h_ = std::exchange(o.h_, H{});
+    }
+    return *this;
+  }
+  CudaOwner(const CudaOwner&) = delete;
+  CudaOwner& operator=(const CudaOwner&) = delete;
+  H get() const { return h_; }
+  operator H() const { return h_; }  // NOLINT: pass straight to the C APIs
+  explicit operator bool() const { return h_ != H{}; }
+  void reset() {
+    if (h_ != H{}) Release{}(h_);
+    h_ = H{};
+  }
+  H release() { return std::exchange(h_, H{}); }
+
+ private:
+  H h_{};
+};
+
+namespace cuda_release {
+struct Stream {
+  void operator()(cudaStream_t s) const { cudaStreamDestroy(s); }
+};
+struct Event {
+  void operator()(cudaEvent_t e) const { cudaEventDestroy(e); }
+};
+struct Graph {
+  void operator()(cudaGraph_t g) const { cudaGraphDestroy(g); }
+};
+struct GraphExec {
+  void operator()(cudaGraphExec_t g) const { cudaGraphExecDestroy(g); }
+};
+struct Cublas {
+  void operator()(cublasHandle_t h) const { cublasDestroy(h); }
+};
+struct Cudnn {
+  void operator()(cudnnHandle_t h) const { cudnnDestroy(h); }
+};
+struct DeviceMem {
+  void operator()(void* p) const { cudaFree(p); }
+};
+struct PinnedMem {
+  void operator()(void* p) const { cudaFreeHost(p); }
+};
+}  // namespace cuda_release
+
+class CudaStream : public CudaOwner<cudaStream_t, cuda_release::Stream> {
+ public:
+  CudaStream() = default;
+  // A non-blocking stream: never synchronises with the legacy default stream, so every copy,
+  // memset and kernel of its owner must be issued on it explicitly.
+  static CudaStream create(const std::string& ctx) {
+    cudaStream_t s = nullptr;
+    CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), ctx + " stream");
+    CudaStream r;
+    static_cast<CudaOwner&>(r) = CudaOwner(s);
+    return r;
+  }
+};
+
+class CudaEvent : public CudaOwner<cudaEvent_t, cuda_release::Event> {
+ public:
+  CudaEvent() = default;
+  static CudaEvent create(const std::string& ctx, unsigned flags = cudaEventDefault) {
+    cudaEvent_t e = nullptr;
+    CUDA_CHECK(cudaEventCreateWithFlags(&e, flags), ctx + " event");
+    CudaEvent r;
+    static_cast<CudaOwner&>(r) = CudaOwner(e);
+    return r;
+  }
+};
+
+using CudaGraph = CudaOwner<cudaGraph_t, cuda_release::Graph>;
+using CudaGraphExec = CudaOwner<cudaGraphExec_t, cuda_release::GraphExec>;
+
+class CublasHandle : public CudaOwner<cublasHandle_t, cuda_release::Cublas> {
+ public:
+  CublasHandle() = default;
+  static CublasHandle create(const std::string& ctx) {
+    cublasHandle_t h = nullptr;
+    CUBLAS_CHECK(cublasCreate(&h), ctx + " cuBLAS handle");
+    CublasHandle r;
+    static_cast<CudaOwner&>(r) = CudaOwner(h);
+    return r;
+  }
+};
+
+class CudnnHandle : public CudaOwner<cudnnHandle_t, cuda_release::Cudnn> {
+ public:
+  CudnnHandle() = default;
+  static CudnnHandle create(const std::string& ctx) {
+    cudnnHandle_t h = nullptr;
+    CUDNN_CHECK(cudnnCreate(&h), ctx + " cuDNN handle");
+    CudnnHandle r;
+    static_cast<CudaOwner&>(r) = CudaOwner(h);
+    return r;
+  }
+};
+
+// `count` elements of T in device memory (cudaMalloc; one byte when count is 0, so data() is
+// never null for a live buffer). Contents are uninitialised.
+template <typename T>
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  DeviceBuffer(size_t count, const std::string& ctx) : count_(count) {
+    void* p = nullptr;
+    CUDA_CHECK(cudaMalloc(&p, count ? count * sizeof(T) : 1), ctx);
+    mem_ = CudaOwner<void*, cuda_release::DeviceMem>(p);
+  }
+  T* data() const { return static_cast<T*>(mem_.get()); }
+  size_t size() const { return count_; }
+  size_t bytes() const { return count_ * sizeof(T); }
+  explicit operator bool() const { return static_cast<bool>(mem_); }
+  void reset() {
+    mem_.reset();
+    count_ = 0;
+  }
+  // Stream-ordered copies and memset (the owner's stream; never the legacy default stream).
+  void upload(const T* host, size_t count, cudaStream_t s, const std::string& ctx) const {
+    check_count(count, ctx);
+    CUDA_CHECK(cudaMemcpyAsync(data(), host, count * sizeof(T), cudaMemcpyHostToDevice, s), ctx);
+  }
+  void download(T* host, size_t count, cudaStream_t s, const std::string& ctx) const {
+    check_count(count, ctx);
+    CUDA_CHECK(cudaMemcpyAsync(host, data(), count * sizeof(T), cudaMemcpyDeviceToHost, s), ctx);
+  }
+  void zero(cudaStream_t s, const std::string& ctx) const {
+    CUDA_CHECK(cudaMemsetAsync(data(), 0, bytes(), s), ctx);
+  }
+
+ private:
+  void check_count(size_t count, const std::string& ctx) const {
+    if (count > count_)
+      fail(ctx, ": copy of ", count, " elements into a device buffer of ", count_);
+  }
+  CudaOwner<void*, cuda_release::DeviceMem> mem_;
+  size_t count_ = 0;
+};
+
+// `count` elements of T in page-locked host memory (cudaMallocHost), for async transfers.
+template <typename T>
+class PinnedBuffer {
+ public:
+  PinnedBuffer() = default;
+  PinnedBuffer(size_t count, const std::string& ctx) : count_(count) {
+    void* p = nullptr;
+    CUDA_CHECK(cudaMallocHost(&p, count ? count * sizeof(T) : 1), ctx);
+    mem_ = CudaOwner<void*, cuda_release::PinnedMem>(p);
+  }
+  T* data() const { return static_cast<T*>(mem_.get()); }
+  size_t size() const { return count_; }
+  size_t bytes() const { return count_ * sizeof(T); }
+  explicit operator bool() const { return static_cast<bool>(mem_); }
+
+ private:
+  CudaOwner<void*, cuda_release::PinnedMem> mem_;
+  size_t count_ = 0;
+};
+
+}  // namespace engine
