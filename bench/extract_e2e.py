@@ -185,8 +185,9 @@ def fmt_range(v):
     return "%.2f..%.2f" % (min(v), max(v))
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def common_args(doc):
+    """The command line shared with preprocess_study.py (same image sets, weights and rounds)."""
+    ap = argparse.ArgumentParser(description=doc.split("\n")[0])
     ap.add_argument("--build", default=os.path.join(ROOT, "build"))
     ap.add_argument("--weights", default=None, help="default BUILD/reference/inception_v3_1based.h5")
     ap.add_argument("--workdir", default=None, help="default BUILD/bench_extract")
@@ -194,6 +195,11 @@ def main():
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch", type=int, default=32)
+    return ap
+
+
+def main():
+    ap = common_args(__doc__)
     ap.add_argument("--torch-mode", default="eager_cl", choices=["auto", "eager_cl", "jit"])
     ap.add_argument("--json", default=None)
     a = ap.parse_args()

@@ -21,7 +21,6 @@ differences only). Also the PIL pipeline (resize BILINEAR to 8 bits, as in extra
 ideal, for scale. Later rounds must give bit-identical caches (checked).
 Run: /usr/bin/python3 bench/preprocess_study.py [--count 96] [--rounds 2] [--json OUT]
 """
-import argparse
 import json
 import os
 import statistics
@@ -34,7 +33,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from extract_e2e import (ROOT, TorchModel, compare, list_images, pil_bilinear_tensor,  # noqa: E402
+from extract_e2e import (ROOT, TorchModel, common_args, compare, list_images, pil_bilinear_tensor,  # noqa: E402
                          prepare_sets, read_features, remove_cache, run_ours)
 
 VARIANTS = [
@@ -73,14 +72,7 @@ def metrics(a, b):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--build", default=os.path.join(ROOT, "build"))
-    ap.add_argument("--weights", default=None, help="default BUILD/reference/inception_v3_1based.h5")
-    ap.add_argument("--workdir", default=None, help="default BUILD/bench_extract")
-    ap.add_argument("--count", type=int, default=96)
-    ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--batch", type=int, default=32)
+    ap = common_args(__doc__)
     ap.add_argument("--no-reference", action="store_true", help="skip the PyTorch ideal reference")
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
