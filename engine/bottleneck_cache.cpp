@@ -27,6 +27,7 @@
 #include <iostream>
 #include <unordered_map>
 
+#include "engine/durable_file.h"
 #include "engine/error.h"
 #include "engine/hdf5_io.h"
 #include "engine/sha256.h"
@@ -37,85 +38,7 @@ static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "journal pieces assume 
 namespace engine {
 
 
-// ------------------------------------------------------------------- durable file primitives
 namespace {
-
-// Test-only: ENGINE_CACHE_CRASH_AT=<point> makes the process SIGKILL itself there, so the crash
-// tests can stop a run exactly where a kill -9 or power cut could (points listed in CACHE.md).
-// "<point>#<n>" crashes at the n-th time the point is reached (tools/extract's kill tests).
-bool crash_requested(const char* point) {
-  const char* want = std::getenv("ENGINE_CACHE_CRASH_AT");
-  if (!want) return false;
-  const char* hash = std::strchr(want, '#');
-  const size_t len = hash ? static_cast<size_t>(hash - want) : std::strlen(want);
-  if (std::strlen(point) != len || std::strncmp(want, point, len) != 0) return false;
-  static std::atomic<long> hits{0};
-  return ++hits >= (hash ? std::atol(hash + 1) : 1);
-}
-void crash_point(const char* point) {
-  if (crash_requested(point)) std::raise(SIGKILL);
-}
-
-std::string dir_of(const std::string& path) {
-  size_t slash = path.rfind('/');
-  if (slash == std::string::npos) return ".";
-  return slash == 0 ? "/" : path.substr(0, slash);
-}
-std::string base_of(const std::string& path) {
-  size_t slash = path.rfind('/');
-  return slash == std::string::npos ? path : path.substr(slash + 1);
-}
-
-// A rename or unlink is only durable once the directory holding the entry is fsync'ed.
-void fsync_dir(const std::string& dir) {
-  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) fail(dir, ": cannot open directory to fsync: ", std::strerror(errno));
-  int rc = ::fsync(fd);
-  int e = errno;
-  ::close(fd);
-  // EINVAL: the filesystem cannot fsync directories (its renames are then as durable as it gets).
-  if (rc != 0 && e != EINVAL) fail(dir, ": fsync of directory failed: ", std::strerror(e));
-}
-
-void fsync_path(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) fail(path, ": cannot open to fsync: ", std::strerror(errno));
-  int rc = ::fsync(fd);
-  int e = errno;
-  ::close(fd);
-  if (rc != 0) fail(path, ": fsync failed: ", std::strerror(e));
-}
-
-void rename_or_fail(const std::string& from, const std::string& to) {
-  if (::rename(from.c_str(), to.c_str()) != 0)
-    fail(from, ": cannot rename to ", to, ": ", std::strerror(errno));
-}
-
-void unlink_if_exists(const std::string& path) {
-  if (::unlink(path.c_str()) != 0 && errno != ENOENT)
-    fail(path, ": cannot delete: ", std::strerror(errno));
-}
-
-bool file_exists(const std::string& path) {
-  struct stat st {};
-  return ::stat(path.c_str(), &st) == 0;
-}
-
-std::vector<std::string> list_dir(const std::string& dir) {
-  std::vector<std::string> names;
-  DIR* d = ::opendir(dir.c_str());
-  if (!d) {
-    if (errno == ENOENT) return names;
-    fail(dir, ": cannot list directory: ", std::strerror(errno));
-  }
-  while (dirent* e = ::readdir(d)) {
-    std::string n = e->d_name;
-    if (n != "." && n != "..") names.push_back(n);
-  }
-  ::closedir(d);
-  std::sort(names.begin(), names.end());
-  return names;
-}
 
 // -------------------------------------------------------------------- consolidated HDF5 file
 using RowFn = std::function<const float*(size_t row)>;
@@ -377,18 +300,14 @@ void write_cache_rows(const std::string& path, const CacheContents& c, const Fil
       for (size_t r = 0; r < rows; ++r)
         check_finite_row(buf + r * kF, first + r, c.paths[first + r], path);
   };
-  std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  std::string tmp = durable_tmp_name(path);
   try {
     write_hdf5(tmp, c, checked, meter);
-    fsync_path(tmp);
   } catch (...) {
     ::unlink(tmp.c_str());  // never leave a half-written temporary behind an error
     throw;
   }
-  crash_point("consolidated:tmp_written");
-  rename_or_fail(tmp, path);
-  fsync_dir(dir_of(path));
-  crash_point("consolidated:renamed");
+  commit_file_durable(tmp, path, "consolidated");
 }
 
 // ------------------------------------------------------------------------ validating reader
