@@ -10,6 +10,8 @@
 
 namespace engine {
 
+const char* device_name(Device d) { return d == Device::CPU ? "cpu" : "cuda"; }
+
 #ifdef ENGINE_HAVE_CUDA
 void throw_cuda_error(cudaError_t e, const char* stmt, const char* file, int line,
                       const std::string& ctx) {

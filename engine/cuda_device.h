@@ -1,12 +1,14 @@
 // engine/cuda_device.h: which device the engine runs on. Safe to call on machines without a GPU
 // or without a driver (it then reports zero devices and the reason), and in CPU-only builds.
-// `--device cpu|cuda|auto` in the tools resolves through resolve_device().
+// `--device cpu|cuda|auto` in the tools resolves through resolve_device(). Device names where
+// the work runs; data does not carry it (Tensor is host memory, engine/tensor.h).
 #pragma once
 #include <string>
 
-#include "engine/tensor.h"
-
 namespace engine {
+
+enum class Device { CPU, CUDA };
+const char* device_name(Device d);  // "cpu" / "cuda"
 
 struct CudaAvailability {
   int devices = 0;

@@ -142,6 +142,14 @@ class DeviceBuffer {
     CUDA_CHECK(cudaMalloc(&p, count ? count * sizeof(T) : 1), ctx);
     mem_ = CudaOwner<void*, cuda_release::DeviceMem>(p);
   }
+  // Moved-from buffers are empty (size 0, data() null), like a reset one.
+  DeviceBuffer(DeviceBuffer&& o) noexcept
+      : mem_(std::move(o.mem_)), count_(std::exchange(o.count_, 0)) {}
+  DeviceBuffer& operator=(DeviceBuffer&& o) noexcept {
+    mem_ = std::move(o.mem_);
+    count_ = std::exchange(o.count_, 0);
+    return *this;
+  }
   T* data() const { return static_cast<T*>(mem_.get()); }
   size_t size() const { return count_; }
   size_t bytes() const { return count_ * sizeof(T); }
@@ -181,6 +189,13 @@ class PinnedBuffer {
     void* p = nullptr;
     CUDA_CHECK(cudaMallocHost(&p, count ? count * sizeof(T) : 1), ctx);
     mem_ = CudaOwner<void*, cuda_release::PinnedMem>(p);
+  }
+  PinnedBuffer(PinnedBuffer&& o) noexcept
+      : mem_(std::move(o.mem_)), count_(std::exchange(o.count_, 0)) {}
+  PinnedBuffer& operator=(PinnedBuffer&& o) noexcept {
+    mem_ = std::move(o.mem_);
+    count_ = std::exchange(o.count_, 0);
+    return *this;
   }
   T* data() const { return static_cast<T*>(mem_.get()); }
   size_t size() const { return count_; }

@@ -1,4 +1,4 @@
-// engine/tensor.cpp: Shape and Tensor (CPU storage) implementation; see tensor.h.
+// engine/tensor.cpp: Shape and Tensor (host storage) implementation; see tensor.h.
 #include "engine/tensor.h"
 
 #include <cstdlib>
@@ -8,8 +8,6 @@
 #include "engine/error.h"
 
 namespace engine {
-
-const char* device_name(Device d) { return d == Device::CPU ? "cpu" : "cuda"; }
 
 int64_t Shape::numel() const {
   int64_t n = 1;
@@ -37,10 +35,9 @@ HostBuffer alloc_host(int64_t numel) {
   return HostBuffer(static_cast<float*>(p));
 }
 
-Tensor::Tensor(Shape shape, Device device) : shape_(std::move(shape)), device_(device) {
+Tensor::Tensor(Shape shape) : shape_(std::move(shape)) {
   for (int64_t d : shape_.dims())
     ENGINE_CHECK(d >= 0, "Tensor: negative dimension in shape ", shape_.str());
-  ENGINE_CHECK(device == Device::CPU, "Tensor: owning CUDA tensors are made by the GPU backend");
   storage_ = alloc_host(shape_.numel());
   data_ = storage_.get();
 }
@@ -51,10 +48,9 @@ Tensor Tensor::zeros(Shape shape) {
   return t;
 }
 
-Tensor Tensor::view(float* data, Shape shape, Device device) {
+Tensor Tensor::view(float* data, Shape shape) {
   Tensor t;
   t.shape_ = std::move(shape);
-  t.device_ = device;
   t.data_ = data;
   return t;
 }
@@ -68,7 +64,6 @@ Tensor Tensor::from(Shape shape, const std::vector<float>& values) {
 }
 
 Tensor Tensor::clone() const {
-  ENGINE_CHECK(device_ == Device::CPU, "Tensor::clone: only CPU tensors");
   Tensor t(shape_);
   if (numel()) std::memcpy(t.data_, data_, static_cast<size_t>(numel()) * sizeof(float));
   return t;
@@ -76,7 +71,7 @@ Tensor Tensor::clone() const {
 
 Tensor Tensor::reshaped(Shape shape) const {
   ENGINE_CHECK(shape.numel() == numel(), "reshape ", shape_.str(), " -> ", shape.str());
-  return view(data_, std::move(shape), device_);
+  return view(data_, std::move(shape));
 }
 
 }  // namespace engine

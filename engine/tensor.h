@@ -1,7 +1,11 @@
 // engine/tensor.h: the engine's tensor: float32, row-major, NHWC for images (N,H,W,C), with
 // an owning, move-only, 64-byte aligned storage (RAII). A Tensor may also be a non-owning view
 // (Tensor::view) over memory someone else owns, e.g. a channel-packed buffer of an arena.
-// Device::CUDA storage is allocated by the GPU backend (GPU issue); here only CPU memory exists.
+// A Tensor is HOST memory only. GPU memory is owned by engine::DeviceBuffer<T>
+// (engine/cuda_resources.h) and described, where a kernel needs shape and strides, by the kernel's
+// own view type (kernels/pool2d_cuda.h StridedView): the GPU code never needed a device Tensor,
+// and a Tensor that might live on either side would make every CPU kernel check where its data is.
+// Which device runs the work is engine::Device (engine/cuda_device.h, resolve_device()).
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -11,9 +15,6 @@
 #include <vector>
 
 namespace engine {
-
-enum class Device { CPU, CUDA };
-const char* device_name(Device d);
 
 class Shape {
  public:
@@ -43,9 +44,9 @@ HostBuffer alloc_host(int64_t numel);  // 64-byte aligned, uninitialised; throws
 class Tensor {
  public:
   Tensor() = default;
-  explicit Tensor(Shape shape, Device device = Device::CPU);  // owning, uninitialised
+  explicit Tensor(Shape shape);  // owning host memory, uninitialised
   static Tensor zeros(Shape shape);
-  static Tensor view(float* data, Shape shape, Device device = Device::CPU);  // non-owning
+  static Tensor view(float* data, Shape shape);  // non-owning, over host memory
   static Tensor from(Shape shape, const std::vector<float>& values);
 
   Tensor(Tensor&&) noexcept = default;
@@ -55,7 +56,6 @@ class Tensor {
   Tensor clone() const;  // deep copy into owning CPU storage
 
   const Shape& shape() const { return shape_; }
-  Device device() const { return device_; }
   int rank() const { return shape_.rank(); }
   int64_t numel() const { return shape_.numel(); }
   int64_t dim(int i) const { return shape_[i]; }
@@ -73,7 +73,6 @@ class Tensor {
 
  private:
   Shape shape_;
-  Device device_ = Device::CPU;
   HostBuffer storage_;
   float* data_ = nullptr;
 };

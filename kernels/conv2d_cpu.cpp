@@ -244,8 +244,6 @@ void Conv2dCpu::forward(const Tensor& x, Tensor& y) {
                x.shape().str());
   ENGINE_CHECK(x.c() == cin_, "conv2d '", name_, "': input has ", x.c(), " channels, expected ",
                cin_, " (input ", x.shape().str(), ")");
-  ENGINE_CHECK(x.device() == Device::CPU && y.device() == Device::CPU, "conv2d '", name_,
-               "': tensors must be on the CPU");
   const Shape ys = output_shape(x.shape());
   ENGINE_CHECK(y.shape() == ys, "conv2d '", name_, "': output shape ", y.shape().str(),
                ", expected ", ys.str(), " for input ", x.shape().str());

@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "engine/cuda_check.h"
+#include "engine/cuda_resources.h"
 #include "engine/error.h"
 
 namespace engine {
@@ -161,35 +162,6 @@ bool engine_allowed(const std::vector<cudnnBackendNumericalNote_t>& notes, Preci
   }
   return true;
 }
-
-struct DeviceScratch {  // temporary workspace for timing candidates
-  void* p = nullptr;
-  int64_t bytes = 0;
-  ~DeviceScratch() {
-    if (p) cudaFree(p);
-  }
-  void* get(int64_t need, const std::string& ctx) {
-    if (need > bytes) {
-      if (p) CUDA_CHECK(cudaFree(p), ctx);
-      p = nullptr;
-      CUDA_CHECK(cudaMalloc(&p, static_cast<size_t>(need)), ctx + " (timing workspace)");
-      bytes = need;
-    }
-    return p;
-  }
-};
-
-struct Events {
-  cudaEvent_t a = nullptr, b = nullptr;
-  explicit Events(const std::string& ctx) {
-    CUDA_CHECK(cudaEventCreate(&a), ctx);
-    CUDA_CHECK(cudaEventCreate(&b), ctx);
-  }
-  ~Events() {
-    cudaEventDestroy(a);
-    cudaEventDestroy(b);
-  }
-};
 
 // Runs one plan; returns the status instead of throwing (timing tries candidates that may fail).
 cudnnStatus_t execute_plan(cudnnHandle_t handle, cudnnBackendDescriptor_t plan, const void* x,
@@ -396,22 +368,28 @@ const ConvPlanInfo& Conv2dCudnn::prepare(cudnnHandle_t handle, int64_t n, int64_
   size_t best = 0;
   float best_ms = -1;
   if (options_.time_plans) {
-    DeviceScratch scratch;
-    Events ev(ctx);
+    // One timing workspace, grown to the largest candidate's need (freed when prepare returns).
+    DeviceBuffer<char> scratch;
+    const CudaEvent ev_a = CudaEvent::create(ctx + " timing"), ev_b = CudaEvent::create(ctx + " timing");
     for (size_t i = 0; i < cands.size(); ++i) {
-      void* ws = cands[i].workspace > 0 ? scratch.get(cands[i].workspace, ctx) : nullptr;
+      const size_t need = static_cast<size_t>(cands[i].workspace);
+      if (need > scratch.size()) {
+        scratch.reset();  // free first: the old and the new workspace need not both fit
+        scratch = DeviceBuffer<char>(need, ctx + " (timing workspace)");
+      }
+      void* ws = need > 0 ? scratch.data() : nullptr;
       cudnnStatus_t s = execute_plan(handle, cands[i].plan.get(), x, filt, bias, y, ws, ctx);
       if (s != CUDNN_STATUS_SUCCESS) {
         refused << " engine " << cands[i].engine_index << " run: " << cudnnGetErrorString(s) << ";";
         continue;
       }
-      CUDA_CHECK(cudaEventRecord(ev.a, stream), ctx);
+      CUDA_CHECK(cudaEventRecord(ev_a, stream), ctx);
       for (int it = 0; it < options_.timing_iters; ++it)
         CUDNN_CHECK(execute_plan(handle, cands[i].plan.get(), x, filt, bias, y, ws, ctx), ctx + " timing");
-      CUDA_CHECK(cudaEventRecord(ev.b, stream), ctx);
-      CUDA_CHECK(cudaEventSynchronize(ev.b), ctx);
+      CUDA_CHECK(cudaEventRecord(ev_b, stream), ctx);
+      CUDA_CHECK(cudaEventSynchronize(ev_b), ctx);
       float ms = 0;
-      CUDA_CHECK(cudaEventElapsedTime(&ms, ev.a, ev.b), ctx);
+      CUDA_CHECK(cudaEventElapsedTime(&ms, ev_a, ev_b), ctx);
       ms /= static_cast<float>(std::max(options_.timing_iters, 1));
       if (best_ms < 0 || ms < best_ms) best = i, best_ms = ms;
     }

@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "engine/cuda_check.h"
+#include "engine/cuda_resources.h"
 #include "kernels/dense_grad.h"
 #include "kernels/dropout.h"
 #include "kernels/softmax_xent.h"
@@ -20,15 +21,19 @@ namespace engine {
 namespace {
 constexpr size_t kCublasWorkspace = 32u << 20;  // cuBLAS's recommendation for Hopper
 size_t align256(size_t v) { return (v + 255) / 256 * 256; }
-struct CudaFree {
-  void operator()(void* p) const { cudaFree(p); }
-};
 }  // namespace
 
+// Owners are declared in dependency order, so the reverse order C++ destroys them in is right by
+// construction: the graph exec goes first, then the graph, then the cuBLAS handle (its workspace
+// lives in `mem` and it is bound to `stream`), then the stream, and the memory last.
 struct HeadCuda::Impl {
   HeadLayout layout;
   int64_t max_batch = 128;
-  std::unique_ptr<char, CudaFree> mem;
+  DeviceBuffer<char> mem;  // the one allocation; every pointer below points into it
+  CudaStream stream;
+  CublasHandle cublas;
+  CudaGraph graph;
+  CudaGraphExec exec;  // instantiated from `graph`
   float* arena = nullptr;
   int64_t* step = nullptr;
   float *loss = nullptr, *scratch = nullptr, *class_w = nullptr;
@@ -36,18 +41,8 @@ struct HeadCuda::Impl {
   float *logits = nullptr, *dlogits = nullptr, *gbuf = nullptr, *dbuf = nullptr, *x = nullptr;
   int32_t* y = nullptr;
   void* workspace = nullptr;
-  cudaStream_t stream = nullptr;
-  cublasHandle_t cublas = nullptr;
-  cudaGraph_t graph = nullptr;
-  cudaGraphExec_t exec = nullptr;
   int64_t graph_batch = 0;
 
-  ~Impl() {
-    if (exec) cudaGraphExecDestroy(exec);
-    if (graph) cudaGraphDestroy(graph);
-    if (cublas) cublasDestroy(cublas);
-    if (stream) cudaStreamDestroy(stream);
-  }
   float* P() { return arena; }
   float* G() { return arena + layout.section; }
   float* MS() { return arena + 2 * layout.section; }
@@ -81,9 +76,8 @@ void setup(HeadCuda::Impl& m, const HeadConfig& c, int64_t max_batch) {
                o_g = take(sizeof(float) * n * widest), o_d = take(sizeof(float) * n * widest),
                o_x = take(sizeof(float) * n * c.input), o_y = take(sizeof(int32_t) * n),
                o_ws = take(kCublasWorkspace);
-  char* base = nullptr;
-  CUDA_CHECK(cudaMalloc(&base, off), "HeadCuda arena");
-  m.mem.reset(base);
+  m.mem = DeviceBuffer<char>(off, "HeadCuda arena");
+  char* base = m.mem.data();
   m.arena = reinterpret_cast<float*>(base + o_arena);
   m.step = reinterpret_cast<int64_t*>(base + o_step);
   m.loss = reinterpret_cast<float*>(base + o_loss);
@@ -100,8 +94,8 @@ void setup(HeadCuda::Impl& m, const HeadConfig& c, int64_t max_batch) {
   m.x = reinterpret_cast<float*>(base + o_x);
   m.y = reinterpret_cast<int32_t*>(base + o_y);
   m.workspace = base + o_ws;
-  CUDA_CHECK(cudaStreamCreateWithFlags(&m.stream, cudaStreamNonBlocking), "HeadCuda stream");
-  CUBLAS_CHECK(cublasCreate(&m.cublas), "HeadCuda cuBLAS handle");
+  m.stream = CudaStream::create("HeadCuda");
+  m.cublas = CublasHandle::create("HeadCuda");
   CUBLAS_CHECK(cublasSetStream(m.cublas, m.stream), "HeadCuda cuBLAS stream");
   CUBLAS_CHECK(cublasSetWorkspace(m.cublas, m.workspace, kCublasWorkspace), "HeadCuda workspace");
   // FP32 math (no TF32): keeps the GPU within float rounding of the CPU twin.
@@ -199,20 +193,24 @@ float HeadCuda::train_step(const float* x, const int32_t* y, int64_t n) {
   CUDA_CHECK(cudaMemcpyAsync(m.x, x, sizeof(float) * n * cfg_.input, cudaMemcpyHostToDevice, m.stream), "HeadCuda x");
   CUDA_CHECK(cudaMemcpyAsync(m.y, y, sizeof(int32_t) * n, cudaMemcpyHostToDevice, m.stream), "HeadCuda y");
   if (m.graph_batch != n) {
-    if (m.exec) CUDA_CHECK(cudaGraphExecDestroy(m.exec), "HeadCuda graph exec");
-    if (m.graph) CUDA_CHECK(cudaGraphDestroy(m.graph), "HeadCuda graph");
-    m.exec = nullptr, m.graph = nullptr, m.graph_batch = 0;
+    m.exec.reset();
+    m.graph.reset();
+    m.graph_batch = 0;
     CUDA_CHECK(cudaStreamBeginCapture(m.stream, cudaStreamCaptureModeThreadLocal), "HeadCuda capture");
     try {
       enqueue_train_step(m, cfg_, n);
     } catch (...) {
       cudaGraph_t broken = nullptr;
-      cudaStreamEndCapture(m.stream, &broken);
-      if (broken) cudaGraphDestroy(broken);
+      cudaStreamEndCapture(m.stream, &broken);  // ends the capture; its result is discarded
+      const CudaGraph discard(broken);
       throw;
     }
-    CUDA_CHECK(cudaStreamEndCapture(m.stream, &m.graph), "HeadCuda end capture");
-    CUDA_CHECK(cudaGraphInstantiate(&m.exec, m.graph, 0), "HeadCuda graph instantiate");
+    cudaGraph_t g = nullptr;
+    CUDA_CHECK(cudaStreamEndCapture(m.stream, &g), "HeadCuda end capture");
+    m.graph = CudaGraph(g);
+    cudaGraphExec_t e = nullptr;
+    CUDA_CHECK(cudaGraphInstantiate(&e, m.graph, 0), "HeadCuda graph instantiate");
+    m.exec = CudaGraphExec(e);
     m.graph_batch = n;
   }
   CUDA_CHECK(cudaGraphLaunch(m.exec, m.stream), "HeadCuda graph launch");
