@@ -4,8 +4,8 @@ machine, same thread count, in one run. The 2-core dev VM's throughput swings by
 from minute to minute (neighbours on the host), so the two are interleaved for --rounds rounds
 and the medians are compared; the spread is printed too.
     /usr/bin/python3 bench/compare_cpu.py --build build --rounds 3 [--threads 2]
-Prints one table and the ratios the foundation issue asks for: ours at batch 8 vs PyTorch's best
-mode at batch 8, ours at batch 1 vs PyTorch's default (NCHW) at batch 1."""
+Prints one table and the two ratios README.md's speed table quotes: ours at batch 8 vs PyTorch's
+best mode at batch 8, ours at batch 1 vs PyTorch's default (NCHW) at batch 1."""
 import argparse
 import json
 import os

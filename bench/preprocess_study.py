@@ -2,8 +2,8 @@
 
 (i)  --resize antialias (default; = PIL BILINEAR = torch F.interpolate(antialias=True)) vs bilinear
      (2x2 taps, = TF2 tf.image.resize / torch antialias=False);
-(ii) --dct-scale true (default; libjpeg decodes at 1/2 or 1/4 scale while both sides stay >= 299)
-     vs false (full decode).
+(ii) --dct-scale true (libjpeg decodes at 1/2 or 1/4 scale while both sides stay >= 299) vs
+     false (full decode; the default since this study, bench/README.md).
 On the two sets of bench/extract_e2e.py (600x450 and 1024x1024 q90 JPEG, --count images each,
 made once under --workdir), OUR extract runs every variant on a fresh cache (--rounds times,
 interleaved; wall time of the whole process -> img/s), and the caches are compared per image:
@@ -37,7 +37,7 @@ from extract_e2e import (ROOT, TorchModel, common_args, compare, list_images, pi
                          prepare_sets, read_features, remove_cache, run_ours)
 
 VARIANTS = [
-    ("antialias+DCT (default)", ["--resize", "antialias", "--dct-scale", "true"]),
+    ("antialias+DCT", ["--resize", "antialias", "--dct-scale", "true"]),
     ("antialias+full", ["--resize", "antialias", "--dct-scale", "false"]),
     ("bilinear+DCT", ["--resize", "bilinear", "--dct-scale", "true"]),
     ("bilinear+full", ["--resize", "bilinear", "--dct-scale", "false"]),
@@ -126,10 +126,10 @@ def main():
 
     for set_name in sets:
         V = {n: feats[(set_name, n)] for n, _ in VARIANTS}
-        pair(set_name, "antialias+DCT", "antialias+full", V["antialias+DCT (default)"], V["antialias+full"])
+        pair(set_name, "antialias+DCT", "antialias+full", V["antialias+DCT"], V["antialias+full"])
         pair(set_name, "bilinear+DCT", "bilinear+full", V["bilinear+DCT"], V["bilinear+full"])
         pair(set_name, "bilinear+full", "antialias+full", V["bilinear+full"], V["antialias+full"])
-        pair(set_name, "bilinear+DCT", "antialias+DCT", V["bilinear+DCT"], V["antialias+DCT (default)"])
+        pair(set_name, "bilinear+DCT", "antialias+DCT", V["bilinear+DCT"], V["antialias+DCT"])
         if refs:
             ideal = refs[(set_name, "ideal (float64 antialias)")]
             for n, _ in VARIANTS:

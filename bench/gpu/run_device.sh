@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bench/gpu/run_device.sh: the one prepared script for the GPU machine (../shared/device/README.md).
+# bench/gpu/run_device.sh: the one prepared script for the GPU machine (bench/README.md, GPU).
 # Expects .gpu/ staged by bench/gpu/stage.sh and carried: run(command="bash bench/gpu/run_device.sh",
 # carry=[".gpu"], timeout_s=600). Steps, each with its own timeout so that one hang cannot eat the
 # slot (~8 minutes in all): card info; reference weights + tensors regenerated here with

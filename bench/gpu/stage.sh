@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# bench/gpu/stage.sh: run HERE (no GPU) before a GPU session: builds the CUDA test and benchmark
-# programs for Hopper and stages them with ../shared/device/bundle.sh into .gpu/ (ignored through
-# .git/info/exclude), which the device call carries: run(command="bash bench/gpu/run_device.sh",
-# carry=[".gpu"]). No weight or reference files are shipped: the tree that travels must stay under
-# 64 MiB and the reference weights alone are ~90 MB each, so run_device.sh regenerates them on the
-# GPU machine with tests/reference/make_reference.py (python3 + torch + h5py there; the repo's
-# tracked files travel with every call).
+# bench/gpu/stage.sh: run on the build machine (no GPU needed) before a GPU run: builds the CUDA
+# test and benchmark programs for Hopper and stages them with bench/gpu/bundle.sh into .gpu/
+# (ignored through .git/info/exclude): the programs, the shared libraries they load that a bare
+# GPU machine lacks, and bench/gpu/gpuenv.sh. The repository's tracked files plus .gpu/ are all
+# the GPU machine gets; bench/gpu/run_device.sh runs there. No weight or reference files are
+# shipped: what travels must stay under 64 MiB and the reference weights alone are ~90 MB each, so
+# run_device.sh regenerates them there with tests/reference/make_reference.py (python3 + torch +
+# h5py on that machine). Needs nothing outside the repository.
 # Usage: bash bench/gpu/stage.sh [BUILD_DIR]   (default build; configured Release, archs 90)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -20,7 +21,7 @@ exclude=$(git rev-parse --git-path info/exclude)
 mkdir -p "$(dirname "$exclude")"
 grep -qx '/.gpu/' "$exclude" 2>/dev/null || echo '/.gpu/' >> "$exclude"
 rm -rf .gpu
-bash ../shared/device/bundle.sh .gpu "${progs[@]}"
+bash bench/gpu/bundle.sh .gpu "${progs[@]}"
 size_kb=$(du -sk .gpu | cut -f1)
 tree_kb=$(git ls-files -z | xargs -0 du -ck 2>/dev/null | tail -1 | cut -f1)
 echo "stage.sh: .gpu is $((size_kb / 1024)) MiB, tracked tree $((tree_kb / 1024)) MiB (limit 64 MiB in all)"
