@@ -4,10 +4,10 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <fstream>
 #include <sstream>
 
-#include "engine/error.h"
+#include "engine/durable_file.h"
+#include "engine/text_format.h"
 
 namespace engine {
 
@@ -33,6 +33,12 @@ std::string fmt(double v, int prec = 4) {
 }
 
 }  // namespace
+
+std::string layer_widths_text(const std::vector<int64_t>& widths) {
+  std::string s;
+  for (size_t i = 0; i < widths.size(); ++i) s += (i ? " -> " : "") + std::to_string(widths[i]);
+  return s;
+}
 
 std::string svg_line_chart(const std::vector<ReportSeries>& series, const std::string& title,
                            const std::string& x_label, const std::string& y_label, int width,
@@ -100,7 +106,7 @@ std::string svg_line_chart(const std::vector<ReportSeries>& series, const std::s
 
 void write_report_html(const std::string& path, const std::string& title,
                        const std::vector<CurvePoint>& curve, const ClassificationMetrics& test,
-                       const std::vector<std::string>& class_names,
+                       const std::vector<std::string>& class_names, const ReportHead& head,
                        const std::vector<std::pair<std::string, std::string>>& settings) {
   ReportSeries train{"train loss", "#1f77b4", {}, {}}, val{"validation loss", "#d62728", {}, {}};
   ReportSeries acc{"accuracy", "#2ca02c", {}, {}}, bacc{"balanced accuracy", "#ff7f0e", {}, {}},
@@ -119,6 +125,8 @@ void write_report_html(const std::string& path, const std::string& title,
         "table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #bbb;padding:4px 10px;"
         "text-align:right}th{background:#f0f0f0}.charts{display:flex;flex-wrap:wrap;gap:12px}"
         "</style></head><body>\n<h1>" << esc(title) << "</h1>\n";
+  os << "<p>Head: Dense " << esc(layer_widths_text(head.widths)) << ", ReLU, dropout "
+     << float_roundtrip(head.dropout) << "</p>\n";
   if (test.n == 0) {
     os << "<h2>Test set</h2>\n<p>No test split (--test-percent 0): no test metrics.</p>\n";
   } else {
@@ -161,14 +169,7 @@ void write_report_html(const std::string& path, const std::string& title,
   os << "</div>\n<h2>Settings</h2>\n<table>\n";
   for (const auto& [k, v] : settings) os << "<tr><th>" << esc(k) << "</th><td style='text-align:left'>" << esc(v) << "</td></tr>\n";
   os << "</table>\n</body></html>\n";
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream f(tmp);
-    if (!f) fail(path, ": cannot write the report");
-    f << os.str();
-    if (!f) fail(path, ": write failed");
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) fail(path, ": cannot rename the report into place");
+  write_file_durable(path, os.str());
 }
 
 }  // namespace engine

@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "engine/error.h"
+#include "engine/text_format.h"
 
 namespace engine {
 
@@ -86,6 +87,52 @@ std::vector<Subset> split_dataset(const std::vector<std::string>& paths,
              "% test split (train ", count[k][0], ", validation ", count[k][1], ", test ", count[k][2],
              "): add images or change --validation-percent/--test-percent");
   return out;
+}
+
+SplitIndices split_indices(const std::vector<Subset>& subsets, const std::vector<int32_t>& labels,
+                           int classes) {
+  ENGINE_CHECK(subsets.size() == labels.size(), "split: ", subsets.size(), " subsets for ",
+               labels.size(), " labels");
+  SplitIndices out;
+  out.train_by_class.resize(static_cast<size_t>(classes));
+  for (size_t i = 0; i < subsets.size(); ++i) {
+    const auto row = static_cast<int64_t>(i);
+    if (labels[i] < 0 || labels[i] >= classes)
+      fail("split: row ", row, " has label ", labels[i], ", outside [0, ", classes, ")");
+    if (subsets[i] == Subset::Train) {
+      out.train.push_back(row);
+      out.train_by_class[static_cast<size_t>(labels[i])].push_back(row);
+    } else {
+      (subsets[i] == Subset::Validation ? out.validation : out.test).push_back(row);
+    }
+  }
+  return out;
+}
+
+std::string split_csv(const std::vector<std::string>& paths, const std::vector<int32_t>& labels,
+                      const std::vector<std::string>& groups,
+                      const std::vector<std::string>& class_names,
+                      const std::vector<Subset>& subsets) {
+  std::string s = csv_row({"path", "label", "group", "subset"}) + "\n";
+  for (size_t i = 0; i < paths.size(); ++i)
+    s += csv_row({paths[i], class_names.at(static_cast<size_t>(labels[i])), groups.at(i),
+                  subset_name(subsets[i])}) +
+         "\n";
+  return s;
+}
+
+std::vector<float> balanced_class_weights(const std::vector<int64_t>& train_per_class) {
+  int64_t n = 0;
+  for (int64_t c : train_per_class) n += c;
+  const auto k = static_cast<double>(train_per_class.size());
+  std::vector<float> w;
+  for (size_t i = 0; i < train_per_class.size(); ++i) {
+    if (train_per_class[i] <= 0)
+      fail("class weights: class ", i, " has no train image, so no balanced weight");
+    w.push_back(static_cast<float>(static_cast<double>(n) /
+                                   (k * static_cast<double>(train_per_class[i]))));
+  }
+  return w;
 }
 
 }  // namespace engine

@@ -1,4 +1,5 @@
-// engine/text_format.cpp: CSV and JSON quoting and round-trip float printing (see the header).
+// engine/text_format.cpp: CSV and JSON quoting, round-trip float printing and the JSON object
+// writer (see the header).
 #include "engine/text_format.h"
 
 #include <cmath>
@@ -68,5 +69,29 @@ std::string roundtrip(T v, int max_digits) {
 
 std::string float_roundtrip(float v) { return roundtrip<float>(v, 9); }
 std::string double_roundtrip(double v) { return roundtrip<double>(v, 17); }
+
+JsonObject& JsonObject::field(const std::string& key, const std::string& json_text) {
+  if (body_.size() > 1) body_ += ", ";
+  body_ += json_string(key) + ": " + json_text;
+  return *this;
+}
+JsonObject& JsonObject::number(const std::string& key, double v) {
+  return field(key, std::isfinite(v) ? double_roundtrip(v) : std::string("null"));
+}
+JsonObject& JsonObject::integer(const std::string& key, int64_t v) {
+  return field(key, std::to_string(v));
+}
+JsonObject& JsonObject::string(const std::string& key, const std::string& v) {
+  return field(key, json_string(v));
+}
+JsonObject& JsonObject::strings(const std::string& key, const std::vector<std::string>& v) {
+  std::string a = "[";
+  for (size_t i = 0; i < v.size(); ++i) a += (i ? ", " : "") + json_string(v[i]);
+  return field(key, a + "]");
+}
+JsonObject& JsonObject::null(const std::string& key) { return field(key, "null"); }
+JsonObject& JsonObject::json(const std::string& key, const std::string& json_text) {
+  return field(key, json_text);
+}
 
 }  // namespace engine

@@ -5,6 +5,7 @@
 // so saturated probabilities like 0.99999994 do not collapse to "1" and tie in a ranking metric.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -21,5 +22,24 @@ std::string json_string(const std::string& s);
 std::string float_roundtrip(float v);
 // A double likewise (up to 17 significant digits).
 std::string double_roundtrip(double v);
+
+// One JSON object, written field by field in the order given, as {"a": 1, "b": "x"} (the layout
+// of our metrics files): keys and strings through json_string, doubles through double_roundtrip
+// with NaN and infinities written as null (JSON has no such numbers).
+class JsonObject {
+ public:
+  JsonObject& number(const std::string& key, double v);
+  JsonObject& integer(const std::string& key, int64_t v);
+  JsonObject& string(const std::string& key, const std::string& v);
+  JsonObject& strings(const std::string& key, const std::vector<std::string>& v);  // ["a", "b"]
+  JsonObject& null(const std::string& key);
+  // A value that is already JSON text (e.g. another object's str()).
+  JsonObject& json(const std::string& key, const std::string& json_text);
+  std::string str() const { return body_ + "}"; }
+
+ private:
+  JsonObject& field(const std::string& key, const std::string& json_text);
+  std::string body_ = "{";
+};
 
 }  // namespace engine

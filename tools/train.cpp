@@ -1,32 +1,32 @@
 // tools/train.cpp: trains the classifier head on a bottleneck cache written by tools/extract.
 //
 //   train --cache cache.h5 --out run/ [--steps 4000] [--batch 128] [--learning-rate 1e-3]
-//         [--decay-rate 0.9 --decay-steps 1000 --staircase] [--rmsprop tf1|torch]
+//         [--hidden 512 512] [--decay-rate 0.9 --decay-steps 1000 --staircase] [--rmsprop tf1|torch]
 //         [--class-weights none|balanced|w0,w1,..] [--sampling uniform|balanced]
 //         [--select auc|balanced_accuracy|accuracy|loss] [--eval-every 100] [--restart]
 //
-// Split as the TF retrain tutorial (by file-name hash, or by lesion/patient group when the cache
-// has groups). Every --eval-every steps: validation metrics to metrics.csv, a checkpoint
-// (checkpoint.h5, atomic), and best.h5 when the selected validation metric improves (with
-// --validation-percent 0 there is nothing to select on: the final head is the last step's). A
-// rerun after a kill resumes from checkpoint.h5 and gives the same result as an unbroken run
-// (batches and dropout masks depend only on (seed, step)). The run's settings are kept in
+// The tool parses and checks flags, keeps the run's settings, calls the library and prints. The
+// split (retrain.py's file-name hash, or by lesion/patient group when the cache has groups) and
+// the balanced class weights are engine/split.h; the loop (batches from (seed, step), evaluation
+// every --eval-every steps into metrics.csv / metrics.jsonl, checkpoint.h5, best.h5 by the
+// selected validation metric, resume bit for bit after a kill) is models/head_trainer.h; the head
+// file is models/head_keras.h; the report engine/report.h. With --validation-percent 0 there is
+// nothing to select on: the final head is the last step's. The run's settings are kept in
 // train_settings.csv: a resume takes them from there; a flag given again with another value is
 // refused (exit 2) unless it may change mid-run (--steps to extend, --eval-every). At the end: the
 // best head is evaluated on the test split; outputs head_keras.h5 (Keras Dense layout +
-// class_names), metrics.json (test) and metrics.csv / metrics.jsonl (one row per evaluation;
-// unmeasured values are empty / null), split.csv, report.html (curves and ROC as SVG).
+// class_names), metrics.json (test), split.csv, report.html (curves and ROC as SVG), each
+// written durably (engine/durable_file.h).
 #include <CLI/CLI.hpp>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
-#include <fstream>
 #include <functional>
 #include <map>
-#include <random>
 #include <set>
 #include <sstream>
 #include <stdexcept>
@@ -35,8 +35,8 @@
 #include "engine/bottleneck_cache.h"
 #include "engine/cuda_device.h"
 #include "engine/dataset.h"
+#include "engine/durable_file.h"
 #include "engine/error.h"
-#include "engine/hdf5_io.h"
 #include "engine/metrics.h"
 #include "engine/progress.h"
 #include "engine/report.h"
@@ -44,6 +44,7 @@
 #include "engine/text_format.h"
 #include "models/head.h"
 #include "models/head_keras.h"
+#include "models/head_trainer.h"
 
 namespace fs = std::filesystem;
 using namespace engine;
@@ -166,110 +167,6 @@ std::map<std::string, std::string> read_settings(const std::string& path) {
   return m;
 }
 
-struct Split {
-  std::vector<int64_t> train, val, test;
-};
-
-// Indices of one batch for `step`: a function of (seed, step) only, so a resumed run draws the
-// same batches. Uniform: with replacement over the train set (as retrain.py's random cached
-// bottlenecks); balanced: a class uniformly, then an example of it.
-std::vector<int64_t> batch_indices(const Options& o, int64_t step, const std::vector<int64_t>& train,
-                                   const std::vector<std::vector<int64_t>>& by_class) {
-  std::mt19937_64 rng(o.seed * 0x9E3779B97F4A7C15ull ^ (static_cast<uint64_t>(step) * 0xBF58476D1CE4E5B9ull));
-  std::vector<int64_t> idx(static_cast<size_t>(o.batch));
-  for (auto& i : idx) {
-    if (o.sampling == "balanced") {
-      const auto& c = by_class[rng() % by_class.size()];
-      i = c[rng() % c.size()];
-    } else {
-      i = train[rng() % train.size()];
-    }
-  }
-  return idx;
-}
-
-ClassificationMetrics evaluate(HeadCpu& head, const CacheContents& c, const std::vector<int64_t>& rows) {
-  const int64_t k = head.config().classes;
-  std::vector<float> x(rows.size() * kCacheFeatureSize), probs(rows.size() * static_cast<size_t>(k));
-  std::vector<int32_t> y(rows.size());
-  for (size_t i = 0; i < rows.size(); ++i) {
-    std::copy_n(c.features.begin() + rows[i] * kCacheFeatureSize, kCacheFeatureSize, x.begin() + static_cast<long>(i * kCacheFeatureSize));
-    y[i] = c.labels[static_cast<size_t>(rows[i])];
-  }
-  head.predict(x.data(), static_cast<int64_t>(rows.size()), probs.data());
-  return evaluate_classifier(probs, y, static_cast<int>(k));
-}
-
-void write_text_atomic(const std::string& path, const std::string& text) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream f(tmp);
-    if (!f) fail(path, ": cannot write");
-    f << text;
-    if (!f) fail(path, ": write failed");
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) fail(path, ": rename failed");
-}
-
-void save_state_atomic(const HeadCpu& head, const std::string& path) {
-  head.save_state(path + ".tmp");
-  if (std::rename((path + ".tmp").c_str(), path.c_str()) != 0) fail(path, ": rename failed");
-}
-
-// A metric as a CSV field: exact (round-trips), empty when not measured (NaN).
-std::string csv_num(double v) { return std::isfinite(v) ? double_roundtrip(v) : std::string(); }
-std::string json_num(double v) { return std::isfinite(v) ? double_roundtrip(v) : std::string("null"); }
-double parse_num(const std::string& s) {
-  if (s.empty()) return NAN;
-  char* end = nullptr;
-  const double v = std::strtod(s.c_str(), &end);
-  return end == s.c_str() ? NAN : v;
-}
-
-// metrics.csv rows up to `step` (a resumed run rewrites the file from its checkpoint on).
-std::vector<CurvePoint> read_curve(const std::string& path, int64_t up_to) {
-  std::vector<CurvePoint> out;
-  if (!fs::exists(path)) return out;
-  auto rows = read_csv(path);
-  for (size_t i = 1; i < rows.size(); ++i) {
-    const auto& r = rows[i];
-    if (r.size() != 6 || r[0].empty()) continue;
-    CurvePoint p;
-    p.step = std::strtoll(r[0].c_str(), nullptr, 10);
-    p.train_loss = parse_num(r[1]), p.val_loss = parse_num(r[2]), p.val_accuracy = parse_num(r[3]);
-    p.val_balanced_accuracy = parse_num(r[4]), p.val_auc = parse_num(r[5]);
-    if (p.step <= up_to) out.push_back(p);
-  }
-  return out;
-}
-
-std::string curve_csv(const std::vector<CurvePoint>& curve) {
-  std::ostringstream os;
-  os << csv_row({"step", "train_loss", "val_loss", "val_accuracy", "val_balanced_accuracy", "val_auc"}) << "\n";
-  for (const auto& p : curve)
-    os << csv_row({std::to_string(p.step), csv_num(p.train_loss), csv_num(p.val_loss), csv_num(p.val_accuracy),
-                   csv_num(p.val_balanced_accuracy), csv_num(p.val_auc)})
-       << "\n";
-  return os.str();
-}
-
-// The same rows as JSON lines (one object per evaluation), for tools that prefer JSON.
-std::string curve_jsonl(const std::vector<CurvePoint>& curve) {
-  std::ostringstream os;
-  for (const auto& p : curve)
-    os << "{\"step\": " << p.step << ", \"train_loss\": " << json_num(p.train_loss) << ", \"val_loss\": " << json_num(p.val_loss)
-       << ", \"val_accuracy\": " << json_num(p.val_accuracy) << ", \"val_balanced_accuracy\": " << json_num(p.val_balanced_accuracy)
-       << ", \"val_auc\": " << json_num(p.val_auc) << "}\n";
-  return os.str();
-}
-
-double select_value(const Options& o, const CurvePoint& p) {
-  if (o.select == "accuracy") return p.val_accuracy;
-  if (o.select == "balanced_accuracy") return p.val_balanced_accuracy;
-  if (o.select == "loss") return -p.val_loss;
-  return p.val_auc;
-}
-
 // On a resume: the run's saved settings replace every flag not given now; a flag given with
 // another value is refused unless it may change mid-run. Returns the changes made ("--steps 100
 // -> 300"). Throws FlagError.
@@ -301,13 +198,23 @@ std::string settings_csv(const Options& o, const std::string& fingerprint) {
   return s;
 }
 
+// The head's description as trained (from its own config, not the flags).
+ReportHead report_head(const HeadConfig& h) {
+  ReportHead r;
+  r.widths.push_back(h.input);
+  r.widths.insert(r.widths.end(), h.hidden.begin(), h.hidden.end());
+  r.widths.push_back(h.classes);
+  r.dropout = h.dropout;
+  return r;
+}
+
 int run_train(Options o) {
   // The head trains at ~76 steps/s on the 2-core CPU; the GPU head (models/head_cuda.cu) has not
   // run on a GPU yet, so auto means the CPU until it has been verified.
   resolve_device(o.device);  // validates the flag
   if (o.device == "cuda")
     fail("--device cuda: the GPU head (models/head_cuda.cu) is not verified on a GPU yet; use --device cpu");
-  const std::string ckpt = o.out + "/checkpoint.h5", best = o.out + "/best.h5", csv = o.out + "/metrics.csv";
+  const std::string ckpt = o.out + "/checkpoint.h5";
   const std::string settings_path = o.out + "/train_settings.csv";
   const bool resuming = !o.restart && fs::exists(ckpt);
   std::map<std::string, std::string> saved;
@@ -339,21 +246,19 @@ int run_train(Options o) {
                       std::to_string(K) + " classes of " + o.cache);
   }
   const bool grouped = std::any_of(c.groups.begin(), c.groups.end(), [](const std::string& g) { return !g.empty(); });
-  std::vector<Subset> subset = split_dataset(c.paths, grouped ? c.groups : std::vector<std::string>{}, c.labels,
-                                             c.class_names, o.validation_pct, o.test_pct);
-  Split sp;
-  std::vector<std::vector<int64_t>> by_class(static_cast<size_t>(K));
-  std::ostringstream split_csv;
-  split_csv << csv_row({"path", "label", "group", "subset"}) << "\n";
-  for (size_t i = 0; i < c.size(); ++i) {
-    auto& v = subset[i] == Subset::Train ? sp.train : subset[i] == Subset::Validation ? sp.val : sp.test;
-    v.push_back(static_cast<int64_t>(i));
-    if (subset[i] == Subset::Train) by_class[static_cast<size_t>(c.labels[i])].push_back(static_cast<int64_t>(i));
-    split_csv << csv_row({c.paths[i], c.class_names[static_cast<size_t>(c.labels[i])], c.groups[i], subset_name(subset[i])}) << "\n";
-  }
-  if (sp.train.empty()) fail("split: the train split is empty");
+  const std::vector<Subset> subsets = split_dataset(c.paths, grouped ? c.groups : std::vector<std::string>{}, c.labels,
+                                                    c.class_names, o.validation_pct, o.test_pct);
+  const SplitIndices sp = split_indices(subsets, c.labels, K);
+  std::vector<int64_t> train_per_class;
+  for (const auto& rows : sp.train_by_class) train_per_class.push_back(static_cast<int64_t>(rows.size()));
 
-  HeadConfig cfg;
+  HeadTrainSettings ts;
+  ts.out = o.out;
+  ts.steps = o.steps, ts.batch = o.batch, ts.eval_every = o.eval_every;
+  ts.sampling = parse_sampling(o.sampling);
+  ts.select = parse_select_metric(o.select);
+  ts.resume = resuming;
+  HeadConfig& cfg = ts.head;
   cfg.input = kCacheFeatureSize;
   cfg.hidden = o.hidden;
   cfg.classes = K;
@@ -367,53 +272,25 @@ int run_train(Options o) {
   cfg.optimizer.decay_rate = o.decay_rate;
   cfg.optimizer.decay_steps = o.decay_steps;
   cfg.optimizer.staircase = o.staircase;
-  if (o.class_weights == "balanced") {
-    for (int k = 0; k < K; ++k)
-      cfg.class_weights.push_back(static_cast<float>(static_cast<double>(sp.train.size()) /
-                                                     (K * static_cast<double>(by_class[static_cast<size_t>(k)].size()))));
-  } else {
-    cfg.class_weights = explicit_weights;
-  }
-  cfg.validate();
+  cfg.class_weights = o.class_weights == "balanced" ? balanced_class_weights(train_per_class) : explicit_weights;
 
-  std::unique_ptr<HeadCpu> head;
-  std::vector<CurvePoint> curve;
-  double best_value = -INFINITY;
-  int64_t best_step = -1;
-  const bool have_val = !sp.val.empty(), have_test = !sp.test.empty();
-  fs::create_directories(o.out);
+  HeadTrainer trainer(ts, c, sp);
+  const bool have_val = !sp.validation.empty(), have_test = !sp.test.empty();
   if (resuming) {
-    HeadState st = head_load_state(ckpt);
-    const RmsPropConfig& a = st.config.optimizer;
-    const RmsPropConfig& b = cfg.optimizer;
-    if (st.config.classes != cfg.classes || st.config.hidden != cfg.hidden || st.config.seed != cfg.seed ||
-        st.config.dropout != cfg.dropout || st.config.class_weights != cfg.class_weights || a.formula != b.formula ||
-        a.lr != b.lr || a.rho != b.rho || a.momentum != b.momentum || a.eps != b.eps || a.decay_rate != b.decay_rate ||
-        a.decay_steps != b.decay_steps || a.staircase != b.staircase)
-      fail(ckpt, ": checkpoint does not match ", settings_path, " (classes, layers, seed, dropout, class weights or optimizer); use --restart");
-    head = std::make_unique<HeadCpu>(st);
-    if (o.steps < head->step())
+    if (o.steps < trainer.step())
       throw FlagError("--steps " + std::to_string(o.steps) + ": the checkpoint in " + o.out + " is already at step " +
-                      std::to_string(head->step()) + "; give --steps >= " + std::to_string(head->step()) + " or use --restart");
-    curve = read_curve(csv, head->step());
-    for (const auto& p : curve)
-      if (!have_val || select_value(o, p) > best_value) best_value = select_value(o, p), best_step = p.step;
+                      std::to_string(trainer.step()) + "; give --steps >= " + std::to_string(trainer.step()) + " or use --restart");
     std::printf("resuming from %s at step %ld with its settings (%s); may change: --steps (to extend), --eval-every\n",
-                ckpt.c_str(), static_cast<long>(head->step()), settings_path.c_str());
+                ckpt.c_str(), static_cast<long>(trainer.step()), settings_path.c_str());
     for (const auto& ch : changed) std::printf("  changed: %s\n", ch.c_str());
-  } else {
-    // A fresh run: drop an old checkpoint first, so a kill before this run's first checkpoint
-    // cannot leave an old checkpoint beside these settings.
-    std::error_code ec;
-    fs::remove(ckpt, ec);
-    head = std::make_unique<HeadCpu>(cfg);
   }
-  write_text_atomic(settings_path, settings_csv(o, fingerprint));
-  write_text_atomic(o.out + "/split.csv", split_csv.str());
+  write_file_durable(settings_path, settings_csv(o, fingerprint));
+  write_file_durable(o.out + "/split.csv", split_csv(c.paths, c.labels, c.groups, c.class_names, subsets));
   std::printf("cache: %s: %zu images, classes:", o.cache.c_str(), c.size());
-  for (int k = 0; k < K; ++k) std::printf(" %s=%zu", c.class_names[static_cast<size_t>(k)].c_str(), by_class[static_cast<size_t>(k)].size());
+  for (int k = 0; k < K; ++k)
+    std::printf(" %s=%ld", c.class_names[static_cast<size_t>(k)].c_str(), static_cast<long>(train_per_class[static_cast<size_t>(k)]));
   std::printf(" (train); split%s: train %zu, validation %zu, test %zu\n", grouped ? " by group" : "",
-              sp.train.size(), sp.val.size(), sp.test.size());
+              sp.train.size(), sp.validation.size(), sp.test.size());
   if (!have_val)
     std::printf("no validation split (--validation-percent %g): nothing to select on, the final head is the last step's\n",
                 o.validation_pct);
@@ -421,49 +298,19 @@ int run_train(Options o) {
 
   Progress progress("train", o.steps, "step");
   progress.set_quiet(o.quiet);
-  progress.advance(head->step());
-  std::vector<float> x(static_cast<size_t>(o.batch * kCacheFeatureSize));
-  std::vector<int32_t> y(static_cast<size_t>(o.batch));
-  double loss_sum = 0;
-  int64_t loss_n = 0;
-  while (head->step() < o.steps) {
-    const auto idx = batch_indices(o, head->step(), sp.train, by_class);
-    for (size_t i = 0; i < idx.size(); ++i) {
-      std::copy_n(c.features.begin() + idx[i] * kCacheFeatureSize, kCacheFeatureSize, x.begin() + static_cast<long>(i * kCacheFeatureSize));
-      y[i] = c.labels[static_cast<size_t>(idx[i])];
-    }
-    const float loss = head->train_step(x.data(), y.data(), o.batch);
-    if (!std::isfinite(loss)) fail("training diverged at step ", head->step(), " (loss ", loss, "): lower --learning-rate");
-    loss_sum += loss, ++loss_n;
-    progress.advance(1);
-    if (head->step() % o.eval_every == 0 || head->step() == o.steps) {
-      CurvePoint p{head->step(), loss_sum / static_cast<double>(loss_n), NAN, NAN, NAN, NAN};
-      if (have_val) {
-        ClassificationMetrics vm = evaluate(*head, c, sp.val);
-        p.val_loss = vm.loss, p.val_accuracy = vm.accuracy, p.val_balanced_accuracy = vm.balanced_accuracy, p.val_auc = vm.auc;
-      }
-      loss_sum = 0, loss_n = 0;
-      curve.push_back(p);
-      // Without a validation split every evaluation is the newest head: the last one is final.
-      if (!have_val || select_value(o, p) > best_value || best_step < 0) {
-        best_value = select_value(o, p), best_step = p.step;
-        save_state_atomic(*head, best);
-      }
-      write_text_atomic(csv, curve_csv(curve));
-      write_text_atomic(o.out + "/metrics.jsonl", curve_jsonl(curve));
-      save_state_atomic(*head, ckpt);  // last: a checkpoint never runs ahead of metrics.csv
-      progress.set_note(have_val ? "val " + o.select + " " + std::to_string(select_value(o, p)).substr(0, 6)
-                                 : std::string("no validation split"));
-    }
-  }
+  progress.advance(trainer.step());
+  HeadTrainObserver observer;
+  observer.on_step = [&](int64_t, float) { progress.advance(1); };
+  observer.on_record = [&](const CurvePoint& p, bool) {
+    progress.set_note(have_val ? "val " + o.select + " " + std::to_string(select_value(ts.select, p)).substr(0, 6)
+                               : std::string("no validation split"));
+  };
+  trainer.run(observer);
   progress.finish();
-  if (best_step < 0) {  // resumed at the end with no curve row left (cannot happen normally)
-    best_step = head->step();
-    save_state_atomic(*head, best);
-  }
+  const int64_t best_step = trainer.best_step();
 
-  HeadCpu final_head(head_load_state(best));
-  ClassificationMetrics test = sp.test.empty() ? ClassificationMetrics{} : evaluate(final_head, c, sp.test);
+  HeadCpu final_head = trainer.final_head();
+  ClassificationMetrics test = have_test ? evaluate_head(final_head, c, sp.test) : ClassificationMetrics{};
   const std::string keras = o.out + "/head_keras.h5";
   // Beside the Keras layers: class names (predict's columns) and the cache's fingerprint and
   // preprocessing (predict must feed the head features made the same way).
@@ -478,13 +325,11 @@ int run_train(Options o) {
       weights_desc += (k ? ", " : "") + c.class_names[k] + " " + float_roundtrip(cfg.class_weights[k]);
     weights_desc += ")";
   }
-  std::string hidden_desc;
-  for (int64_t h : o.hidden) hidden_desc += std::to_string(h) + " -> ";
+  const ReportHead head = report_head(final_head.config());
   std::vector<std::pair<std::string, std::string>> settings = {
       {"cache", o.cache + " (contents " + fingerprint.substr(0, 12) + ")"}, {"images", std::to_string(c.size())}, {"classes", std::to_string(K)},
       {"split", "validation " + double_roundtrip(o.validation_pct) + "%, test " + double_roundtrip(o.test_pct) + "%" + (grouped ? ", by group" : "") +
-                    ": train " + std::to_string(sp.train.size()) + ", validation " + std::to_string(sp.val.size()) + ", test " + std::to_string(sp.test.size())},
-      {"head", "2048 -> " + hidden_desc + std::to_string(K) + ", dropout " + double_roundtrip(o.dropout)},
+                    ": train " + std::to_string(sp.train.size()) + ", validation " + std::to_string(sp.validation.size()) + ", test " + std::to_string(sp.test.size())},
       {"optimizer", "RMSProp (" + o.rmsprop + "), lr " + double_roundtrip(o.lr) + ", rho " + double_roundtrip(o.rho) + ", momentum " +
                         double_roundtrip(o.momentum) + ", epsilon " + double_roundtrip(effective_eps(o)) + ", decay " + double_roundtrip(o.decay_rate) +
                         " every " + std::to_string(o.decay_steps) + " steps" + (o.staircase ? " (staircase)" : "")},
@@ -496,14 +341,16 @@ int run_train(Options o) {
     for (size_t i = 0; i < changed.size(); ++i) ch += (i ? "; " : "; changed: ") + changed[i];
     settings.push_back({"resume", ch});
   }
-  write_report_html(o.out + "/report.html", "Melanoma head: " + o.cache, curve, test, c.class_names, settings);
-  std::ostringstream js;
-  js << "{\"best_step\": " << best_step << ", \"select\": " << (have_val ? json_string(o.select) : std::string("null"))
-     << ", \"final_head\": " << json_string(final_desc) << ", \"test\": " << (have_test ? test.json() : std::string("null"))
-     << ", \"class_names\": [";
-  for (int k = 0; k < K; ++k) js << (k ? ", " : "") << json_string(c.class_names[static_cast<size_t>(k)]);
-  js << "]}\n";
-  write_text_atomic(o.out + "/metrics.json", js.str());
+  write_report_html(o.out + "/report.html", "Melanoma head: " + o.cache, trainer.curve(), test, c.class_names, head, settings);
+  JsonObject summary;
+  summary.integer("best_step", best_step);
+  if (have_val) summary.string("select", o.select); else summary.null("select");
+  summary.string("final_head", final_desc);
+  if (have_test) summary.json("test", test.json()); else summary.null("test");
+  summary.strings("class_names", c.class_names);
+  write_file_durable(o.out + "/metrics.json", summary.str() + "\n");
+  std::printf("head: %s, dropout %s (step %ld, %s)\n", layer_widths_text(head.widths).c_str(),
+              float_roundtrip(head.dropout).c_str(), static_cast<long>(best_step), final_desc.c_str());
   if (have_test) {
     std::printf("test (%ld images, %s, step %ld): AUC %.4f, balanced accuracy %.4f, accuracy %.4f, loss %.4f\n",
                 static_cast<long>(test.n), final_desc.c_str(), static_cast<long>(best_step), test.auc,
@@ -516,14 +363,14 @@ int run_train(Options o) {
                 static_cast<long>(best_step), final_desc.c_str());
   }
   std::printf("report: %s/report.html; head: %s; metrics: %s/metrics.json, %s\n", o.out.c_str(), keras.c_str(),
-              o.out.c_str(), csv.c_str());
+              o.out.c_str(), trainer.metrics_csv_path().c_str());
   return 0;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"Train the 2048-512-512-K head on a bottleneck cache"};
+  CLI::App app{"Train the classifier head (default 2048-512-512-K, see --hidden) on a bottleneck cache"};
   Options o;
   app.add_option("--cache", o.cache, "bottleneck cache from tools/extract")->required();
   app.add_option("--out", o.out, "output folder (checkpoints, head, metrics, report)")->required();
