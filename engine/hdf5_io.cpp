@@ -1,8 +1,12 @@
-// engine/hdf5_io.cpp: implementation of the checked HDF5 helpers in hdf5_io.h.
+// engine/hdf5_io.cpp: the engine's one HDF5 layer (declared in hdf5_io.h): checked opens,
+// creates, typed readers and writers, and the layout queries the tests use. Every H5* call of the
+// tree is in this file.
 #include "engine/hdf5_io.h"
 
 #include <sys/stat.h>
 
+#include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include <mutex>
 
@@ -10,19 +14,29 @@
 
 namespace engine {
 
-namespace {
-std::string dtype_name(hid_t type) {
-  switch (H5Tget_class(type)) {
-    case H5T_FLOAT: return "float" + std::to_string(8 * H5Tget_size(type));
-    case H5T_INTEGER: return "int" + std::to_string(8 * H5Tget_size(type));
-    case H5T_STRING: return "string";
-    case H5T_COMPOUND: return "compound";
-    default: return "non-numeric type";
-  }
+// ------------------------------------------------------------------------------ checks, handles
+std::string h5_error_reason() {
+  std::string reason;
+  H5Ewalk2(
+      H5E_DEFAULT, H5E_WALK_UPWARD,
+      [](unsigned n, const H5E_error2_t* e, void* out) -> herr_t {
+        if (n == 0 && e->desc) *static_cast<std::string*>(out) = e->desc;
+        return 0;
+      },
+      &reason);
+  return reason.empty() ? "" : " (" + reason + ")";
 }
-}  // namespace
 
-H5Id::~H5Id() {
+void h5_throw(const char* stmt, const char* file, int line, const std::string& where,
+              const std::string& obj) {
+  const char* paren = std::strchr(stmt, '(');
+  const std::string call = paren ? std::string(stmt, static_cast<size_t>(paren - stmt)) : stmt;
+  const char* slash = std::strrchr(file, '/');
+  fail(where, ": ", call, " failed for '", obj, "'", h5_error_reason(), " [check '", stmt, "' at ",
+       slash ? slash + 1 : file, ":", line, "]");
+}
+
+Hdf5Handle::~Hdf5Handle() {
   if (id_ < 0) return;
   switch (H5Iget_type(id_)) {
     case H5I_FILE: H5Fclose(id_); break;
@@ -36,9 +50,9 @@ H5Id::~H5Id() {
   }
 }
 
-H5Id& H5Id::operator=(H5Id&& o) noexcept {
+Hdf5Handle& Hdf5Handle::operator=(Hdf5Handle&& o) noexcept {
   if (this != &o) {
-    H5Id tmp(std::move(*this));
+    Hdf5Handle tmp(std::move(*this));
     id_ = o.id_;
     o.id_ = H5I_INVALID_HID;
   }
@@ -50,22 +64,50 @@ void h5_silence_errors() {
   std::call_once(once, [] { H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr); });
 }
 
-H5File H5File::open_read(const std::string& path) {
-  h5_silence_errors();
+namespace {
+void check_is_hdf5(const std::string& path) {
   struct stat st {};
   if (stat(path.c_str(), &st) != 0) fail(path, ": cannot open: ", std::strerror(errno));
   if (!S_ISREG(st.st_mode)) fail(path, ": not a regular file");
   if (st.st_size == 0) fail(path, ": empty file (0 bytes), expected an HDF5 file");
   htri_t is = H5Fis_hdf5(path.c_str());  // HDF5 1.10 (Debian 12)
   if (is <= 0) fail(path, ": not an HDF5 file (no HDF5 signature)");
+}
+}  // namespace
+
+H5File H5File::open_read(const std::string& path) {
+  h5_silence_errors();
+  check_is_hdf5(path);
   hid_t id = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
-  if (id < 0) fail(path, ": HDF5 file cannot be opened (truncated or corrupt)");
+  if (id < 0) fail(path, ": HDF5 file cannot be opened (truncated or corrupt)", h5_error_reason());
   H5File f;
   f.path_ = path;
   f.id_ = H5Id(id);
   return f;
 }
 
+H5File H5File::open_rw(const std::string& path) {
+  h5_silence_errors();
+  check_is_hdf5(path);
+  H5File f;
+  f.path_ = path;
+  f.id_ = H5Id(H5_CHECK(H5Fopen(path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT), path, "/"));
+  return f;
+}
+
+H5File H5File::create(const std::string& path) {
+  h5_silence_errors();
+  H5File f;
+  f.path_ = path;
+  f.id_ = H5Id(H5_CHECK(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), path, "/"));
+  return f;
+}
+
+void H5File::close() {
+  if (id_.valid()) H5_CHECK(H5Fclose(id_.release()), path_, "/");
+}
+
+// ---------------------------------------------------------------------------- objects, attributes
 bool h5_exists(hid_t loc, const std::string& obj) {
   // Walk the path so that missing intermediate groups are "false", not an error.
   size_t pos = 0;
@@ -81,9 +123,7 @@ bool h5_exists(hid_t loc, const std::string& obj) {
   return H5Oexists_by_name(loc, obj.c_str(), H5P_DEFAULT) > 0;
 }
 
-bool h5_has_attr(hid_t obj, const std::string& name) {
-  return H5Aexists(obj, name.c_str()) > 0;
-}
+bool h5_has_attr(hid_t obj, const std::string& name) { return H5Aexists(obj, name.c_str()) > 0; }
 
 H5Id h5_open_group(hid_t loc, const std::string& obj, const std::string& where) {
   if (!h5_exists(loc, obj)) fail(where, ": missing group '", obj, "'");
@@ -92,40 +132,89 @@ H5Id h5_open_group(hid_t loc, const std::string& obj, const std::string& where) 
   return H5Id(g);
 }
 
+H5Id h5_open_object(hid_t loc, const std::string& obj, const std::string& where) {
+  if (!h5_exists(loc, obj)) fail(where, ": missing object '", obj, "'");
+  return H5Id(H5_CHECK(H5Oopen(loc, obj.c_str(), H5P_DEFAULT), where, obj));
+}
+
+std::vector<std::string> h5_group_members(hid_t loc, const std::string& grp,
+                                          const std::string& where) {
+  H5Id g = h5_open_group(loc, grp, where);
+  H5G_info_t info;
+  H5_CHECK(H5Gget_info(g.get(), &info), where, grp);
+  std::vector<std::string> names;
+  for (hsize_t i = 0; i < info.nlinks; ++i) {
+    ssize_t len = H5_CHECK(H5Lget_name_by_idx(g.get(), ".", H5_INDEX_NAME, H5_ITER_INC, i, nullptr,
+                                              0, H5P_DEFAULT),
+                           where, grp);
+    std::string s(static_cast<size_t>(len), '\0');
+    H5_CHECK(H5Lget_name_by_idx(g.get(), ".", H5_INDEX_NAME, H5_ITER_INC, i, s.data(), s.size() + 1,
+                                H5P_DEFAULT),
+             where, grp);
+    names.push_back(s);
+  }
+  return names;
+}
+
+std::string h5_dtype_desc(hid_t t) {
+  switch (H5Tget_class(t)) {
+    case H5T_FLOAT: return "float" + std::to_string(8 * H5Tget_size(t));
+    case H5T_INTEGER:
+      return std::string(H5Tget_sign(t) == H5T_SGN_NONE ? "uint" : "int") +
+             std::to_string(8 * H5Tget_size(t));
+    case H5T_STRING: return H5Tis_variable_str(t) > 0 ? "vlen string" : "fixed string";
+    case H5T_COMPOUND: return "compound";
+    default: return "another type";
+  }
+}
+
+std::string h5_dims_str(const std::vector<hsize_t>& d) {
+  std::string s = "(";
+  for (size_t i = 0; i < d.size(); ++i) s += (i ? ", " : "") + std::to_string(d[i]);
+  return s + (d.size() == 1 ? ",)" : ")");
+}
+
+namespace {
+// A C-string memory type: variable length in `cset`, or `len` bytes NUL-padded.
+H5Id string_type(bool variable, size_t len, H5T_cset_t cset, const std::string& where,
+                 const std::string& obj) {
+  H5Id t(H5_CHECK(H5Tcopy(H5T_C_S1), where, obj));
+  if (variable) {
+    H5_CHECK(H5Tset_size(t.get(), H5T_VARIABLE), where, obj);
+  } else {
+    H5_CHECK(H5Tset_size(t.get(), len), where, obj);
+    H5_CHECK(H5Tset_strpad(t.get(), H5T_STR_NULLPAD), where, obj);
+  }
+  H5_CHECK(H5Tset_cset(t.get(), cset), where, obj);
+  return t;
+}
+}  // namespace
+
 std::vector<std::string> h5_read_string_array_attr(hid_t obj, const std::string& name,
                                                    const std::string& where) {
   if (!h5_has_attr(obj, name)) fail(where, ": missing attribute '", name, "'");
-  H5Id attr(H5Aopen(obj, name.c_str(), H5P_DEFAULT));
-  if (!attr.valid()) fail(where, ": H5Aopen failed for attribute '", name, "'");
-  H5Id type(H5Aget_type(attr.get()));
-  H5Id space(H5Aget_space(attr.get()));
-  if (!type.valid() || !space.valid()) fail(where, ": cannot read attribute '", name, "'");
-  hssize_t n = H5Sget_simple_extent_npoints(space.get());
-  if (n < 0) fail(where, ": attribute '", name, "': bad dataspace");
+  H5Id attr(H5_CHECK(H5Aopen(obj, name.c_str(), H5P_DEFAULT), where, name));
+  H5Id type(H5_CHECK(H5Aget_type(attr.get()), where, name));
+  H5Id space(H5_CHECK(H5Aget_space(attr.get()), where, name));
+  hssize_t n = H5_CHECK(H5Sget_simple_extent_npoints(space.get()), where, name);
   std::vector<std::string> out;
   // Keras writes an empty weight_names as np.asarray([]), a float64 array: empty of any type is
   // an empty list.
   if (n == 0) return out;
   if (H5Tget_class(type.get()) != H5T_STRING)
-    fail(where, ": attribute '", name, "': expected strings, found ", dtype_name(type.get()));
+    fail(where, ": attribute '", name, "': expected strings, found ", h5_dtype_desc(type.get()));
+  const H5T_cset_t cset = H5Tget_cset(type.get());  // h5py writes str as UTF-8
   if (H5Tis_variable_str(type.get()) > 0) {
     std::vector<char*> ptrs(static_cast<size_t>(n), nullptr);
-    H5Id mem(H5Tcopy(H5T_C_S1));
-    H5Tset_size(mem.get(), H5T_VARIABLE);
-    H5Tset_cset(mem.get(), H5Tget_cset(type.get()));  // h5py writes str as UTF-8
-    if (H5Aread(attr.get(), mem.get(), ptrs.data()) < 0)
-      fail(where, ": H5Aread failed for attribute '", name, "'");
+    H5Id mem = string_type(true, 0, cset, where, name);
+    H5_CHECK(H5Aread(attr.get(), mem.get(), ptrs.data()), where, name);
     for (char* p : ptrs) out.emplace_back(p ? p : "");
     H5Dvlen_reclaim(mem.get(), space.get(), H5P_DEFAULT, ptrs.data());
   } else {
     size_t len = H5Tget_size(type.get());
     std::vector<char> buf(len * static_cast<size_t>(n) + 1, 0);
-    H5Id mem(H5Tcopy(H5T_C_S1));
-    H5Tset_size(mem.get(), len);
-    H5Tset_strpad(mem.get(), H5T_STR_NULLPAD);
-    H5Tset_cset(mem.get(), H5Tget_cset(type.get()));
-    if (H5Aread(attr.get(), mem.get(), buf.data()) < 0)
-      fail(where, ": H5Aread failed for attribute '", name, "'");
+    H5Id mem = string_type(false, len, cset, where, name);
+    H5_CHECK(H5Aread(attr.get(), mem.get(), buf.data()), where, name);
     for (hssize_t i = 0; i < n; ++i) {
       const char* s = buf.data() + static_cast<size_t>(i) * len;
       out.emplace_back(s, strnlen(s, len));
@@ -140,74 +229,409 @@ std::string h5_read_string_attr(hid_t obj, const std::string& name, const std::s
   return v[0];
 }
 
-int64_t h5_read_int_attr(hid_t obj, const std::string& name, const std::string& where) {
-  if (!h5_has_attr(obj, name)) fail(where, ": missing attribute '", name, "'");
-  H5Id attr(H5Aopen(obj, name.c_str(), H5P_DEFAULT));
-  H5Id type(attr.valid() ? H5Aget_type(attr.get()) : H5I_INVALID_HID);
-  if (!type.valid()) fail(where, ": cannot open attribute '", name, "'");
-  if (H5Tget_class(type.get()) != H5T_INTEGER)
-    fail(where, ": attribute '", name, "': expected an integer, found ", dtype_name(type.get()));
-  long long v = 0;
-  if (H5Aread(attr.get(), H5T_NATIVE_LLONG, &v) < 0)
-    fail(where, ": H5Aread failed for attribute '", name, "'");
-  return v;
-}
-
 namespace {
-struct OpenDataset {
-  H5Id dset, type, space;
-  std::vector<int64_t> dims;
-};
-
-OpenDataset open_float_dataset(hid_t loc, const std::string& obj, const std::string& where) {
-  if (!h5_exists(loc, obj)) fail(where, ": missing dataset '", obj, "'");
-  OpenDataset d;
-  d.dset = H5Id(H5Dopen2(loc, obj.c_str(), H5P_DEFAULT));
-  if (!d.dset.valid()) fail(where, ": H5Dopen2 failed for '", obj, "' (not a dataset or corrupt)");
-  d.type = H5Id(H5Dget_type(d.dset.get()));
-  d.space = H5Id(H5Dget_space(d.dset.get()));
-  if (!d.type.valid() || !d.space.valid()) fail(where, ": cannot read header of '", obj, "'");
-  if (H5Tget_class(d.type.get()) != H5T_FLOAT || H5Tget_size(d.type.get()) != 4)
-    fail(where, ": dataset '", obj, "': expected float32, found ", dtype_name(d.type.get()));
-  int rank = H5Sget_simple_extent_ndims(d.space.get());
-  if (rank < 0) fail(where, ": dataset '", obj, "': bad dataspace");
-  std::vector<hsize_t> hd(static_cast<size_t>(rank));
-  H5Sget_simple_extent_dims(d.space.get(), hd.data(), nullptr);
-  for (hsize_t x : hd) d.dims.push_back(static_cast<int64_t>(x));
-  return d;
-}
-
-void read_into(const OpenDataset& d, const std::string& obj, const std::string& where, float* out) {
-  if (H5Dread(d.dset.get(), H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, out) < 0)
-    fail(where, ": H5Dread failed for '", obj, "' (truncated or corrupt data)");
+// Opens attribute `name`, checks its type class; returns it with its element count.
+H5Id open_attr(hid_t obj, const std::string& name, H5T_class_t cls, const char* expected,
+               const std::string& where, hssize_t* count) {
+  if (!h5_has_attr(obj, name)) fail(where, ": missing attribute '", name, "'");
+  H5Id attr(H5_CHECK(H5Aopen(obj, name.c_str(), H5P_DEFAULT), where, name));
+  H5Id type(H5_CHECK(H5Aget_type(attr.get()), where, name));
+  const H5T_class_t c = H5Tget_class(type.get());
+  if (c != cls && !(cls == H5T_NO_CLASS && (c == H5T_INTEGER || c == H5T_FLOAT)))
+    fail(where, ": attribute '", name, "': expected ", expected, ", found ",
+         h5_dtype_desc(type.get()));
+  H5Id space(H5_CHECK(H5Aget_space(attr.get()), where, name));
+  *count = H5_CHECK(H5Sget_simple_extent_npoints(space.get()), where, name);
+  return attr;
 }
 }  // namespace
 
+int64_t h5_read_int_attr(hid_t obj, const std::string& name, const std::string& where) {
+  hssize_t n = 0;
+  H5Id attr = open_attr(obj, name, H5T_INTEGER, "an integer", where, &n);
+  if (n != 1) fail(where, ": attribute '", name, "': expected one integer, found ", n);
+  long long v = 0;
+  H5_CHECK(H5Aread(attr.get(), H5T_NATIVE_LLONG, &v), where, name);
+  return v;
+}
+
+double h5_read_double_attr(hid_t obj, const std::string& name, const std::string& where) {
+  hssize_t n = 0;
+  H5Id attr = open_attr(obj, name, H5T_FLOAT, "a float", where, &n);
+  if (n != 1) fail(where, ": attribute '", name, "': expected one float, found ", n);
+  double v = 0;
+  H5_CHECK(H5Aread(attr.get(), H5T_NATIVE_DOUBLE, &v), where, name);
+  return v;
+}
+
+std::vector<double> h5_read_double_array_attr(hid_t obj, const std::string& name,
+                                              const std::string& where) {
+  hssize_t n = 0;
+  H5Id attr = open_attr(obj, name, H5T_NO_CLASS, "numbers", where, &n);
+  std::vector<double> v(static_cast<size_t>(n));
+  if (n > 0) H5_CHECK(H5Aread(attr.get(), H5T_NATIVE_DOUBLE, v.data()), where, name);
+  return v;
+}
+
+// ------------------------------------------------------------------------------------ datasets
+H5Dataset h5_open_dataset(hid_t loc, const std::string& obj, const std::string& where) {
+  if (!h5_exists(loc, obj)) fail(where, ": missing dataset '", obj, "'");
+  H5Dataset d;
+  d.id = H5Id(H5Dopen2(loc, obj.c_str(), H5P_DEFAULT));
+  if (!d.id.valid()) fail(where, ": '", obj, "' is not a dataset (or is corrupt)", h5_error_reason());
+  H5Id type(H5_CHECK(H5Dget_type(d.id.get()), where, obj));
+  H5Id space(H5_CHECK(H5Dget_space(d.id.get()), where, obj));
+  d.dtype = h5_dtype_desc(type.get());
+  d.type_size = H5Tget_size(type.get());
+  int rank = H5_CHECK(H5Sget_simple_extent_ndims(space.get()), where, obj);
+  d.dims.resize(static_cast<size_t>(rank));
+  H5_CHECK(H5Sget_simple_extent_dims(space.get(), d.dims.data(), nullptr), where, obj);
+  return d;
+}
+
+void h5_read_floats(const H5Dataset& d, float* out, const std::string& where,
+                    const std::string& obj) {
+  H5_CHECK(H5Dread(d.id.get(), H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, out), where, obj);
+}
+
+void h5_read_ints(const H5Dataset& d, int32_t* out, const std::string& where,
+                  const std::string& obj) {
+  H5_CHECK(H5Dread(d.id.get(), H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, out), where, obj);
+}
+
+std::vector<std::string> h5_read_strings(const H5Dataset& d, const std::string& where,
+                                         const std::string& obj) {
+  if (d.dtype != "vlen string" && d.dtype != "fixed string")
+    fail(where, ": dataset '", obj, "': expected strings, found ", d.dtype);
+  if (d.dims.size() != 1)
+    fail(where, ": dataset '", obj, "': expected rank 1, found ", d.dims.size());
+  const size_t count = d.dims[0];
+  std::vector<std::string> out;
+  if (count == 0) return out;
+  out.reserve(count);
+  if (d.dtype == "vlen string") {
+    H5Id mem = string_type(true, 0, H5T_CSET_UTF8, where, obj);
+    H5Id space(H5_CHECK(H5Dget_space(d.id.get()), where, obj));
+    std::vector<char*> ptrs(count, nullptr);
+    H5_CHECK(H5Dread(d.id.get(), mem.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, ptrs.data()), where, obj);
+    for (char* p : ptrs) out.emplace_back(p ? p : "");
+    H5Dvlen_reclaim(mem.get(), space.get(), H5P_DEFAULT, ptrs.data());
+  } else {
+    const size_t len = d.type_size;
+    H5Id mem = string_type(false, len, H5T_CSET_ASCII, where, obj);
+    std::vector<char> buf(len * count);
+    H5_CHECK(H5Dread(d.id.get(), mem.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, buf.data()), where, obj);
+    for (size_t i = 0; i < count; ++i) out.emplace_back(&buf[i * len], strnlen(&buf[i * len], len));
+  }
+  return out;
+}
+
+void h5_read_float_rows(hid_t dset, hsize_t first, hsize_t rows, float* out,
+                        const std::string& where, const std::string& obj) {
+  H5Id fspace(H5_CHECK(H5Dget_space(dset), where, obj));
+  hsize_t dims[2] = {0, 0};
+  H5_CHECK(H5Sget_simple_extent_dims(fspace.get(), dims, nullptr), where, obj);
+  hsize_t start[2] = {first, 0}, count[2] = {rows, dims[1]};
+  H5_CHECK(H5Sselect_hyperslab(fspace.get(), H5S_SELECT_SET, start, nullptr, count, nullptr), where,
+           obj);
+  H5Id mspace(H5_CHECK(H5Screate_simple(2, count, nullptr), where, obj));
+  H5_CHECK(H5Dread(dset, H5T_NATIVE_FLOAT, mspace.get(), fspace.get(), H5P_DEFAULT, out), where,
+           obj);
+}
+
+namespace {
+H5Dataset open_float32(hid_t loc, const std::string& obj, const std::string& where) {
+  H5Dataset d = h5_open_dataset(loc, obj, where);
+  if (d.dtype != "float32")
+    fail(where, ": dataset '", obj, "': expected float32, found ", d.dtype);
+  return d;
+}
+std::vector<int64_t> dims64(const std::vector<hsize_t>& d) { return {d.begin(), d.end()}; }
+}  // namespace
+
 H5FloatArray h5_read_float_array(hid_t loc, const std::string& obj, const std::string& where) {
-  OpenDataset d = open_float_dataset(loc, obj, where);
+  H5Dataset d = open_float32(loc, obj, where);
   H5FloatArray a;
-  a.dims = d.dims;
-  a.data.resize(static_cast<size_t>(Shape(d.dims).numel()));
-  read_into(d, obj, where, a.data.data());
+  a.dims = dims64(d.dims);
+  a.data.resize(static_cast<size_t>(Shape(a.dims).numel()));
+  h5_read_floats(d, a.data.data(), where, obj);
   return a;
 }
 
 Tensor h5_read_tensor(hid_t loc, const std::string& obj, const std::string& where) {
-  OpenDataset d = open_float_dataset(loc, obj, where);
-  Tensor t{Shape(d.dims)};
-  read_into(d, obj, where, t.data());
+  H5Dataset d = open_float32(loc, obj, where);
+  Tensor t{Shape(dims64(d.dims))};
+  h5_read_floats(d, t.data(), where, obj);
   return t;
 }
 
 std::vector<float> h5_read_float_checked(hid_t loc, const std::string& obj, const Shape& expected,
                                          const std::string& where) {
-  OpenDataset d = open_float_dataset(loc, obj, where);
-  if (Shape(d.dims) != expected)
+  H5Dataset d = open_float32(loc, obj, where);
+  if (Shape(dims64(d.dims)) != expected)
     fail(where, ": dataset '", obj, "': expected shape ", expected.str(), ", found ",
-         Shape(d.dims).str());
+         Shape(dims64(d.dims)).str());
   std::vector<float> v(static_cast<size_t>(expected.numel()));
-  read_into(d, obj, where, v.data());
+  h5_read_floats(d, v.data(), where, obj);
   return v;
+}
+
+H5DoubleArray h5_read_double_array(hid_t loc, const std::string& obj, const std::string& where) {
+  H5Dataset d = h5_open_dataset(loc, obj, where);
+  if (d.dtype.rfind("float", 0) != 0 && d.dtype.rfind("int", 0) != 0 &&
+      d.dtype.rfind("uint", 0) != 0)
+    fail(where, ": dataset '", obj, "': expected numbers, found ", d.dtype);
+  H5DoubleArray a;
+  a.dims = dims64(d.dims);
+  a.data.resize(static_cast<size_t>(Shape(a.dims).numel()));
+  H5_CHECK(H5Dread(d.id.get(), H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, a.data.data()),
+           where, obj);
+  return a;
+}
+
+H5U8Array h5_read_u8_array(hid_t loc, const std::string& obj, const std::string& where) {
+  H5Dataset d = h5_open_dataset(loc, obj, where);
+  if (d.dtype != "uint8" && d.dtype != "int8")
+    fail(where, ": dataset '", obj, "': expected uint8, found ", d.dtype);
+  H5U8Array a;
+  a.dims = dims64(d.dims);
+  a.data.resize(static_cast<size_t>(Shape(a.dims).numel()));
+  H5_CHECK(H5Dread(d.id.get(), H5T_NATIVE_UINT8, H5S_ALL, H5S_ALL, H5P_DEFAULT, a.data.data()),
+           where, obj);
+  return a;
+}
+
+// ------------------------------------------------------------------------------------- writing
+namespace {
+hid_t file_type(H5Type t) {
+  switch (t) {
+    case H5Type::F32: return H5T_IEEE_F32LE;
+    case H5Type::F64: return H5T_IEEE_F64LE;
+    case H5Type::I32: return H5T_STD_I32LE;
+    case H5Type::I64: return H5T_STD_I64LE;
+  }
+  return H5T_IEEE_F32LE;
+}
+
+// Creation properties of a dataset or group; none (H5P_DEFAULT) when `opt` asks for nothing,
+// exactly as the writers made their files before this layer existed.
+H5Id create_props(hid_t cls, const H5DatasetOptions& opt, int rank, const std::string& where,
+                  const std::string& obj) {
+  if (opt.track_times && opt.chunk.empty() && !opt.fletcher32) return H5Id();
+  H5Id p(H5_CHECK(H5Pcreate(cls), where, obj));
+  if (!opt.track_times) H5_CHECK(H5Pset_obj_track_times(p.get(), 0), where, obj);
+  if (!opt.chunk.empty()) {
+    if (static_cast<int>(opt.chunk.size()) != rank)
+      fail(where, ": dataset '", obj, "': chunk rank ", opt.chunk.size(), " for rank ", rank);
+    H5_CHECK(H5Pset_chunk(p.get(), rank, opt.chunk.data()), where, obj);
+  }
+  if (opt.fletcher32) H5_CHECK(H5Pset_fletcher32(p.get()), where, obj);
+  return p;
+}
+
+H5Id create_dataset(hid_t loc, const std::string& obj, hid_t type, const std::vector<hsize_t>& dims,
+                    const std::string& where, const H5DatasetOptions& opt) {
+  const int rank = static_cast<int>(dims.size());
+  std::vector<hsize_t> maxdims = dims;
+  if (opt.unlimited_rows && !maxdims.empty()) maxdims[0] = H5S_UNLIMITED;
+  H5Id space(H5_CHECK(
+      H5Screate_simple(rank, dims.data(), opt.unlimited_rows ? maxdims.data() : nullptr), where,
+      obj));
+  H5Id dcpl = create_props(H5P_DATASET_CREATE, opt, rank, where, obj);
+  const hid_t dcpl_id = dcpl.valid() ? dcpl.get() : H5P_DEFAULT;
+  return H5Id(H5_CHECK(
+      H5Dcreate2(loc, obj.c_str(), type, space.get(), H5P_DEFAULT, dcpl_id, H5P_DEFAULT), where,
+      obj));
+}
+
+size_t count_of(const std::vector<hsize_t>& dims) {
+  size_t n = 1;
+  for (hsize_t d : dims) n *= static_cast<size_t>(d);
+  return n;
+}
+
+void write_numbers(hid_t loc, const std::string& obj, hid_t mem_type, const void* data,
+                   const std::vector<hsize_t>& dims, const std::string& where,
+                   const H5DatasetOptions& opt, H5Type type) {
+  H5Id d = create_dataset(loc, obj, file_type(type), dims, where, opt);
+  if (count_of(dims) > 0)
+    H5_CHECK(H5Dwrite(d.get(), mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data), where, obj);
+}
+}  // namespace
+
+H5Id h5_create_group(hid_t loc, const std::string& obj, const std::string& where,
+                     bool track_times) {
+  H5DatasetOptions opt;
+  opt.track_times = track_times;
+  H5Id gcpl = create_props(H5P_GROUP_CREATE, opt, 0, where, obj);
+  const hid_t gcpl_id = gcpl.valid() ? gcpl.get() : H5P_DEFAULT;
+  return H5Id(H5_CHECK(H5Gcreate2(loc, obj.c_str(), H5P_DEFAULT, gcpl_id, H5P_DEFAULT), where, obj));
+}
+
+H5Id h5_create_dataset(hid_t loc, const std::string& obj, H5Type type,
+                       const std::vector<hsize_t>& dims, const std::string& where,
+                       const H5DatasetOptions& opt) {
+  return create_dataset(loc, obj, file_type(type), dims, where, opt);
+}
+
+void h5_write_floats(hid_t loc, const std::string& obj, const float* data,
+                     const std::vector<hsize_t>& dims, const std::string& where,
+                     const H5DatasetOptions& opt, H5Type type) {
+  write_numbers(loc, obj, H5T_NATIVE_FLOAT, data, dims, where, opt, type);
+}
+
+void h5_write_ints(hid_t loc, const std::string& obj, const int32_t* data,
+                   const std::vector<hsize_t>& dims, const std::string& where,
+                   const H5DatasetOptions& opt, H5Type type) {
+  write_numbers(loc, obj, H5T_NATIVE_INT32, data, dims, where, opt, type);
+}
+
+void h5_write_ints(hid_t loc, const std::string& obj, const int64_t* data,
+                   const std::vector<hsize_t>& dims, const std::string& where,
+                   const H5DatasetOptions& opt, H5Type type) {
+  write_numbers(loc, obj, H5T_NATIVE_INT64, data, dims, where, opt, type);
+}
+
+void h5_write_float_rows(hid_t dset, hsize_t first, hsize_t rows, const float* data,
+                         const std::string& where, const std::string& obj) {
+  H5Id fspace(H5_CHECK(H5Dget_space(dset), where, obj));
+  hsize_t dims[2] = {0, 0};
+  H5_CHECK(H5Sget_simple_extent_dims(fspace.get(), dims, nullptr), where, obj);
+  hsize_t start[2] = {first, 0}, count[2] = {rows, dims[1]};
+  H5_CHECK(H5Sselect_hyperslab(fspace.get(), H5S_SELECT_SET, start, nullptr, count, nullptr), where,
+           obj);
+  H5Id mem(H5_CHECK(H5Screate_simple(2, count, nullptr), where, obj));
+  H5_CHECK(H5Dwrite(dset, H5T_NATIVE_FLOAT, mem.get(), fspace.get(), H5P_DEFAULT, data), where,
+           obj);
+}
+
+void h5_write_strings(hid_t loc, const std::string& obj, const std::vector<std::string>& v,
+                      size_t fixed_len, const std::string& where, const H5DatasetOptions& opt) {
+  const bool variable = fixed_len == 0;
+  H5Id type = string_type(variable, fixed_len, variable ? H5T_CSET_UTF8 : H5T_CSET_ASCII, where,
+                          obj);
+  H5Id d = create_dataset(loc, obj, type.get(), {v.size()}, where, opt);
+  if (v.empty()) return;
+  if (variable) {
+    std::vector<const char*> ptrs;
+    for (const std::string& s : v) ptrs.push_back(s.c_str());
+    H5_CHECK(H5Dwrite(d.get(), type.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, ptrs.data()), where, obj);
+  } else {
+    std::string buf(v.size() * fixed_len, '\0');
+    for (size_t i = 0; i < v.size(); ++i) {
+      if (v[i].size() > fixed_len)
+        fail(where, ": dataset '", obj, "': string longer than ", fixed_len);
+      std::memcpy(&buf[i * fixed_len], v[i].data(), v[i].size());
+    }
+    H5_CHECK(H5Dwrite(d.get(), type.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, buf.data()), where, obj);
+  }
+}
+
+namespace {
+void write_strings_attr(hid_t obj, const std::string& name, const std::vector<std::string>& v,
+                        bool scalar, H5Strings enc, const std::string& where) {
+  const hsize_t n = v.size();
+  H5Id space(H5_CHECK(scalar ? H5Screate(H5S_SCALAR) : H5Screate_simple(1, &n, nullptr), where,
+                      name));
+  if (enc == H5Strings::VarUtf8) {
+    std::vector<const char*> ptrs;
+    for (const auto& s : v) ptrs.push_back(s.c_str());
+    H5Id type = string_type(true, 0, H5T_CSET_UTF8, where, name);
+    H5Id a(H5_CHECK(
+        H5Acreate2(obj, name.c_str(), type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT), where,
+        name));
+    H5_CHECK(H5Awrite(a.get(), type.get(), ptrs.data()), where, name);
+  } else {
+    size_t len = 1;
+    for (const auto& s : v) len = std::max(len, s.size());
+    std::vector<char> buf(len * v.size(), '\0');
+    for (size_t i = 0; i < v.size(); ++i) std::memcpy(buf.data() + i * len, v[i].data(), v[i].size());
+    H5Id type = string_type(false, len, H5T_CSET_ASCII, where, name);
+    H5Id a(H5_CHECK(
+        H5Acreate2(obj, name.c_str(), type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT), where,
+        name));
+    H5_CHECK(H5Awrite(a.get(), type.get(), buf.data()), where, name);
+  }
+}
+
+void write_scalar_attr(hid_t obj, const std::string& name, hid_t ftype, hid_t mtype,
+                       const void* v, const std::string& where) {
+  H5Id space(H5_CHECK(H5Screate(H5S_SCALAR), where, name));
+  H5Id a(H5_CHECK(H5Acreate2(obj, name.c_str(), ftype, space.get(), H5P_DEFAULT, H5P_DEFAULT),
+                  where, name));
+  H5_CHECK(H5Awrite(a.get(), mtype, v), where, name);
+}
+}  // namespace
+
+void h5_write_string_attr(hid_t obj, const std::string& name, const std::string& v,
+                          const std::string& where, H5Strings enc) {
+  write_strings_attr(obj, name, {v}, true, enc, where);
+}
+
+void h5_write_string_array_attr(hid_t obj, const std::string& name,
+                                const std::vector<std::string>& v, const std::string& where,
+                                H5Strings enc) {
+  write_strings_attr(obj, name, v, false, enc, where);
+}
+
+void h5_write_int_attr(hid_t obj, const std::string& name, int64_t v, const std::string& where) {
+  write_scalar_attr(obj, name, H5T_STD_I64LE, H5T_NATIVE_INT64, &v, where);
+}
+
+void h5_write_double_attr(hid_t obj, const std::string& name, double v, const std::string& where) {
+  write_scalar_attr(obj, name, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &v, where);
+}
+
+void h5_delete_attr(hid_t obj, const std::string& name, const std::string& where) {
+  H5_CHECK(H5Adelete(obj, name.c_str()), where, name);
+}
+
+void h5_delete_link(hid_t loc, const std::string& obj, const std::string& where) {
+  H5_CHECK(H5Ldelete(loc, obj.c_str(), H5P_DEFAULT), where, obj);
+}
+
+// -------------------------------------------------------------------------------- layout checks
+H5StorageInfo h5_dataset_info(hid_t loc, const std::string& obj, const std::string& where) {
+  H5Dataset d = h5_open_dataset(loc, obj, where);
+  H5StorageInfo info;
+  info.dtype = d.dtype;
+  info.type_size = d.type_size;
+  info.dims = d.dims;
+  H5Id type(H5_CHECK(H5Dget_type(d.id.get()), where, obj));
+  info.utf8 = H5Tget_class(type.get()) == H5T_STRING && H5Tget_cset(type.get()) == H5T_CSET_UTF8;
+  H5Id dcpl(H5_CHECK(H5Dget_create_plist(d.id.get()), where, obj));
+  if (H5Pget_layout(dcpl.get()) == H5D_CHUNKED) {
+    info.chunk.resize(d.dims.size());
+    H5_CHECK(H5Pget_chunk(dcpl.get(), static_cast<int>(info.chunk.size()), info.chunk.data()), where,
+             obj);
+  }
+  const int nf = H5_CHECK(H5Pget_nfilters(dcpl.get()), where, obj);
+  for (int i = 0; i < nf; ++i) {
+    unsigned flags = 0, cd[8] = {};
+    size_t ncd = 8;
+    H5Z_filter_t f = H5_CHECK(
+        H5Pget_filter2(dcpl.get(), static_cast<unsigned>(i), &flags, &ncd, cd, 0, nullptr, nullptr),
+        where, obj);
+    info.filters.push_back(f == H5Z_FILTER_FLETCHER32 ? "fletcher32"
+                           : f == H5Z_FILTER_DEFLATE  ? "deflate"
+                           : f == H5Z_FILTER_SHUFFLE  ? "shuffle"
+                                                      : "filter " + std::to_string(f));
+  }
+  return info;
+}
+
+std::pair<std::string, size_t> h5_attr_type(hid_t obj, const std::string& name,
+                                            const std::string& where) {
+  if (!h5_has_attr(obj, name)) fail(where, ": missing attribute '", name, "'");
+  H5Id attr(H5_CHECK(H5Aopen(obj, name.c_str(), H5P_DEFAULT), where, name));
+  H5Id type(H5_CHECK(H5Aget_type(attr.get()), where, name));
+  return {h5_dtype_desc(type.get()), H5Tget_size(type.get())};
+}
+
+bool h5_has_times(hid_t loc, const std::string& obj, const std::string& where) {
+  H5O_info_t info{};
+  H5_CHECK(H5Oget_info_by_name2(loc, obj.c_str(), &info, H5O_INFO_TIME, H5P_DEFAULT), where, obj);
+  return info.mtime != 0 || info.ctime != 0;
 }
 
 }  // namespace engine

@@ -5,7 +5,7 @@ set -euo pipefail
 # ocl-icd-opencl-dev: dnnl-config.cmake calls find_package(OpenCL REQUIRED), but libdnnl-dev only
 # Recommends it, and we install with --no-install-recommends.
 # python3-venv + python3-pip: the Keras reference environment (scripts/keras_env.sh) is a venv.
-PKGS=(cmake make g++ pkg-config libhdf5-dev libdnnl-dev ocl-icd-opencl-dev libcli11-dev libgtest-dev
+PKGS=(cmake make g++ pkg-config libhdf5-dev libssl-dev libdnnl-dev ocl-icd-opencl-dev libcli11-dev libgtest-dev
       libbenchmark-dev libjpeg62-turbo-dev libpng-dev python3-torch python3-h5py python3-numpy
       python3-pil python3-venv)
 missing=()
