@@ -17,11 +17,12 @@
 #include <string>
 #include <vector>
 
+#include "engine/inception_contract.h"
 #include "engine/sha256.h"  // sha256_hex / sha256_file: the content hashes stored here
 
 namespace engine {
 
-constexpr int64_t kCacheFeatureSize = 2048;
+constexpr int64_t kCacheFeatureSize = kBottleneckSize;  // engine/inception_contract.h
 constexpr int64_t kCacheFormatVersion = 1;
 
 // What makes two caches comparable; a cache made with other settings is refused (unless forced).

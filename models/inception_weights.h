@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/inception_contract.h"  // kBottleneckSize, kInceptionInput
 #include "kernels/conv2d.h"
 
 namespace engine {
@@ -19,8 +20,6 @@ struct ConvDef {
   int64_t in_hw;  // spatial size (square) of this conv's input at 299x299
 };
 constexpr int kInceptionConvs = 94;
-constexpr int64_t kBottleneckSize = 2048;
-constexpr int64_t kInceptionInput = 299;
 constexpr float kKerasBnEpsilon = 1e-3f;
 const std::vector<ConvDef>& inception_v3_conv_defs();  // size 94, [i].index == i + 1
 double inception_v3_flops_per_image();                 // 2*kh*kw*cin*cout*Ho*Wo over the convs

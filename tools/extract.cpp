@@ -31,8 +31,8 @@
 #include "engine/dataset.h"
 #include "engine/error.h"
 #include "engine/image_io.h"
+#include "engine/preprocessing.h"
 #include "engine/progress.h"
-#include "kernels/resize.h"
 #include "models/inception_v3.h"
 
 using namespace engine;
@@ -47,7 +47,7 @@ struct Item {
   std::string sha256;
   bool cached = false;
   std::string error;         // non-empty: skipped
-  std::vector<float> pixels;  // 299*299*3 in [-1, 1]
+  std::vector<float> pixels;  // Preprocessing::floats(): 299*299*3 in [-1, 1]
 };
 
 // A bounded multi-producer, single-consumer queue: producers block when it is full.
@@ -121,11 +121,8 @@ int run_extract(const Options& o) {
     std::fprintf(stderr, "note: a GPU is present but the cuDNN backend is not in this build yet: using the CPU\n");
   int shard_k = 1, shard_n = 1;
   if (!o.shard.empty()) parse_shard(o.shard, &shard_k, &shard_n);  // validated in main
-  const ResizeFilter filter = parse_resize_filter(o.resize);
-  DecodeOptions dopt;
-  dopt.max_pixels = o.max_pixels;
-  dopt.dct_min_side = o.dct_scale ? kInceptionInput : 0;
-  dopt = decode_options_for(filter, dopt);  // tf1: TF's JPEG decode, no EXIF rotation, no DCT scaling
+  // tf1: TF's JPEG decode, no EXIF rotation, no DCT scaling (whatever --dct-scale says).
+  const Preprocessing pre = Preprocessing::for_resize(parse_resize_filter(o.resize), o.dct_scale);
 
   DatasetOptions dsopt{o.labels, o.label_column, o.group_column, false};
   Dataset ds = list_dataset(o.images, dsopt);
@@ -147,10 +144,7 @@ int run_extract(const Options& o) {
 
   CacheSettings settings;
   settings.weights_sha256 = sha256_file(o.weights);
-  settings.preprocessing = "size=299;resize=" + std::string(resize_filter_name(filter)) +
-                           ";dct_min_side=" + std::to_string(dopt.dct_min_side) +
-                           ";exif_orientation=" + std::to_string(int(dopt.apply_exif_orientation)) +
-                           ";scale=x/127.5-1";
+  settings.preprocessing = pre.key();
   settings.engine_version = kEngineVersion;
   BottleneckCache cache(o.out, settings, o.force);
 
@@ -181,9 +175,8 @@ int run_extract(const Options& o) {
           if (cached) {
             it.cached = true;
           } else {
-            Image8 img = decode_image_memory(bytes.data(), bytes.size(), jobs[i].full_path, dopt);
-            it.pixels.resize(static_cast<size_t>(kInceptionInput * kInceptionInput * 3));
-            resize_to_unit_range_cpu(img, kInceptionInput, kInceptionInput, filter, it.pixels.data());
+            it.pixels.resize(static_cast<size_t>(pre.floats()));
+            preprocess_image(bytes, jobs[i].full_path, pre, it.pixels.data(), o.max_pixels);
           }
         } catch (const std::exception& e) {
           it.error = e.what();

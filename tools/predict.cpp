@@ -5,13 +5,14 @@
 //
 //   predict --weights inception.h5 --head run/head_keras.h5 --out predictions.csv IMAGE_OR_DIR...
 //
-// The head file is read by models/head_keras.h. The preprocessing (resize filter, DCT scaling) is
+// The head file is read by models/head_keras.h. The preprocessing (engine/preprocessing.h) is
 // read from it, since it records the cache it was trained on, so features are made exactly as in
 // training; a head trained with other Inception weights is refused. Before any work: bad flags,
 // an unusable --out (a folder, a missing or read-only parent folder) and two images with the same
 // id (gray.png and gray.jpg, or one name in two class folders) end with one line and exit 2. Bad
 // images are skipped with one line each (exit 3); other errors exit 1. The CSV is written to
-// `<out>.tmp.<pid>` and renamed into place; the temp file is removed on failure, SIGTERM, SIGINT.
+// `<out>.tmp.<pid>` and committed durably (engine/durable_file.h: fsync, rename, directory fsync);
+// the temp file is removed on failure, SIGTERM, SIGINT.
 #include <CLI/CLI.hpp>
 #include <signal.h>
 #include <unistd.h>
@@ -23,14 +24,15 @@
 #include <map>
 
 #include "engine/cli_status.h"
-#include "engine/bottleneck_cache.h"
 #include "engine/cuda_device.h"
 #include "engine/dataset.h"
+#include "engine/durable_file.h"
 #include "engine/error.h"
 #include "engine/image_io.h"
+#include "engine/preprocessing.h"
 #include "engine/progress.h"
+#include "engine/sha256.h"
 #include "engine/text_format.h"
-#include "kernels/resize.h"
 #include "models/head.h"
 #include "models/head_keras.h"
 #include "models/inception_v3.h"
@@ -78,14 +80,6 @@ extern "C" void on_terminate(int sig) {
   if (g_tmp_path[0]) unlink(g_tmp_path);
   signal(sig, SIG_DFL);
   raise(sig);
-}
-
-std::string setting(const std::string& pre, const std::string& key, const std::string& file) {
-  const std::string k = key + "=";
-  size_t p = pre.find(k);
-  if (p == std::string::npos) fail(file, ": preprocessing '", pre, "' has no ", key);
-  size_t e = pre.find(';', p);
-  return pre.substr(p + k.size(), e == std::string::npos ? std::string::npos : e - p - k.size());
 }
 
 }  // namespace
@@ -140,10 +134,10 @@ int main(int argc, char** argv) {
     if (sha256_file(weights) != kh.info.inception_weights_sha256)
       fail(head_path, ": the head was trained on features of other Inception weights (sha256 ",
            kh.info.inception_weights_sha256.substr(0, 12), "...) than ", weights);
-    DecodeOptions dopt;
-    dopt.dct_min_side = std::stoll(setting(kh.info.preprocessing, "dct_min_side", head_path));
-    const ResizeFilter filter = parse_resize_filter(setting(kh.info.preprocessing, "resize", head_path));
-    dopt = decode_options_for(filter, dopt);  // tf1: TF's JPEG decode, as extract did
+    // The head's training cache says how its features were made; predict makes them the same way.
+    const Preprocessing pre = Preprocessing::parse(kh.info.preprocessing, head_path);
+    if (pre.size != kInceptionInput)
+      fail(head_path, ": preprocessing size=", pre.size, ", the network takes ", kInceptionInput);
     HeadCpu head = kh.to_cpu();
     const size_t K = static_cast<size_t>(kh.config.classes);
 
@@ -153,7 +147,7 @@ int main(int argc, char** argv) {
 
     // A unique temp name beside --out (two runs never share one), removed on failure and by
     // SIGTERM/SIGINT; the name is set before the file exists so no signal can leak it.
-    tmp = out + ".tmp." + std::to_string(getpid());
+    tmp = durable_tmp_name(out);
     if (tmp.size() >= sizeof g_tmp_path) fail(out, ": path too long");
     std::memcpy(g_tmp_path, tmp.c_str(), tmp.size() + 1);
     struct sigaction sa {};
@@ -178,8 +172,8 @@ int main(int argc, char** argv) {
 #pragma omp parallel for schedule(dynamic)
       for (size_t i = 0; i < n; ++i) {
         try {
-          Image8 img = decode_image_file(files[start + i], dopt);
-          resize_to_unit_range_cpu(img, kInceptionInput, kInceptionInput, filter, x.data() + static_cast<int64_t>(i) * image);
+          const std::vector<uint8_t> bytes = read_image_file_bytes(files[start + i]);
+          preprocess_image(bytes, files[start + i], pre, x.data() + static_cast<int64_t>(i) * image);
         } catch (const std::exception& e) {
           errors[i] = e.what();
           std::fill_n(x.data() + static_cast<int64_t>(i) * image, image, 0.f);  // a defined input
@@ -204,7 +198,7 @@ int main(int argc, char** argv) {
     progress.finish();
     csv.close();
     if (!csv) fail(out, ": write failed (", tmp, ")");
-    if (std::rename(tmp.c_str(), out.c_str()) != 0) fail(out, ": cannot rename ", tmp, " into place: ", std::strerror(errno));
+    commit_file_durable(tmp, out);  // fsync, rename, directory fsync: a crash leaves old or new
     g_tmp_path[0] = 0;
     std::printf("predictions: %s: %zu images, %zu skipped\n", out.c_str(), files.size() - skipped.size(), skipped.size());
     return skipped.empty() ? 0 : 3;
