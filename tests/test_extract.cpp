@@ -20,6 +20,7 @@
 #include "engine/bottleneck_cache.h"
 #include "engine/dataset.h"
 #include "engine/error.h"
+#include "engine/preprocessing.h"
 #include "engine/split.h"
 #include "test_util.h"
 
@@ -235,7 +236,8 @@ TEST(Extract, OtherSettingsAreRefusedUnlessForced) {
   EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
   ToolRun f = run_tool(base_args(dataset("classes"), tmp / "c.h5") + " --resize bilinear --force", tmp);
   EXPECT_EQ(f.status, 0) << f.err;
-  EXPECT_NE(read_cache(tmp / "c.h5").settings.preprocessing.find("resize=bilinear"), std::string::npos);
+  EXPECT_EQ(read_cache(tmp / "c.h5").settings.preprocessing,
+            Preprocessing::for_resize(ResizeFilter::Bilinear, false).key());
 }
 
 TEST(Extract, ShardsMergedEqualOneRun) {

@@ -55,6 +55,7 @@
 #include "engine/error.h"
 #include "engine/hdf5_io.h"
 #include "engine/image_io.h"
+#include "engine/preprocessing.h"
 #include "kernels/conv2d.h"
 #include "kernels/pool2d.h"
 #include "kernels/resize.h"
@@ -554,8 +555,7 @@ TEST(KerasEndToEnd, ExtractResizeTf1CacheEqualsKeras) {
                           tmp + "/c.h5' --resize tf1 --quiet --workers 2";
   ASSERT_EQ(std::system(run.c_str()), 0) << run;
   CacheContents c = read_cache(tmp + "/c.h5");
-  EXPECT_EQ(c.settings.preprocessing,
-            "size=299;resize=tf1;dct_min_side=0;exif_orientation=0;scale=x/127.5-1");
+  EXPECT_EQ(c.settings.preprocessing, Preprocessing::for_resize(ResizeFilter::Tf1, false).key());
   ASSERT_EQ(c.size(), names.size());
   for (size_t i = 0; i < c.size(); ++i) {
     const std::string file = c.paths[i].substr(c.paths[i].rfind('/') + 1);

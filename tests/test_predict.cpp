@@ -30,6 +30,7 @@
 #include "engine/bottleneck_cache.h"
 #include "engine/error.h"
 #include "engine/hdf5_io.h"
+#include "engine/preprocessing.h"
 #include "models/head.h"
 #include "models/head_keras.h"
 #include "test_util.h"
@@ -129,7 +130,7 @@ KerasHeadInfo info_for(int64_t classes) {
   KerasHeadInfo info;
   for (int64_t k = 0; k < classes; ++k) info.class_names.push_back("class " + std::to_string(k));
   info.class_names[0] = "benign, \"nevus\" \xC3\xA9";  // comma, quotes, UTF-8 survive
-  info.preprocessing = "size=299;resize=antialias;dct_min_side=299;exif_orientation=1;scale=x/127.5-1";
+  info.preprocessing = Preprocessing::for_resize(ResizeFilter::Antialias, true).key();
   info.inception_weights_sha256 = std::string(64, 'd');
   return info;
 }
@@ -508,7 +509,7 @@ TEST(Predict, SigtermMidRunLeavesNoTempFile) {
   HeadCpu h = random_head({64}, 2, 4);
   write_keras_head(tmp / "head.h5", h.config(), h.params(),
                    KerasHeadInfo{{"benign", "melanoma"},
-                                 "size=299;resize=antialias;dct_min_side=299;exif_orientation=1;scale=x/127.5-1",
+                                 Preprocessing::for_resize(ResizeFilter::Antialias, true).key(),
                                  sha256_file(weights())});
   fs::create_directories(tmp / "imgs");
   const std::string img = engine::test::reference_file("dataset/flat/ISIC_0000000.jpg");

@@ -23,6 +23,7 @@
 
 #include "engine/bottleneck_cache.h"
 #include "engine/hdf5_io.h"
+#include "engine/preprocessing.h"
 #include "models/head.h"
 #include "models/head.h"
 #include "models/head_keras.h"
@@ -90,7 +91,7 @@ ToolRun run(const std::string& tool, const std::string& args, const TempDir& tmp
 // (post-ReLU-like: non-negative). Paths ISIC_%07d so the retrain split is deterministic.
 void write_synthetic_cache(const std::string& path, int n, int mel, double shift, const std::string& weights_sha) {
   CacheContents c;
-  c.settings = {weights_sha, "size=299;resize=antialias;dct_min_side=299;exif_orientation=1;scale=x/127.5-1", "test"};
+  c.settings = {weights_sha, Preprocessing::for_resize(ResizeFilter::Antialias, true).key(), "test"};
   c.class_names = {"benign", "melanoma"};
   std::mt19937_64 rng(7);
   std::normal_distribution<float> g(0.f, 1.f);
