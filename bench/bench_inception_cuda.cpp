@@ -24,6 +24,7 @@
 
 #include "engine/cuda_check.h"
 #include "engine/cuda_device.h"
+#include "engine/cuda_resources.h"
 #include "engine/hdf5_io.h"
 #include "models/inception_v3_cuda.h"
 
@@ -121,9 +122,8 @@ void BM_InceptionV3Cuda(benchmark::State& state) {
   std::vector<float> x = test_input(n), b(static_cast<size_t>(n * kBottleneckSize));
   for (int i = 0; i < 3; ++i) net->forward(x.data(), n, b.data());  // plans, capture, warm-up
   if (n == kMaxBatch) print_layer_table(m, *net, n);
-  cudaEvent_t e0, e1;
-  CUDA_CHECK(cudaEventCreate(&e0), "bench");
-  CUDA_CHECK(cudaEventCreate(&e1), "bench");
+  // Recorded on the legacy stream around calls that synchronize the model's own stream.
+  const CudaEvent e0 = CudaEvent::create("bench"), e1 = CudaEvent::create("bench");
   for (auto _ : state) {
     CUDA_CHECK(cudaEventRecord(e0, nullptr), "bench");
     if (resident) net->forward_resident(n);   // both synchronize the model's stream
@@ -135,8 +135,6 @@ void BM_InceptionV3Cuda(benchmark::State& state) {
     state.SetIterationTime(ms * 1e-3);
     benchmark::DoNotOptimize(b.data());
   }
-  cudaEventDestroy(e0);
-  cudaEventDestroy(e1);
   const double flops = net->flops_per_image() * static_cast<double>(n);
   state.counters["img/s"] = benchmark::Counter(static_cast<double>(n), benchmark::Counter::kIsIterationInvariantRate);
   state.counters["TFLOP/s"] = benchmark::Counter(flops / 1e12, benchmark::Counter::kIsIterationInvariantRate);

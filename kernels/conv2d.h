@@ -3,6 +3,9 @@
 // conv2d_forward_ref_cpu (plain loops, the reference for the small layer tests) and Conv2dCpu
 // (oneDNN, weights reordered once, primitives cached per input shape: the production path).
 // Batch norm is folded into weights + bias by fold_batch_norm at load time (Keras: no gamma).
+// Tests: tests/test_layers.cpp (PyTorch reference file, TF padding table, errors) and
+// tests/test_kernels_layers.cpp (Cpu/Conv2dKernel: Conv2dCpu vs the plain loops). Bench:
+// bench/bench_layers.cpp (CPU GFLOP/s); the GPU twin is kernels/conv2d_cudnn.h.
 #pragma once
 #include <map>
 #include <memory>

@@ -1,6 +1,6 @@
 // kernels/conv2d_cudnn.h: conv + bias + ReLU fused on the GPU through cuDNN's backend graph API
 // (the legacy cudnnConvolutionForward path only reaches cuDNN's older kernels: 3-10x slower than
-// PyTorch on Inception's 17x17 and 8x8 layers, ../shared/device/README.md). One Conv2dCudnn per
+// PyTorch on Inception's 17x17 and 8x8 layers, measured in an earlier GPU session). One Conv2dCudnn per
 // layer describes the operation graph CONVOLUTION_FORWARD (X, W -> virtual fp32) -> POINTWISE ADD
 // (bias, 1xKx1x1 -> virtual fp32) -> POINTWISE RELU_FWD (-> Y), compute type fp32. For each input
 // shape (N, H, W) it asks heuristics (CUDNN_HEUR_MODE_A, FALLBACK if A yields nothing usable) for
@@ -20,6 +20,9 @@
 // In Inception every stride-2 conv is 'valid' and every 'same' conv has an odd kernel at stride 1.
 // Every cuDNN call is checked and names the layer; candidates cuDNN refuses (NOT_SUPPORTED at
 // finalize or a failed timing run) are skipped, and when none is left the error lists them.
+// Tests: tests/test_kernels_layers.cpp (Cuda/Conv2dKernel: every precision and layout vs
+// Conv2dCpu), tests/test_inception_cuda.cpp (geometry errors, the whole net). Bench:
+// bench/bench_kernels_cuda.cpp (conv2d/* rows, GFLOP/s), bench/bench_inception_cuda.cpp.
 #pragma once
 #include <cudnn.h>
 #include <cuda_runtime.h>

@@ -12,6 +12,8 @@
 // state (and of a mask buffer in the arena, and of the question of which step wrote it).
 // CUDA launchers read `step` from device memory so that a captured CUDA graph sees the optimizer's
 // step counter advance between replays (rmsprop increments it on the device).
+// Tests: tests/test_kernels_head.cpp (Philox KAT, keep statistics, Cpu/ and Cuda/DropoutKernel).
+// Bench: bench/bench_head.cpp (CPU GB/s), bench/bench_kernels_cuda.cpp (GPU GB/s, dropout/* rows).
 #pragma once
 #include <cstdint>
 

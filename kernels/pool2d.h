@@ -1,6 +1,9 @@
 // kernels/pool2d.h: max and average pooling (TF 'same'/'valid'; the average divides by the number
 // of VALID input cells, i.e. excludes padding, as TF and Keras do), channel concat, and global
-// average pooling. NHWC, CPU versions parallel over both cores with OpenMP.
+// average pooling. NHWC, CPU versions parallel over both cores with OpenMP. GPU twins:
+// kernels/pool2d_cuda.h. Tests: tests/test_layers.cpp (PyTorch reference file, divisor and padding
+// closed forms), tests/test_kernels_layers.cpp (Cpu/Pool2dKernel vs loops from the definition).
+// Bench: bench/bench_layers.cpp (CPU GB/s).
 #pragma once
 #include <vector>
 

@@ -7,7 +7,8 @@
 // so one kernel serves NHWC, NCHW and channel slices; threads walk the output in its memory order
 // (C fastest when the output's C stride is 1, else W fastest) so writes are coalesced.
 // Each launcher takes a cudaStream_t and a context string (the layer) for KERNEL_LAUNCH_CHECK.
-// Tests: tests/test_inception_cuda.cpp compares them with the CPU versions on odd shapes.
+// Tests: tests/test_kernels_layers.cpp (Cuda/Pool2dKernel: fp32/fp16, NHWC/NCHW, odd and Inception
+// shapes vs the CPU versions). Bench: bench/bench_kernels_cuda.cpp (pool2d/* rows, GB/s).
 #pragma once
 #include <cuda_runtime.h>
 

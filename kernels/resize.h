@@ -13,7 +13,8 @@
 //    rotation) it reproduces retrain.py's decode + resize exactly (tests/test_keras.cpp). The
 //    scaling is Keras' x / 127.5 - 1, not retrain.py's (x - 128) / 128: the Keras Inception
 //    weights were trained with the former (retrain.py's 128/128 belonged to its own 2015 graph).
-// CPU versions; the CUDA twin comes with the GPU backend.
+// CPU only (no CUDA twin). Tests: tests/test_image_io.cpp (PIL / torch references),
+// tests/test_keras.cpp (TF's own resize, bit-exact for Tf1). Bench: bench/bench_decode.cpp.
 #pragma once
 #include <cstdint>
 #include <string>

@@ -2,7 +2,7 @@
 // mom: contiguous float arrays of the same length), with the learning rate computed from the
 // optimizer's step counter:  lr_t = lr0 * rate^(e),  e = step/decay_steps (floor(...) when
 // staircase; tf.train.exponential_decay; the first update uses step 0), then step += 1.
-// Two formulas (see /work/shared/REFERENCE.md):
+// Two formulas (sources and derivations: docs/TRAINING.md):
 //   TF1   (tf.train.RMSPropOptimizer; ms starts at ONE, eps inside the sqrt, lr in the momentum):
 //           ms  = ms + (g*g - ms)*(1-rho);  mom = momentum*mom + lr*g/sqrt(ms+eps);  p -= mom
 //   Torch (torch.optim.RMSprop; square_avg starts at ZERO, eps outside the sqrt):
@@ -12,6 +12,9 @@
 // CPU (gcc -ffp-contract=fast by default in gnu++ mode) and on the GPU (nvcc contracts by default);
 // the CUDA kernel uses the same fmaf/__fsqrt_rn/__fdiv_rn sequence, so the twins are bit-identical
 // given the same lr. lr is computed in double (pow) and rounded to float once, on both sides.
+// Tests: tests/test_kernels_head.cpp (the formulas in double, lr decay closed forms, Cpu/ and
+// Cuda/RmsPropKernel: bitwise twins). Bench: bench/bench_head.cpp (CPU GB/s),
+// bench/bench_kernels_cuda.cpp (GPU GB/s, rmsprop/* rows).
 #pragma once
 #include <cstdint>
 

@@ -18,21 +18,13 @@
 #include "kernels/conv2d.h"
 #include "kernels/dense.h"
 #include "kernels/pool2d.h"
+#include "tests/kernel_cases_layers.h"
 #include "tests/test_util.h"
 
 namespace engine {
 namespace {
 
 using test::tensors_close;
-
-// expect_close(...)) that also prints the achieved max errors when it passes, so the
-// test log records the margin left under each tolerance.
-void expect_close(const Tensor& got, const Tensor& want, double atol, double rtol,
-                  const std::string& what) {
-  ::testing::AssertionResult r = tensors_close(got, want, atol, rtol, what);
-  EXPECT_TRUE(r);
-  if (r) std::printf("  %s\n", r.message());
-}
 
 const std::vector<std::string> kExpectedCases = {
     "conv_1x1",          "conv_3x3_same",         "conv_3x3_valid",       "conv_5x5_same",
@@ -53,7 +45,11 @@ constexpr float kBnEps = 1e-3f;
 //   small reference cases, growing only for wide layers; wrong taps or padding give errors of
 //   the order of the terms themselves (~0.1), far above it. rtol 1e-5 (~170 ulps) covers large
 //   outputs. The double-accumulating reference conv sees only the folding rounding (u*M).
-constexpr double kConvAtol = 1e-5, kConvRtol = 1e-5;
+// (kConvAtol = 1e-5, kConvRtol = 1e-5 and conv_atol() live in tests/kernel_cases_layers.h, shared
+// with the per-device conv cases of tests/test_kernels_layers.cpp.)
+using kernel_cases::conv_atol;
+using kernel_cases::kConvAtol;
+using kernel_cases::kConvRtol;
 // - pools: max is exact; the average is <= 9 fp32 additions and one multiply by 1/count, so a
 //   few ulps (~1e-7 relative for O(1) data): 1e-6.
 constexpr double kPoolAtol = 1e-6, kPoolRtol = 1e-6;
@@ -61,20 +57,6 @@ constexpr double kPoolAtol = 1e-6, kPoolRtol = 1e-6;
 // - dense: reference version double accumulation (1e-6); sgemm fp32 accumulation over cin
 //   terms, same argument as the conv (1e-5).
 constexpr double kDenseRefTol = 1e-6, kDenseSgemmTol = 1e-5;
-
-double conv_atol(const Tensor& x, const std::vector<float>& w, int64_t cout, Conv2dSpec spec) {
-  Tensor ax = x.clone();
-  for (int64_t i = 0; i < ax.numel(); ++i) ax.data()[i] = std::fabs(ax.data()[i]);
-  std::vector<float> aw(w.size());
-  for (size_t i = 0; i < w.size(); ++i) aw[i] = std::fabs(w[i]);
-  spec.relu = false;
-  Tensor m(conv2d_output_shape(x.shape(), cout, spec));
-  conv2d_forward_ref_cpu(ax, aw.data(), nullptr, cout, spec, m);
-  double max_m = 0;
-  for (int64_t i = 0; i < m.numel(); ++i) max_m = std::max<double>(max_m, m.data()[i]);
-  const double K = static_cast<double>(spec.kh) * spec.kw * x.c();
-  return std::max(kConvAtol, 2.0 * std::sqrt(K) * std::ldexp(1.0, -24) * max_m);
-}
 
 Padding parse_padding(const std::string& s, const std::string& where) {
   if (s == "same") return Padding::Same;
@@ -91,20 +73,7 @@ H5File open_reference() {
 }
 
 std::vector<std::string> list_cases(const H5File& f) {
-  H5Id layers = h5_open_group(f.id(), "layers", f.path());
-  H5G_info_t info;
-  if (H5Gget_info(layers.get(), &info) < 0) fail(f.path(), ": H5Gget_info(/layers) failed");
-  std::vector<std::string> names;
-  for (hsize_t i = 0; i < info.nlinks; ++i) {
-    ssize_t len = H5Lget_name_by_idx(layers.get(), ".", H5_INDEX_NAME, H5_ITER_INC, i, nullptr, 0,
-                                     H5P_DEFAULT);
-    if (len < 0) fail(f.path(), ": cannot read link ", i, " of /layers");
-    std::string s(static_cast<size_t>(len), '\0');
-    H5Lget_name_by_idx(layers.get(), ".", H5_INDEX_NAME, H5_ITER_INC, i, s.data(), s.size() + 1,
-                       H5P_DEFAULT);
-    names.push_back(s);
-  }
-  return names;
+  return h5_group_members(f.id(), "layers", f.path());
 }
 
 void check_conv_case(hid_t g, const std::string& where) {
@@ -130,14 +99,14 @@ void check_conv_case(hid_t g, const std::string& where) {
   const double atol = conv_atol(x, w, cout, spec);
   Tensor y_ref(conv2d_output_shape(x.shape(), cout, spec));
   conv2d_forward_ref_cpu(x, w.data(), bias.data(), cout, spec, y_ref);
-  expect_close(y_ref, want, atol, kConvRtol, where + " conv2d_forward_ref_cpu");
+  EXPECT_CLOSE((y_ref, want, atol, kConvRtol, where + " conv2d_forward_ref_cpu"));
 
   Conv2dCpu conv(where, w, bias, cin, cout, spec);
   Tensor y(conv.output_shape(x.shape()));
   conv.forward(x, y);
-  expect_close(y, want, atol, kConvRtol, where + " Conv2dCpu");
+  EXPECT_CLOSE((y, want, atol, kConvRtol, where + " Conv2dCpu"));
   conv.forward(x, y);  // second call: cached primitive, same answer
-  expect_close(y, want, atol, kConvRtol, where + " Conv2dCpu (cached)");
+  EXPECT_CLOSE((y, want, atol, kConvRtol, where + " Conv2dCpu (cached)"));
 }
 
 void check_pool_case(hid_t g, const std::string& where, bool is_max) {
@@ -151,7 +120,7 @@ void check_pool_case(hid_t g, const std::string& where, bool is_max) {
     max_pool2d_forward_cpu(x, k, s, p, y);
   else
     avg_pool2d_forward_cpu(x, k, s, p, y);
-  expect_close(y, want, kPoolAtol, kPoolRtol, where);
+  EXPECT_CLOSE((y, want, kPoolAtol, kPoolRtol, where));
 }
 
 void check_concat_case(hid_t g, const std::string& where) {
@@ -160,7 +129,7 @@ void check_concat_case(hid_t g, const std::string& where) {
   Tensor want = h5_read_tensor(g, "y", where);
   Tensor y(want.shape());
   concat_channels_cpu({&x0, &x1, &x2}, y);
-  expect_close(y, want, 0, 0, where);  // a copy: bit exact
+  EXPECT_CLOSE((y, want, 0, 0, where));  // a copy: bit exact
 }
 
 void check_gap_case(hid_t g, const std::string& where) {
@@ -168,7 +137,7 @@ void check_gap_case(hid_t g, const std::string& where) {
   Tensor want = h5_read_tensor(g, "y", where);
   Tensor y(Shape{x.n(), x.c()});
   global_avg_pool_cpu(x, y);
-  expect_close(y, want, kPoolAtol, kPoolRtol, where);
+  EXPECT_CLOSE((y, want, kPoolAtol, kPoolRtol, where));
 }
 
 void check_dense_case(hid_t g, const std::string& where) {
@@ -182,10 +151,10 @@ void check_dense_case(hid_t g, const std::string& where) {
   auto b = h5_read_float_checked(g, "bias", Shape{cout}, where);
   Tensor y(Shape{x.dim(0), cout});
   dense_forward_ref_cpu(x, k.data.data(), b.data(), cout, y);
-  expect_close(y, want, kDenseRefTol, kDenseRefTol, where + " dense_forward_ref_cpu");
+  EXPECT_CLOSE((y, want, kDenseRefTol, kDenseRefTol, where + " dense_forward_ref_cpu"));
   Tensor y2(Shape{x.dim(0), cout});
   dense_forward_cpu(x, k.data.data(), b.data(), cout, y2);
-  expect_close(y2, want, kDenseSgemmTol, kDenseSgemmTol, where + " dense_forward_cpu");
+  EXPECT_CLOSE((y2, want, kDenseSgemmTol, kDenseSgemmTol, where + " dense_forward_cpu"));
 }
 
 // Runs one /layers/<name> case, dispatching on its 'op' attribute.
@@ -344,9 +313,9 @@ TEST(Conv2dCpu, MatchesReferenceAcrossShapes) {
       Tensor want(conv.output_shape(xs)), got(conv.output_shape(xs));
       conv2d_forward_ref_cpu(x, w.data(), b.data(), c.cout, spec, want);
       conv.forward(x, got);
-      expect_close(got, want, conv_atol(x, w, c.cout, spec), kConvRtol,
+      EXPECT_CLOSE((got, want, conv_atol(x, w, c.cout, spec), kConvRtol,
                                 "k" + std::to_string(c.kh) + "x" + std::to_string(c.kw) + " " +
-                                    xs.str());
+                                    xs.str()));
     }
   }
 }
@@ -357,7 +326,7 @@ TEST(Dense, SgemmMatchesReference) {
   Tensor want(Shape{5, 9}), got(Shape{5, 9});
   dense_forward_ref_cpu(x, w.data(), b.data(), 9, want);
   dense_forward_cpu(x, w.data(), b.data(), 9, got);
-  expect_close(got, want, kDenseSgemmTol, kDenseSgemmTol, "dense 2048->9");
+  EXPECT_CLOSE((got, want, kDenseSgemmTol, kDenseSgemmTol, "dense 2048->9"));
 }
 
 // Expects `f` to throw engine::Error whose message contains `needle`.

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <sstream>
 #include <string>
@@ -53,6 +54,15 @@ inline ::testing::AssertionResult tensors_close(const float* got, const float* w
      << ": got " << got[r.worst] << ", want " << want[r.worst];
   return ::testing::AssertionFailure() << os.str();
 }
+
+// Checks and prints the achieved max abs / rel error (also on success, so the log records the
+// margin under each tolerance): EXPECT_CLOSE((got, want, n, atol, rtol, "what")).
+#define EXPECT_CLOSE(args)                                                    \
+  do {                                                                        \
+    const ::testing::AssertionResult engine_close_ = ::engine::test::tensors_close args; \
+    std::printf("  %s\n", engine_close_.message());                          \
+    EXPECT_TRUE(engine_close_);                                               \
+  } while (0)
 
 inline double max_abs(const Tensor& t) {
   double m = 0;
