@@ -1,6 +1,7 @@
 // bench/bench_decode.cpp: Google Benchmark of the per-image preprocessing on ONE thread: JPEG
 // decode (engine/image_io.h) full-size and DCT-scaled (dct_min_side = 299), the resize to
-// 299x299 in [-1, 1] (kernels/resize.h), and decode + resize together, in images/s. The two test
+// 299x299 in [-1, 1] (kernels/resize.h), and decode + resize together through preprocess_image
+// (engine/preprocessing.h: what tools/extract and tools/predict run), in images/s. The two test
 // JPEGs (600x450 and 1024x1024, q90, 4:2:0, ISIC's typical sizes) are compressed in-process with
 // libjpeg from a deterministic synthetic "lesion" (the same formula as bench/torch_decode.py, which
 // times PIL + torch on the same work), so no files are needed. Every variant is validated once
@@ -17,7 +18,7 @@
 
 #include "engine/error.h"
 #include "engine/image_io.h"
-#include "kernels/resize.h"
+#include "engine/preprocessing.h"
 
 namespace {
 
@@ -90,19 +91,17 @@ const Sample& sample(int side) {
   return side == 600 ? s600 : s1024;
 }
 
-DecodeOptions options(bool dct) {
-  DecodeOptions o;
-  o.dct_min_side = dct ? 299 : 0;
-  return o;
-}
+// tools/extract --resize f [--dct-scale].
+Preprocessing preprocessing(ResizeFilter f, bool dct) { return Preprocessing::for_resize(f, dct); }
 
 void validate(const Sample& s, bool dct, bool resize, ResizeFilter f) {
-  Image8 img = decode_image_memory(s.jpeg.data(), s.jpeg.size(), "bench", options(dct));
+  const Preprocessing pre = preprocessing(f, dct);
+  Image8 img = decode_image_memory(s.jpeg.data(), s.jpeg.size(), "bench", pre.decode_options());
   const int64_t want_w = dct && s.w == 1024 ? 512 : s.w;
   if (img.width != want_w) fail("bench: decoded width ", img.width, ", expected ", want_w);
   if (!resize) return;
-  std::vector<float> out(299 * 299 * 3);
-  resize_to_unit_range_cpu(img, 299, 299, f, out.data());
+  std::vector<float> out(size_t(pre.floats()));
+  preprocess_image(s.jpeg, "bench", pre, out.data());
   for (float v : out)
     if (!(v >= -1.0001f && v <= 1.0001f)) fail("bench: resize output ", v, " outside [-1, 1]");
 }
@@ -117,7 +116,7 @@ void set_counters(benchmark::State& st, const Sample& s) {
 void BM_Decode(benchmark::State& st, int side, bool dct) {
   const Sample& s = sample(side);
   validate(s, dct, false, ResizeFilter::Antialias);
-  const DecodeOptions o = options(dct);
+  const DecodeOptions o = preprocessing(ResizeFilter::Antialias, dct).decode_options();
   for (auto _ : st) {
     Image8 img = decode_image_memory(s.jpeg.data(), s.jpeg.size(), "bench", o);
     benchmark::DoNotOptimize(img.rgb.data());
@@ -128,11 +127,10 @@ void BM_Decode(benchmark::State& st, int side, bool dct) {
 void BM_DecodeResize(benchmark::State& st, int side, bool dct, ResizeFilter f) {
   const Sample& s = sample(side);
   validate(s, dct, true, f);
-  const DecodeOptions o = options(dct);
-  std::vector<float> out(299 * 299 * 3);
+  const Preprocessing pre = preprocessing(f, dct);
+  std::vector<float> out(size_t(pre.floats()));
   for (auto _ : st) {
-    Image8 img = decode_image_memory(s.jpeg.data(), s.jpeg.size(), "bench", o);
-    resize_to_unit_range_cpu(img, 299, 299, f, out.data());
+    preprocess_image(s.jpeg, "bench", pre, out.data());
     benchmark::DoNotOptimize(out.data());
   }
   set_counters(st, s);
@@ -141,10 +139,11 @@ void BM_DecodeResize(benchmark::State& st, int side, bool dct, ResizeFilter f) {
 void BM_ResizeOnly(benchmark::State& st, int side, bool dct, ResizeFilter f) {
   const Sample& s = sample(side);
   validate(s, dct, true, f);
-  Image8 img = decode_image_memory(s.jpeg.data(), s.jpeg.size(), "bench", options(dct));
-  std::vector<float> out(299 * 299 * 3);
+  const Preprocessing pre = preprocessing(f, dct);
+  Image8 img = decode_image_memory(s.jpeg.data(), s.jpeg.size(), "bench", pre.decode_options());
+  std::vector<float> out(size_t(pre.floats()));
   for (auto _ : st) {
-    resize_to_unit_range_cpu(img, 299, 299, f, out.data());
+    preprocess_image(img, pre, out.data());
     benchmark::DoNotOptimize(out.data());
   }
   set_counters(st, s);

@@ -32,7 +32,8 @@ struct DecodeOptions {
   //    JDCT_IFAST ("INTEGER_FAST", TF's chosen default), fancy upsampling, and TF's CMYK -> RGB
   //    (r = k * c / 255 with an Adobe marker, (255 - k) * (255 - c) / 255 without, truncating).
   //    TF ignores EXIF orientation: callers wanting TF's pixels also clear apply_exif_orientation
-  //    (kernels/resize.h decode_options_for does both).
+  //    (kernels/resize.h decode_options_for does both; engine/preprocessing.h's
+  //    Preprocessing::decode_options gives the settings of each resize mode).
   enum class JpegFlavor { Pil, TensorFlow };
   JpegFlavor jpeg_flavor = JpegFlavor::Pil;
 };

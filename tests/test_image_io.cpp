@@ -6,7 +6,8 @@
 // ones must throw an engine::Error of one line naming the file and the reason. Resize tolerance:
 // 2e-5 abs + 1e-5 rel on [-1, 1] (float32 separable filter vs float64; observed max ~4e-7).
 // Closed-form checks need no reference. Run: ctest -R test_image_io, or
-// ENGINE_REFERENCE_DIR=<dir> ./test_image_io.
+// ENGINE_REFERENCE_DIR=<dir> ./test_image_io. Decode + resize as one step (engine/preprocessing.h):
+// tests/test_preprocessing.cpp.
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -24,6 +25,7 @@
 #include "engine/error.h"
 #include "engine/hdf5_io.h"
 #include "engine/image_io.h"
+#include "engine/preprocessing.h"
 #include "kernels/resize.h"
 #include "tests/test_util.h"
 
@@ -217,13 +219,16 @@ TEST_F(ImageRef, DctScaling) {
   // Same libjpeg scaled IDCT as PIL's draft(): exact.
   EXPECT_TRUE(pixels_equal(big, read_u8(h5(), "draft/jpeg_1024x1024.jpg", h5_path()),
                            "1024 at 1/2 vs PIL draft"));
-  // What DCT scaling costs in accuracy after the antialiased resize to 299 (informational, with a
-  // loose bound: the half-size IDCT is a box-like prefilter, close to what the triangle does).
+  // What DCT scaling costs in accuracy after the antialiased resize to 299, i.e. what
+  // tools/extract --dct-scale changes (informational, with a loose bound: the half-size IDCT is a
+  // box-like prefilter, close to what the triangle does).
   {
-    Image8 full = decode_image_file(image_path("jpeg_1024x1024.jpg"));
-    std::vector<float> a(299 * 299 * 3), b(a.size());
-    resize_to_unit_range_cpu(full, 299, 299, ResizeFilter::Antialias, a.data());
-    resize_to_unit_range_cpu(big, 299, 299, ResizeFilter::Antialias, b.data());
+    const std::vector<uint8_t> bytes = read_image_file_bytes(image_path("jpeg_1024x1024.jpg"));
+    const Preprocessing full = Preprocessing::for_resize(ResizeFilter::Antialias, false);
+    const Preprocessing dct = Preprocessing::for_resize(ResizeFilter::Antialias, true);
+    std::vector<float> a(size_t(full.floats())), b(a.size());
+    preprocess_image(bytes, "jpeg_1024x1024.jpg", full, a.data());
+    preprocess_image(bytes, "jpeg_1024x1024.jpg", dct, b.data());
     double mx = 0, sum = 0;
     for (size_t i = 0; i < a.size(); ++i) {
       mx = std::max(mx, double(std::fabs(a[i] - b[i])));

@@ -1,6 +1,7 @@
 // tools/inception_forward.cpp: runs the Inception v3 forward pass on the CPU over generated
 // images (a deterministic, seeded pattern in [-1, 1]) and prints the bottlenecks' shape, a
-// checksum and the speed. The main job of the foundation issue; tools/extract replaces it.
+// checksum and the speed. The main job of the foundation issue; tools/extract replaces it. No
+// image files, so no decoding (engine/preprocessing.h is for those): inputs are made in [-1, 1].
 //   inception_forward --weights build/reference/inception_v3_1based.h5 --images 4 --batch 2
 #include <CLI/CLI.hpp>
 
@@ -11,6 +12,7 @@
 
 #include "engine/cli_status.h"
 #include "engine/error.h"
+#include "engine/inception_contract.h"
 #include "engine/progress.h"
 #include "models/inception_v3.h"
 
@@ -23,11 +25,11 @@ void fill_image(float* img, uint64_t seed) {
   std::uniform_real_distribution<float> u(-1.f, 1.f);
   float fx[3], fy[3], ph[3];
   for (int c = 0; c < 3; ++c) fx[c] = 0.05f * u(rng), fy[c] = 0.05f * u(rng), ph[c] = 3 * u(rng);
-  for (int y = 0; y < 299; ++y)
-    for (int x = 0; x < 299; ++x)
+  for (int y = 0; y < kInceptionInput; ++y)
+    for (int x = 0; x < kInceptionInput; ++x)
       for (int c = 0; c < 3; ++c) {
         float v = 0.8f * std::sin(fx[c] * x * 3.f + fy[c] * y * 3.f + ph[c]) + 0.2f * u(rng);
-        img[(y * 299 + x) * 3 + c] = std::fmax(-1.f, std::fmin(1.f, v));
+        img[(y * kInceptionInput + x) * 3 + c] = std::fmax(-1.f, std::fmin(1.f, v));
       }
 }
 }  // namespace
@@ -63,8 +65,9 @@ int main(int argc, char** argv) {
       if (start == batch) steady_start = std::chrono::steady_clock::now();
       if (start >= batch) steady_images += std::min(batch, images - start);
       int n = std::min(batch, images - start);
-      Tensor x(Shape{n, 299, 299, 3});
-      for (int i = 0; i < n; ++i) fill_image(x.data() + int64_t(i) * 299 * 299 * 3, seed * 1000003 + start + i);
+      Tensor x(Shape{n, kInceptionInput, kInceptionInput, 3});
+      for (int i = 0; i < n; ++i)
+        fill_image(x.data() + int64_t(i) * kInceptionInput * kInceptionInput * 3, seed * 1000003 + start + i);
       Tensor b = Tensor::view(all.data() + int64_t(start) * kBottleneckSize, Shape{n, kBottleneckSize});
       model.forward(x, b);
       progress.advance(n);
