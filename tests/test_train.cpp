@@ -158,6 +158,42 @@ TEST(Train, SeparableCacheReachesHighTestAucAndWritesEveryOutput) {
   }
 }
 
+// The widths a run states (console and report.html) are the head's own, as head_keras.h5 reads
+// back: --hidden 64 32 16 on a 3-class cache is 2048 -> 64 -> 32 -> 16 -> 3, not the default.
+TEST(Train, ReportStatesTheHeadTrained) {
+  TempDir tmp;
+  write_synthetic_cache(tmp / "two.h5", 600, 120, 0.25, std::string(64, 'b'));
+  CacheContents c = read_cache(tmp / "two.h5");
+  c.class_names = {"benign", "nevus", "melanoma"};
+  int benign = 0;
+  for (auto& l : c.labels) l = l == 1 ? 2 : (benign++ % 3 == 0 ? 1 : 0);
+  write_cache_atomic(tmp / "c.h5", c);
+  ToolRun r = run("train", "--cache " + (tmp / "c.h5") + " --out " + (tmp / "run") +
+                               " --hidden 64 32 16 --steps 50 --eval-every 50 --quiet", tmp);
+  ASSERT_EQ(r.status, 0) << r.err;
+  const KerasHead kh = read_keras_head(tmp / "run/head_keras.h5");
+  std::vector<int64_t> want{kh.config.input};
+  want.insert(want.end(), kh.config.hidden.begin(), kh.config.hidden.end());
+  want.push_back(kh.config.classes);
+  EXPECT_EQ(want, (std::vector<int64_t>{2048, 64, 32, 16, 3}));
+  // The numbers after "head: " on the console, and after "Head: Dense " in the report.
+  auto widths_after = [](const std::string& text, const std::string& key, const std::string& arrow) {
+    std::vector<int64_t> w;
+    size_t p = text.find(key);
+    if (p == std::string::npos) return w;
+    p += key.size();
+    for (;;) {
+      char* end = nullptr;
+      w.push_back(std::strtoll(text.c_str() + p, &end, 10));
+      p = static_cast<size_t>(end - text.c_str());
+      if (text.compare(p, arrow.size(), arrow) != 0) return w;
+      p += arrow.size();
+    }
+  };
+  EXPECT_EQ(widths_after(r.out, "head: ", " -> "), want) << r.out;
+  EXPECT_EQ(widths_after(slurp(tmp / "run/report.html"), "Head: Dense ", " -&gt; "), want);
+}
+
 TEST(Train, KilledAndResumedEqualsUnbroken) {
   TempDir tmp;
   write_synthetic_cache(tmp / "c.h5", 400, 80, 0.2, std::string(64, 'b'));
