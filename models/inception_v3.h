@@ -1,7 +1,8 @@
-// models/inception_v3.h: Inception v3 as Keras builds it (../shared/REFERENCE.md), CPU path:
-// N x 299 x 299 x 3 images in [-1, 1] (NHWC) -> N x 2048 bottlenecks (global average pool of
-// mixed10). Every conv is a Conv2dCpu with its batch norm folded in and ReLU fused; activations
-// come from one BufferPool, so repeated forward passes of a batch size allocate nothing new.
+// models/inception_v3.h: Inception v3 as Keras builds it, CPU path: N x 299 x 299 x 3 images in
+// [-1, 1] (NHWC) -> N x 2048 bottlenecks (global average pool of mixed10). It executes the graph
+// of models/inception_graph.h op by op; every conv is a Conv2dCpu with its batch norm folded in
+// and ReLU fused; activations come from one BufferPool and are handed back after their last
+// reader, so repeated forward passes of a batch size allocate nothing new.
 // A Tap callback sees the output of the stem and of every mixed block, for tests and debugging.
 // The batch runs through the network in micro-batches (default 1 image): one image's
 // activations stay in a core's 2 MiB L2, and batch 8 as one pass was 1.3x slower per image than
@@ -17,6 +18,7 @@
 
 #include "engine/buffer_pool.h"
 #include "kernels/conv2d.h"
+#include "models/inception_graph.h"
 #include "models/inception_weights.h"
 
 namespace engine {
@@ -44,15 +46,8 @@ class InceptionV3Cpu {
   int64_t activation_allocations() const;
 
  private:
-  PooledTensor conv(int index, const Tensor& x);  // C# 1..94
-  PooledTensor max_pool(const Tensor& x);         // 3x3 s2 valid
-  PooledTensor avg_pool_same(const Tensor& x);    // 3x3 s1 same, padding excluded
-  PooledTensor concat(const std::vector<const Tensor*>& xs);
-  PooledTensor block35(const Tensor& x, int first);
-  PooledTensor block_reduce35(const Tensor& x);
-  PooledTensor block17(const Tensor& x, int first);
-  PooledTensor block_reduce17(const Tensor& x);
-  PooledTensor block8(const Tensor& x, int first);
+  // Runs one graph op (not the global average pool) on its inputs into a pooled tensor.
+  PooledTensor run_op(const GraphOp& op, const std::vector<const Tensor*>& inputs);
   void forward_chunk(const Tensor& x, Tensor& bottleneck, const Tap& tap, int64_t first);
   BufferPool& pool();  // the calling thread's pool
 

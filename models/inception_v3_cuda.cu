@@ -1,6 +1,7 @@
 // models/inception_v3_cuda.cu: InceptionV3Cuda; see the header for the memory plan, the concat
-// strategy and the graph capture. The block builders follow models/inception_v3.cpp line by line
-// (branch order = concat order). Compile-checked only where there is no GPU; the tests in
+// strategy and the graph capture. The op list is lowered from inception_v3_graph()
+// (models/inception_graph.h), the graph the CPU executor walks too, so branch and concat order are
+// the same by construction. Compile-checked only where there is no GPU; the tests in
 // tests/test_inception_cuda.cpp run it against the PyTorch reference on the GPU machine.
 #include "models/inception_v3_cuda.h"
 
@@ -12,8 +13,10 @@
 #include <sstream>
 
 #include "engine/cuda_check.h"
+#include "engine/cuda_resources.h"
 #include "engine/error.h"
 #include "kernels/pool2d_cuda.h"
+#include "models/inception_graph.h"
 
 namespace engine {
 
@@ -33,43 +36,25 @@ struct LTensor {  // a logical activation, per-image shape
 struct Op {
   OpKind kind;
   std::string name;
-  int conv = -1;            // 0-based conv index
+  int conv = -1;            // 0-based conv index (the graph op's weight)
   int src = -1, dst = -1;   // logical tensors
   int64_t dst_c_off = 0;    // pools and copies write channels [dst_c_off, +src c) of dst
   std::string tap;          // block name when dst is complete after this op
+  int k = 0, stride = 1;    // pools: window and stride
+  Padding padding = Padding::Valid;
 };
 
-struct DeviceBuffer {  // move-only cudaMalloc owner
-  void* p = nullptr;
-  DeviceBuffer() = default;
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-  ~DeviceBuffer() {
-    if (p) cudaFree(p);
-  }
+struct GraphInstance {  // one captured forward per batch size; exec declared last, freed first
+  CudaGraph graph;
+  CudaGraphExec exec;
 };
 
-struct PinnedBuffer {
-  void* p = nullptr;
-  PinnedBuffer() = default;
-  PinnedBuffer(const PinnedBuffer&) = delete;
-  PinnedBuffer& operator=(const PinnedBuffer&) = delete;
-  ~PinnedBuffer() {
-    if (p) cudaFreeHost(p);
-  }
-};
-
-struct GraphExec {
-  cudaGraph_t graph = nullptr;
-  cudaGraphExec_t exec = nullptr;
-  GraphExec() = default;
-  GraphExec(const GraphExec&) = delete;
-  GraphExec& operator=(const GraphExec&) = delete;
-  ~GraphExec() {
-    if (exec) cudaGraphExecDestroy(exec);
-    if (graph) cudaGraphDestroy(graph);
-  }
-};
+Conv2dSpec conv_spec(const GraphOp& op) {
+  Conv2dSpec spec;
+  spec.kh = op.kh, spec.kw = op.kw, spec.stride = op.stride, spec.padding = op.padding;
+  spec.relu = true;
+  return spec;
+}
 
 }  // namespace
 
@@ -79,166 +64,107 @@ struct InceptionV3Cuda::Impl {
   DType dtype;
   int64_t max_batch;
   InceptionCudaOptions opt;
-  int64_t in_c = 3;  // input channels as the first conv sees them (padded in FP16)
+  int64_t in_h = 0, in_w = 0, in_c_host = 0;  // the graph input as the host hands it over
+  int64_t in_c = 0;  // input channels as the first conv sees them (padded in FP16)
 
   std::vector<LTensor> tensors;
   std::vector<Op> ops;
-  std::vector<Conv2dCudnn> convs;
   std::vector<void*> wdev, bdev;  // per conv, into `weights`
-
   int64_t bytes_total = 0, n_allocs = 0, arena_size = 0, ws_size = 0, weights_size = 0;
-  DeviceBuffer weights, arena, workspace, x_host_dev, x_dev, bottleneck_dev, tap_buf;
   int64_t tap_buf_bytes = 0;
-  PinnedBuffer pinned_in, pinned_out;
-  cudaStream_t stream = nullptr;
-  cudnnHandle_t handle = nullptr;
-  std::map<int64_t, std::unique_ptr<GraphExec>> graphs;
 
-  ~Impl() {
-    graphs.clear();
-    if (handle) cudnnDestroy(handle);
-    if (stream) cudaStreamDestroy(stream);
-  }
+  // Owners in dependency order (C++ destroys members in reverse): the stream, the cuDNN handle
+  // bound to it, the conv plans bound to the handle, then the memory the plans and graphs read,
+  // then the graphs captured over all of them.
+  CudaStream stream;
+  CudnnHandle handle;
+  std::vector<Conv2dCudnn> convs;
+  DeviceBuffer<char> weights, arena, workspace, x_dev, tap_buf;
+  DeviceBuffer<float> x_host_dev, bottleneck_dev;
+  PinnedBuffer<float> pinned_in, pinned_out;
+  std::map<int64_t, GraphInstance> graphs;
 
-  void alloc(DeviceBuffer& b, int64_t bytes, const std::string& what) {
-    CUDA_CHECK(cudaMalloc(&b.p, static_cast<size_t>(std::max<int64_t>(bytes, kAlign))),
-               "InceptionV3Cuda " + what + " (" + std::to_string(bytes) + " bytes)");
-    bytes_total += std::max<int64_t>(bytes, kAlign);
+  template <typename T>
+  void alloc(DeviceBuffer<T>& b, int64_t bytes, const std::string& what) {
+    const int64_t size = std::max<int64_t>(bytes, kAlign);
+    b = DeviceBuffer<T>(static_cast<size_t>((size + int64_t(sizeof(T)) - 1) / int64_t(sizeof(T))),
+                        "InceptionV3Cuda " + what + " (" + std::to_string(bytes) + " bytes)");
+    bytes_total += size;
     ++n_allocs;
   }
 
-  // ---- program construction (symbolic, per image) ----------------------------------------------
+  // ---- program construction: lowering inception_v3_graph() (symbolic, per image) ---------------
   int add_tensor(int64_t h, int64_t w, int64_t c) {
     tensors.push_back({h, w, c});
     return static_cast<int>(tensors.size()) - 1;
   }
-  int conv(int index, int x) {  // index: C# 1..94
-    const Conv2dCudnn& cv = convs.at(static_cast<size_t>(index - 1));
-    const LTensor& t = tensors.at(static_cast<size_t>(x));
-    ENGINE_CHECK(t.c == cv.cin(), cv.name(), ": input has ", t.c, " channels, conv expects ", cv.cin());
-    const CudnnConvGeometry g = cudnn_conv_geometry(t.h, t.w, cv.spec(), cv.name());
-    const int y = add_tensor(g.ho, g.wo, cv.cout());
-    ops.push_back({OpKind::Conv, cv.name(), index - 1, x, y, 0, ""});
+  // The conv's Conv2dCudnn takes its input channels from the tensor it reads, so C1 sees the
+  // padded input without a special case.
+  int conv(const GraphOp& g, int x) {
+    const LTensor t = tensors.at(static_cast<size_t>(x));
+    ENGINE_CHECK(g.weight == static_cast<int>(convs.size()), "InceptionV3Cuda: ", g.name,
+                 " is conv ", g.weight + 1, " of the weight table, lowered as conv ", convs.size() + 1);
+    convs.emplace_back("conv C" + std::to_string(g.weight + 1) + " (" + g.name + ")", t.c, g.cout,
+                       conv_spec(g), precision, layout, opt.plan);
+    const CudnnConvGeometry geo = cudnn_conv_geometry(t.h, t.w, convs.back().spec(), convs.back().name());
+    const int y = add_tensor(geo.ho, geo.wo, g.cout);
+    ops.push_back({OpKind::Conv, convs.back().name(), g.weight, x, y, 0, ""});
     return y;
   }
-  // Max pool 3x3 s2 valid into a new tensor, or into channels [c_off, ...) of dst.
-  int max_pool(int x, const std::string& name, int dst = -1, int64_t c_off = 0) {
+  // A pool into a new tensor, or into channels [c_off, ...) of dst.
+  int pool(const GraphOp& g, int x, int dst = -1, int64_t c_off = 0) {
     const LTensor t = tensors.at(static_cast<size_t>(x));
-    const PadInfo p = tf_padding(t.h, 3, 2, Padding::Valid);
-    if (dst < 0) dst = add_tensor(p.out, p.out, t.c);
-    ops.push_back({OpKind::MaxPool, name, -1, x, dst, c_off, ""});
+    if (dst < 0)
+      dst = add_tensor(tf_padding(t.h, g.kh, g.stride, g.padding).out,
+                       tf_padding(t.w, g.kw, g.stride, g.padding).out, t.c);
+    const OpKind kind = g.type == GraphOpType::MaxPool ? OpKind::MaxPool : OpKind::AvgPool;
+    ops.push_back({kind, g.block + " " + g.name, -1, x, dst, c_off, "", g.kh, g.stride, g.padding});
     return dst;
   }
-  int avg_pool(int x, const std::string& name) {  // 3x3 s1 same, padding excluded
-    const LTensor t = tensors.at(static_cast<size_t>(x));
-    const int y = add_tensor(t.h, t.w, t.c);
-    ops.push_back({OpKind::AvgPool, name, -1, x, y, 0, ""});
-    return y;
-  }
-  int concat_target(int64_t h, int64_t w, int64_t c) { return add_tensor(h, w, c); }
-  // Copies the packed branch output `b` into dst's channels from `off`; returns the next offset.
-  int64_t put(int b, int dst, int64_t off, const std::string& name) {
-    ops.push_back({OpKind::Copy, name + " concat copy", -1, b, dst, off, ""});
-    return off + tensors.at(static_cast<size_t>(b)).c;
-  }
-  void finish_block(int dst, const std::string& name) {
-    ENGINE_CHECK(!ops.empty(), "finish_block");
-    ops.back().tap = name;
-    (void)dst;
-  }
-
-  // mixed0..2: [1x1, 1x1->5x5, 1x1->3x3->3x3, avgpool->1x1]
-  int block35(int x, int first, const std::string& name) {
-    const int b1 = conv(first, x);
-    const int b5 = conv(first + 2, conv(first + 1, x));
-    const int b3 = conv(first + 5, conv(first + 4, conv(first + 3, x)));
-    const int bp = conv(first + 6, avg_pool(x, name + " avgpool"));
-    const LTensor& t = tensors[static_cast<size_t>(x)];
-    const int y = concat_target(t.h, t.w, tensors[b1].c + tensors[b5].c + tensors[b3].c + tensors[bp].c);
+  // Each branch lands in its channel slice of the block output: max pools write it directly,
+  // other branches are copied there from their packed tensor (see the header).
+  int concat(const InceptionGraph& graph, const GraphOp& g, const std::vector<int>& lt) {
+    const GraphTensor& out = graph.tensor(g.output);
+    const int y = add_tensor(out.h, out.w, out.c);
     int64_t off = 0;
-    for (int b : {b1, b5, b3, bp}) off = put(b, y, off, name);
-    finish_block(y, name);
-    return y;
-  }
-  // mixed3: [3x3/2, 1x1->3x3->3x3/2, maxpool]
-  int block_reduce35(int x, const std::string& name) {
-    const int b3 = conv(27, x);
-    const int bd = conv(30, conv(29, conv(28, x)));
-    const LTensor& o = tensors[static_cast<size_t>(b3)];
-    const int y = concat_target(o.h, o.w, o.c + tensors[bd].c + tensors[x].c);
-    int64_t off = put(b3, y, 0, name);
-    off = put(bd, y, off, name);
-    max_pool(x, name + " maxpool", y, off);
-    finish_block(y, name);
-    return y;
-  }
-  // mixed4..7: [1x1, 1x1->1x7->7x1, 1x1->7x1->1x7->7x1->1x7, avgpool->1x1]
-  int block17(int x, int first, const std::string& name) {
-    const int b1 = conv(first, x);
-    const int b7 = conv(first + 3, conv(first + 2, conv(first + 1, x)));
-    int d = conv(first + 5, conv(first + 4, x));
-    d = conv(first + 7, conv(first + 6, d));
-    const int bd = conv(first + 8, d);
-    const int bp = conv(first + 9, avg_pool(x, name + " avgpool"));
-    const LTensor& t = tensors[static_cast<size_t>(x)];
-    const int y = concat_target(t.h, t.w, tensors[b1].c + tensors[b7].c + tensors[bd].c + tensors[bp].c);
-    int64_t off = 0;
-    for (int b : {b1, b7, bd, bp}) off = put(b, y, off, name);
-    finish_block(y, name);
-    return y;
-  }
-  // mixed8: [1x1->3x3/2, 1x1->1x7->7x1->3x3/2, maxpool]
-  int block_reduce17(int x, const std::string& name) {
-    const int b3 = conv(72, conv(71, x));
-    const int b7 = conv(76, conv(75, conv(74, conv(73, x))));
-    const LTensor& o = tensors[static_cast<size_t>(b3)];
-    const int y = concat_target(o.h, o.w, o.c + tensors[b7].c + tensors[x].c);
-    int64_t off = put(b3, y, 0, name);
-    off = put(b7, y, off, name);
-    max_pool(x, name + " maxpool", y, off);
-    finish_block(y, name);
-    return y;
-  }
-  // mixed9..10: [1x1, 1x1->[1x3, 3x1], 1x1->3x3->[1x3, 3x1], avgpool->1x1], six pieces.
-  int block8(int x, int first, const std::string& name) {
-    const int b1 = conv(first, x);
-    const int t = conv(first + 1, x);
-    const int b3a = conv(first + 2, t), b3b = conv(first + 3, t);
-    const int t2 = conv(first + 5, conv(first + 4, x));
-    const int bda = conv(first + 6, t2), bdb = conv(first + 7, t2);
-    const int bp = conv(first + 8, avg_pool(x, name + " avgpool"));
-    const LTensor& s = tensors[static_cast<size_t>(x)];
-    int64_t c = 0;
-    for (int b : {b1, b3a, b3b, bda, bdb, bp}) c += tensors[b].c;
-    const int y = concat_target(s.h, s.w, c);
-    int64_t off = 0;
-    for (int b : {b1, b3a, b3b, bda, bdb, bp}) off = put(b, y, off, name);
-    finish_block(y, name);
+    for (int in : g.inputs) {
+      const GraphTensor& t = graph.tensor(in);
+      const GraphOp* p = t.producer >= 0 ? &graph.ops.at(static_cast<size_t>(t.producer)) : nullptr;
+      if (p && graph.feeds_only_concat(*p))
+        pool(*p, lt.at(static_cast<size_t>(p->inputs.at(0))), y, off);
+      else
+        ops.push_back({OpKind::Copy, g.block + " concat copy", -1, lt.at(static_cast<size_t>(in)), y,
+                       off, ""});
+      off += t.c;
+    }
+    ENGINE_CHECK(off == out.c, "InceptionV3Cuda: ", g.name, " concat fills ", off, " of ", out.c,
+                 " channels");
     return y;
   }
 
   void build_program() {
-    const int x = add_tensor(kInceptionInput, kInceptionInput, in_c);  // tensor 0: own buffer
-    ops.push_back({OpKind::Input, "input upload convert", -1, -1, x, 0, ""});
-    int h = conv(3, conv(2, conv(1, x)));
-    h = max_pool(h, "stem maxpool1");
-    h = conv(5, conv(4, h));
-    h = max_pool(h, "stem maxpool2");
-    ops.back().tap = "stem";
-    h = block35(h, 6, "mixed0");
-    h = block35(h, 13, "mixed1");
-    h = block35(h, 20, "mixed2");
-    h = block_reduce35(h, "mixed3");
-    h = block17(h, 31, "mixed4");
-    h = block17(h, 41, "mixed5");
-    h = block17(h, 51, "mixed6");
-    h = block17(h, 61, "mixed7");
-    h = block_reduce17(h, "mixed8");
-    h = block8(h, 77, "mixed9");
-    h = block8(h, 86, "mixed10");
-    ENGINE_CHECK(tensors[h].c == kBottleneckSize, "InceptionV3Cuda: last block has ", tensors[h].c,
-                 " channels");
-    ops.push_back({OpKind::Gap, "global avgpool", -1, h, -1, 0, ""});
+    const InceptionGraph& g = inception_v3_graph();
+    std::vector<int> lt(g.tensors.size(), -1);  // graph tensor -> logical tensor
+    lt[static_cast<size_t>(g.input)] = add_tensor(in_h, in_w, in_c);  // tensor 0: own buffer
+    ops.push_back({OpKind::Input, "input upload convert", -1, -1, 0, 0, ""});
+    for (const GraphOp& op : g.ops) {
+      const int x = lt.at(static_cast<size_t>(op.inputs.at(0)));
+      int& y = lt[static_cast<size_t>(op.output)];
+      switch (op.type) {
+        case GraphOpType::Conv: y = conv(op, x); break;
+        case GraphOpType::MaxPool:
+          if (!g.feeds_only_concat(op)) y = pool(op, x);  // else the concat places it
+          break;
+        case GraphOpType::AvgPool: y = pool(op, x); break;
+        case GraphOpType::Concat: y = concat(g, op, lt); break;
+        case GraphOpType::GlobalAvgPool:
+          ENGINE_CHECK(tensors[static_cast<size_t>(x)].c == kBottleneckSize, "InceptionV3Cuda: ",
+                       op.name, " reads ", tensors[static_cast<size_t>(x)].c, " channels");
+          ops.push_back({OpKind::Gap, op.block + " " + op.name, -1, x, -1, 0, ""});
+          break;
+      }
+      if (!g.tensor(op.output).tap.empty()) ops.back().tap = g.tensor(op.output).tap;
+    }
   }
 
   int64_t tensor_bytes(const LTensor& t, int64_t n) const {
@@ -283,8 +209,8 @@ struct InceptionV3Cuda::Impl {
   }
 
   void* ptr(int id) const {
-    if (id == 0) return x_dev.p;
-    return static_cast<char*>(arena.p) + tensors[static_cast<size_t>(id)].offset;
+    if (id == 0) return x_dev.data();
+    return arena.data() + tensors[static_cast<size_t>(id)].offset;
   }
   StridedView view(int id, int64_t n) const {
     const LTensor& t = tensors[static_cast<size_t>(id)];
@@ -309,25 +235,26 @@ struct InceptionV3Cuda::Impl {
   void run_op(const Op& op, int64_t n) {
     switch (op.kind) {
       case OpKind::Input:
-        copy_strided_cuda(packed_view(x_host_dev.p, DType::F32, TensorLayout::NHWC, n,
-                                      kInceptionInput, kInceptionInput, 3),
-                          slice(0, n, 0, 3), stream, op.name);
+        copy_strided_cuda(packed_view(x_host_dev.data(), DType::F32, TensorLayout::NHWC, n, in_h,
+                                      in_w, in_c_host),
+                          slice(0, n, 0, in_c_host), stream, op.name);
         break;
       case OpKind::Conv: {
         const LTensor& t = tensors[static_cast<size_t>(op.src)];
         convs[static_cast<size_t>(op.conv)].forward(handle, n, t.h, t.w, ptr(op.src),
                                                     wdev[static_cast<size_t>(op.conv)],
                                                     bdev[static_cast<size_t>(op.conv)], ptr(op.dst),
-                                                    workspace.p, ws_size);
+                                                    workspace.data(), ws_size);
         break;
       }
       case OpKind::MaxPool: {
         const StridedView x = view(op.src, n);
-        max_pool2d_cuda(x, slice(op.dst, n, op.dst_c_off, x.c), 3, 2, Padding::Valid, stream, op.name);
+        max_pool2d_cuda(x, slice(op.dst, n, op.dst_c_off, x.c), op.k, op.stride, op.padding, stream,
+                        op.name);
         break;
       }
       case OpKind::AvgPool:
-        avg_pool2d_cuda(view(op.src, n), view(op.dst, n), 3, 1, Padding::Same, stream, op.name);
+        avg_pool2d_cuda(view(op.src, n), view(op.dst, n), op.k, op.stride, op.padding, stream, op.name);
         break;
       case OpKind::Copy: {
         const StridedView x = view(op.src, n);
@@ -335,7 +262,7 @@ struct InceptionV3Cuda::Impl {
         break;
       }
       case OpKind::Gap:
-        global_avg_pool_cuda(view(op.src, n), static_cast<float*>(bottleneck_dev.p), stream, op.name);
+        global_avg_pool_cuda(view(op.src, n), bottleneck_dev.data(), stream, op.name);
         break;
     }
   }
@@ -347,20 +274,19 @@ struct InceptionV3Cuda::Impl {
   void ensure_plans(int64_t n) {
     if (n != max_batch) prepare_plans(n, ws_size);  // cached after the first call per n
   }
+  int64_t image_floats() const { return in_h * in_w * in_c_host; }
   void upload(const float* host_x, int64_t n) {  // pinned staging, then async copy on the stream
-    const size_t bytes = sizeof(float) * static_cast<size_t>(n * kInceptionInput * kInceptionInput * 3);
-    std::memcpy(pinned_in.p, host_x, bytes);
-    CUDA_CHECK(cudaMemcpyAsync(x_host_dev.p, pinned_in.p, bytes, cudaMemcpyHostToDevice, stream),
-               "InceptionV3Cuda input upload");
+    const size_t count = static_cast<size_t>(n * image_floats());
+    std::memcpy(pinned_in.data(), host_x, count * sizeof(float));
+    x_host_dev.upload(pinned_in.data(), count, stream, "InceptionV3Cuda input upload");
   }
   void download_async(int64_t n) {
-    CUDA_CHECK(cudaMemcpyAsync(pinned_out.p, bottleneck_dev.p, sizeof(float) * n * kBottleneckSize,
-                               cudaMemcpyDeviceToHost, stream),
-               "InceptionV3Cuda bottleneck download");
+    bottleneck_dev.download(pinned_out.data(), static_cast<size_t>(n * kBottleneckSize), stream,
+                            "InceptionV3Cuda bottleneck download");
   }
   void finish(int64_t n, float* host_bottleneck) {
     CUDA_CHECK(cudaStreamSynchronize(stream), "InceptionV3Cuda forward");
-    std::memcpy(host_bottleneck, pinned_out.p, sizeof(float) * n * kBottleneckSize);
+    std::memcpy(host_bottleneck, pinned_out.data(), sizeof(float) * n * kBottleneckSize);
   }
 };
 
@@ -369,27 +295,27 @@ InceptionV3Cuda::InceptionV3Cuda(const InceptionWeights& w, Precision precision,
     : impl_(std::make_unique<Impl>()) {
   Impl& m = *impl_;
   ENGINE_CHECK(max_batch >= 1, "InceptionV3Cuda: max_batch must be >= 1, got ", max_batch);
-  const auto& defs = inception_v3_conv_defs();
-  ENGINE_CHECK(w.convs.size() == defs.size(), "InceptionV3Cuda: expected ", defs.size(),
+  const InceptionGraph& g = inception_v3_graph();
+  ENGINE_CHECK(w.convs.size() == g.conv_ops.size(), "InceptionV3Cuda: expected ", g.conv_ops.size(),
                " convs, got ", w.convs.size());
   m.precision = precision;
   m.layout = (precision == Precision::FP32 && options.fp32_nchw) ? TensorLayout::NCHW : TensorLayout::NHWC;
   m.dtype = dtype_of(precision);
   m.max_batch = max_batch;
   m.opt = options;
-  m.in_c = precision == Precision::FP16 ? std::max(3, options.fp16_input_channels) : 3;
+  const GraphTensor& input = g.tensor(g.input);
+  m.in_h = input.h, m.in_w = input.w, m.in_c_host = input.c;
+  // The one place the input channels are padded (FP16: tensor-core engines want C % 8 == 0); the
+  // first conv and its zero filter channels follow from the input tensor's channel count.
+  m.in_c = precision == Precision::FP16 ? std::max<int64_t>(input.c, options.fp16_input_channels)
+                                        : input.c;
   CUDA_CHECK(cudaSetDevice(options.device), "InceptionV3Cuda: select GPU " + std::to_string(options.device));
-  CUDA_CHECK(cudaStreamCreateWithFlags(&m.stream, cudaStreamNonBlocking), "InceptionV3Cuda stream");
-  CUDNN_CHECK(cudnnCreate(&m.handle), "InceptionV3Cuda cuDNN handle");
+  m.stream = CudaStream::create("InceptionV3Cuda");
+  m.handle = CudnnHandle::create("InceptionV3Cuda");
   CUDNN_CHECK(cudnnSetStream(m.handle, m.stream), "InceptionV3Cuda cuDNN stream");
 
-  // Convs (C1 sees the padded input channels), then the program and the arena plan.
-  for (const ConvDef& d : defs) {
-    Conv2dSpec spec;
-    spec.kh = d.kh, spec.kw = d.kw, spec.stride = d.stride, spec.padding = d.padding, spec.relu = true;
-    m.convs.emplace_back("conv C" + std::to_string(d.index), d.index == 1 ? m.in_c : d.cin, d.cout,
-                         spec, precision, m.layout, options.plan);
-  }
+  // The program (one Conv2dCudnn per conv, in weight order), then the arena plan.
+  m.convs.reserve(g.conv_ops.size());
   m.build_program();
   m.plan_arena();
 
@@ -397,18 +323,17 @@ InceptionV3Cuda::InceptionV3Cuda(const InceptionWeights& w, Precision precision,
   const size_t eb = dtype_bytes(m.dtype);
   std::vector<int64_t> w_off, b_off;
   int64_t total = 0;
-  for (const ConvDef& d : defs) {
-    const int64_t cin = d.index == 1 ? m.in_c : d.cin;
+  for (const Conv2dCudnn& c : m.convs) {
     w_off.push_back(total);
-    total = align_up(total + int64_t(d.kh) * d.kw * cin * d.cout * int64_t(eb));
+    total = align_up(total + int64_t(c.spec().kh) * c.spec().kw * c.cin() * c.cout() * int64_t(eb));
     b_off.push_back(total);
-    total = align_up(total + d.cout * int64_t(eb));
+    total = align_up(total + c.cout() * int64_t(eb));
   }
   m.weights_size = total;
 
   // Fail with one line (not a crash) when the GPU lacks memory for the steady state.
-  const int64_t img = kInceptionInput * kInceptionInput;
-  const int64_t need = total + m.arena_size + max_batch * img * 3 * 4 +
+  const int64_t img = m.in_h * m.in_w;
+  const int64_t need = total + m.arena_size + max_batch * m.image_floats() * 4 +
                        max_batch * img * m.in_c * int64_t(eb) + max_batch * kBottleneckSize * 4;
   size_t free_b = 0, total_b = 0;
   CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b), "InceptionV3Cuda memory query");
@@ -419,21 +344,25 @@ InceptionV3Cuda::InceptionV3Cuda(const InceptionWeights& w, Precision precision,
 
   m.alloc(m.weights, total, "weights");
   std::vector<char> host(static_cast<size_t>(total), 0);
-  for (size_t i = 0; i < defs.size(); ++i) {
-    const ConvDef& d = defs[i];
+  for (size_t i = 0; i < m.convs.size(); ++i) {
+    const Conv2dCudnn& c = m.convs[i];
+    const GraphOp& op = g.conv(static_cast<int>(i));
     const FoldedConv& fc = w.convs[i];
-    const int64_t cin = d.index == 1 ? m.in_c : d.cin;
+    const int64_t kk = int64_t(op.kh) * op.kw, cin = c.cin(), cout = op.cout;
+    ENGINE_CHECK(static_cast<int64_t>(fc.w_hwio.size()) == kk * op.cin * cout &&
+                     static_cast<int64_t>(fc.bias.size()) == cout,
+                 c.name(), ": folded weights have ", fc.w_hwio.size(), " + ", fc.bias.size(),
+                 " values, expected ", kk * op.cin * cout, " + ", cout);
     std::vector<float> hwio = fc.w_hwio;
-    if (cin != d.cin) {  // zero filter channels for the padded input channels
-      hwio.assign(static_cast<size_t>(int64_t(d.kh) * d.kw * cin * d.cout), 0.f);
-      for (int64_t r = 0; r < int64_t(d.kh) * d.kw; ++r)
-        for (int64_t c = 0; c < d.cin; ++c)
-          for (int64_t k = 0; k < d.cout; ++k)
-            hwio[static_cast<size_t>((r * cin + c) * d.cout + k)] =
-                fc.w_hwio[static_cast<size_t>((r * d.cin + c) * d.cout + k)];
+    if (cin != op.cin) {  // the padded input channels get zero filter channels
+      hwio.assign(static_cast<size_t>(kk * cin * cout), 0.f);
+      for (int64_t r = 0; r < kk; ++r)
+        for (int64_t ci = 0; ci < op.cin; ++ci)
+          for (int64_t k = 0; k < cout; ++k)
+            hwio[static_cast<size_t>((r * cin + ci) * cout + k)] =
+                fc.w_hwio[static_cast<size_t>((r * op.cin + ci) * cout + k)];
     }
-    const std::vector<float> f = conv_filter_for_cudnn(hwio, d.kh, d.kw, cin, d.cout, m.layout);
-    ENGINE_CHECK(static_cast<int64_t>(fc.bias.size()) == d.cout, "conv C", d.index, ": bias size");
+    const std::vector<float> f = conv_filter_for_cudnn(hwio, op.kh, op.kw, cin, cout, m.layout);
     char* wp = host.data() + w_off[i];
     char* bp = host.data() + b_off[i];
     if (m.dtype == DType::F16) {
@@ -445,23 +374,23 @@ InceptionV3Cuda::InceptionV3Cuda(const InceptionWeights& w, Precision precision,
       std::memcpy(wp, f.data(), f.size() * sizeof(float));
       std::memcpy(bp, fc.bias.data(), fc.bias.size() * sizeof(float));
     }
-    m.wdev.push_back(static_cast<char*>(m.weights.p) + w_off[i]);
-    m.bdev.push_back(static_cast<char*>(m.weights.p) + b_off[i]);
+    m.wdev.push_back(m.weights.data() + w_off[i]);
+    m.bdev.push_back(m.weights.data() + b_off[i]);
   }
-  CUDA_CHECK(cudaMemcpy(m.weights.p, host.data(), static_cast<size_t>(total), cudaMemcpyHostToDevice),
-             "InceptionV3Cuda weight upload");
+  // Stream-ordered (the stream is non-blocking); `host` outlives the copy: setup ends in a sync.
+  m.weights.upload(host.data(), host.size(), m.stream, "InceptionV3Cuda weight upload");
 
   m.alloc(m.arena, m.arena_size, "activation arena");
-  m.alloc(m.x_host_dev, max_batch * img * 3 * 4, "input (fp32 NHWC)");
+  m.alloc(m.x_host_dev, max_batch * m.image_floats() * 4, "input (fp32 NHWC)");
   m.alloc(m.x_dev, max_batch * img * m.in_c * int64_t(eb), "input (network layout)");
   m.alloc(m.bottleneck_dev, max_batch * kBottleneckSize * 4, "bottleneck");
   // Zeroed once: padded input channels stay zero; timing runs read defined values.
-  CUDA_CHECK(cudaMemset(m.arena.p, 0, static_cast<size_t>(m.arena_size)), "arena clear");
-  CUDA_CHECK(cudaMemset(m.x_dev.p, 0, static_cast<size_t>(max_batch * img * m.in_c * int64_t(eb))), "input clear");
-  CUDA_CHECK(cudaMallocHost(&m.pinned_in.p, sizeof(float) * static_cast<size_t>(max_batch * img * 3)),
-             "InceptionV3Cuda pinned input");
-  CUDA_CHECK(cudaMallocHost(&m.pinned_out.p, sizeof(float) * static_cast<size_t>(max_batch * kBottleneckSize)),
-             "InceptionV3Cuda pinned output");
+  m.arena.zero(m.stream, "InceptionV3Cuda arena clear");
+  m.x_dev.zero(m.stream, "InceptionV3Cuda input clear");
+  m.pinned_in = PinnedBuffer<float>(static_cast<size_t>(max_batch * m.image_floats()),
+                                    "InceptionV3Cuda pinned input");
+  m.pinned_out = PinnedBuffer<float>(static_cast<size_t>(max_batch * kBottleneckSize),
+                                     "InceptionV3Cuda pinned output");
 
   // Plans for max_batch choose freely (up to options.plan.max_workspace); one workspace for all.
   m.prepare_plans(max_batch, -1);
@@ -498,21 +427,27 @@ void InceptionV3Cuda::launch_graph(int64_t n) {
   auto it = m.graphs.find(n);
   if (it == m.graphs.end()) {
     m.ensure_plans(n);
-    auto g = std::make_unique<GraphExec>();
     CUDA_CHECK(cudaStreamBeginCapture(m.stream, cudaStreamCaptureModeThreadLocal), "InceptionV3Cuda graph capture");
     try {
       for (const Op& op : m.ops) m.run_op(op, n);
     } catch (...) {
+      // End the failed capture so the stream is usable again; the error being thrown says why,
+      // so this call's own status is not checked. The partial graph is owned and freed.
       cudaGraph_t broken = nullptr;
       cudaStreamEndCapture(m.stream, &broken);
-      if (broken) cudaGraphDestroy(broken);
+      CudaGraph discard(broken);
       throw;
     }
-    CUDA_CHECK(cudaStreamEndCapture(m.stream, &g->graph), "InceptionV3Cuda graph capture end");
-    CUDA_CHECK(cudaGraphInstantiate(&g->exec, g->graph, 0), "InceptionV3Cuda graph instantiate");
-    it = m.graphs.emplace(n, std::move(g)).first;
+    cudaGraph_t graph = nullptr;
+    CUDA_CHECK(cudaStreamEndCapture(m.stream, &graph), "InceptionV3Cuda graph capture end");
+    GraphInstance inst;
+    inst.graph = CudaGraph(graph);
+    cudaGraphExec_t exec = nullptr;
+    CUDA_CHECK(cudaGraphInstantiate(&exec, inst.graph, 0), "InceptionV3Cuda graph instantiate");
+    inst.exec = CudaGraphExec(exec);
+    it = m.graphs.emplace(n, std::move(inst)).first;
   }
-  CUDA_CHECK(cudaGraphLaunch(it->second->exec, m.stream), "InceptionV3Cuda graph launch, batch " + std::to_string(n));
+  CUDA_CHECK(cudaGraphLaunch(it->second.exec, m.stream), "InceptionV3Cuda graph launch, batch " + std::to_string(n));
 }
 
 void InceptionV3Cuda::forward_eager(const float* host_x, int64_t n, float* host_bottleneck) {
@@ -531,20 +466,19 @@ void InceptionV3Cuda::forward_blocks(const float* host_x, int64_t n, float* host
     const LTensor& t = m.tensors[static_cast<size_t>(op.dst)];
     const int64_t bytes = n * t.h * t.w * t.c * 4;
     if (bytes > m.tap_buf_bytes) {  // grows to the largest block once (mixed2 at this n)
-      if (m.tap_buf.p) {
-        CUDA_CHECK(cudaFree(m.tap_buf.p), "tap buffer");
-        m.bytes_total -= m.tap_buf_bytes;
-        m.tap_buf.p = nullptr;
+      if (m.tap_buf) {  // the last tap's download was synchronised: nothing reads it now
+        m.tap_buf.reset();
+        m.bytes_total -= std::max<int64_t>(m.tap_buf_bytes, kAlign);
       }
       m.alloc(m.tap_buf, bytes, "tap buffer");
       m.tap_buf_bytes = bytes;
     }
     copy_strided_cuda(m.view(op.dst, n),
-                      packed_view(m.tap_buf.p, DType::F32, TensorLayout::NHWC, n, t.h, t.w, t.c),
+                      packed_view(m.tap_buf.data(), DType::F32, TensorLayout::NHWC, n, t.h, t.w, t.c),
                       m.stream, op.tap + " tap");
     Tensor host(Shape{n, t.h, t.w, t.c});
-    CUDA_CHECK(cudaMemcpyAsync(host.data(), m.tap_buf.p, static_cast<size_t>(bytes),
-                               cudaMemcpyDeviceToHost, m.stream), op.tap + " tap download");
+    m.tap_buf.download(reinterpret_cast<char*>(host.data()), static_cast<size_t>(bytes), m.stream,
+                       op.tap + " tap download");
     CUDA_CHECK(cudaStreamSynchronize(m.stream), op.tap + " tap");
     tap(op.tap, host);
   }
@@ -556,29 +490,23 @@ std::vector<InceptionV3Cuda::LayerTime> InceptionV3Cuda::profile_layers(int64_t 
   Impl& m = *impl_;
   m.check_batch(n, "profile_layers");
   m.ensure_plans(n);
-  std::vector<cudaEvent_t> ev(m.ops.size() + 1);
-  for (auto& e : ev) CUDA_CHECK(cudaEventCreate(&e), "profile events");
+  std::vector<CudaEvent> ev;
+  for (size_t i = 0; i <= m.ops.size(); ++i) ev.push_back(CudaEvent::create("InceptionV3Cuda profile"));
   std::vector<LayerTime> out(m.ops.size());
-  try {
-    for (int it = 0; it < iters + 1; ++it) {  // iteration 0 is a warm-up
-      CUDA_CHECK(cudaEventRecord(ev[0], m.stream), "profile");
-      for (size_t i = 0; i < m.ops.size(); ++i) {
-        m.run_op(m.ops[i], n);
-        CUDA_CHECK(cudaEventRecord(ev[i + 1], m.stream), "profile");
-      }
-      CUDA_CHECK(cudaStreamSynchronize(m.stream), "profile");
-      if (it == 0) continue;
-      for (size_t i = 0; i < m.ops.size(); ++i) {
-        float ms = 0;
-        CUDA_CHECK(cudaEventElapsedTime(&ms, ev[i], ev[i + 1]), "profile");
-        out[i].ms += ms / iters;
-      }
+  for (int it = 0; it < iters + 1; ++it) {  // iteration 0 is a warm-up
+    CUDA_CHECK(cudaEventRecord(ev[0], m.stream), "profile");
+    for (size_t i = 0; i < m.ops.size(); ++i) {
+      m.run_op(m.ops[i], n);
+      CUDA_CHECK(cudaEventRecord(ev[i + 1], m.stream), "profile");
     }
-  } catch (...) {
-    for (auto& e : ev) cudaEventDestroy(e);
-    throw;
+    CUDA_CHECK(cudaStreamSynchronize(m.stream), "profile");
+    if (it == 0) continue;
+    for (size_t i = 0; i < m.ops.size(); ++i) {
+      float ms = 0;
+      CUDA_CHECK(cudaEventElapsedTime(&ms, ev[i], ev[i + 1]), "profile");
+      out[i].ms += ms / iters;
+    }
   }
-  for (auto& e : ev) cudaEventDestroy(e);
   for (size_t i = 0; i < m.ops.size(); ++i) {
     const Op& op = m.ops[i];
     out[i].name = op.name;

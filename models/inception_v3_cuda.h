@@ -1,9 +1,11 @@
-// models/inception_v3_cuda.h: Inception v3 on the GPU (the CUDA twin of models/inception_v3.h,
-// same blocks, same concat order): N x 299 x 299 x 3 images in [-1, 1] (NHWC, fp32, host) ->
-// N x 2048 fp32 bottlenecks. Every conv is a Conv2dCudnn (cuDNN graph API, BN folded, bias + ReLU
-// fused); pools, concat and the global average pool are the kernels of kernels/pool2d_cuda.h.
+// models/inception_v3_cuda.h: Inception v3 on the GPU (the CUDA twin of models/inception_v3.h:
+// both execute the graph of models/inception_graph.h, so blocks and concat order are the same):
+// N x 299 x 299 x 3 images in [-1, 1] (NHWC, fp32, host) -> N x 2048 fp32 bottlenecks. Every conv
+// is a Conv2dCudnn (cuDNN graph API, BN folded, bias + ReLU fused); pools, concat and the global
+// average pool are the kernels of kernels/pool2d_cuda.h. GPU memory, stream, cuDNN handle, events
+// and CUDA graphs are held by the owners of engine/cuda_resources.h.
 //
-// Memory: weights are uploaded once (fp16 copies in FP16 mode); the network is first written as a
+// Memory: weights are uploaded once (fp16 copies in FP16 mode); the graph is first lowered to a
 // list of ops over logical tensors, each tensor's lifetime is the span of ops touching it, and the
 // activation arena (one cudaMalloc, sized for max_batch) places tensors first-fit by size so that
 // tensors alive at the same time never overlap. Smaller batches reuse the same offsets. One cuDNN
@@ -49,7 +51,8 @@ class InceptionV3Cuda {
  public:
   using Tap = std::function<void(const std::string& name, const Tensor& nhwc_fp32)>;
   struct LayerTime {
-    std::string name;  // "C17 conv 1x1 ...", "mixed0 avgpool", "mixed0 concat copy", ...
+    std::string name;  // "conv C17 (conv2d_17) 1x1/1 ...", "mixed0 average_pooling2d_1",
+                       // "mixed0 concat copy", ...: block, then the graph op's Keras name
     double ms = 0;     // mean over the profiled iterations
     double flops = 0;  // convs only
     int64_t engine = -1;

@@ -1,8 +1,8 @@
-// models/inception_weights.cpp: the architecture table and the Keras HDF5 loader; see the header.
+// models/inception_weights.cpp: the weight table (from the graph) and the Keras HDF5 loader; see
+// the header.
 #include "models/inception_weights.h"
 
 #include <cmath>
-#include <map>
 #include <set>
 
 #include "engine/error.h"
@@ -12,67 +12,16 @@ namespace engine {
 
 namespace {
 
-// Appends the convs of one 35x35 "mixed0..2" block (branches 1x1, 5x5, 3x3dbl, pool).
-void add_block35(std::vector<ConvDef>& d, int64_t cin, int64_t pool_filters) {
-  auto c = [&](int64_t i, int64_t o, int kh, int kw) {
-    d.push_back({static_cast<int>(d.size()) + 1, i, o, kh, kw, 1, Padding::Same, 0});
-  };
-  c(cin, 64, 1, 1);
-  c(cin, 48, 1, 1), c(48, 64, 5, 5);
-  c(cin, 64, 1, 1), c(64, 96, 3, 3), c(96, 96, 3, 3);
-  c(cin, pool_filters, 1, 1);
-}
-
-// One 17x17 "mixed4..7" block with c channels in the 7x7 branches.
-void add_block17(std::vector<ConvDef>& d, int64_t ch) {
-  auto c = [&](int64_t i, int64_t o, int kh, int kw) {
-    d.push_back({static_cast<int>(d.size()) + 1, i, o, kh, kw, 1, Padding::Same, 0});
-  };
-  c(768, 192, 1, 1);
-  c(768, ch, 1, 1), c(ch, ch, 1, 7), c(ch, 192, 7, 1);
-  c(768, ch, 1, 1), c(ch, ch, 7, 1), c(ch, ch, 1, 7), c(ch, ch, 7, 1), c(ch, 192, 1, 7);
-  c(768, 192, 1, 1);
-}
-
-// One 8x8 "mixed9..10" block.
-void add_block8(std::vector<ConvDef>& d, int64_t cin) {
-  auto c = [&](int64_t i, int64_t o, int kh, int kw) {
-    d.push_back({static_cast<int>(d.size()) + 1, i, o, kh, kw, 1, Padding::Same, 0});
-  };
-  c(cin, 320, 1, 1);
-  c(cin, 384, 1, 1), c(384, 384, 1, 3), c(384, 384, 3, 1);
-  c(cin, 448, 1, 1), c(448, 384, 3, 3), c(384, 384, 1, 3), c(384, 384, 3, 1);
-  c(cin, 192, 1, 1);
-}
-
+// The weight table: the graph's conv ops in weight order, with their input size.
 std::vector<ConvDef> build_defs() {
+  const InceptionGraph& g = inception_v3_graph();
   std::vector<ConvDef> d;
-  auto c = [&](int64_t i, int64_t o, int kh, int kw, int s, Padding p) {
-    d.push_back({static_cast<int>(d.size()) + 1, i, o, kh, kw, s, p, 0});
-  };
-  const Padding V = Padding::Valid, S = Padding::Same;
-  c(3, 32, 3, 3, 2, V), c(32, 32, 3, 3, 1, V), c(32, 64, 3, 3, 1, S);  // C1-C3
-  c(64, 80, 1, 1, 1, V), c(80, 192, 3, 3, 1, V);                       // C4-C5
-  add_block35(d, 192, 32);                                              // mixed0 C6-C12
-  add_block35(d, 256, 64);                                              // mixed1 C13-C19
-  add_block35(d, 288, 64);                                              // mixed2 C20-C26
-  c(288, 384, 3, 3, 2, V);                                              // mixed3 C27
-  c(288, 64, 1, 1, 1, S), c(64, 96, 3, 3, 1, S), c(96, 96, 3, 3, 2, V); // C28-C30
-  add_block17(d, 128);                                                  // mixed4 C31-C40
-  add_block17(d, 160);                                                  // mixed5
-  add_block17(d, 160);                                                  // mixed6
-  add_block17(d, 192);                                                  // mixed7 C61-C70
-  c(768, 192, 1, 1, 1, S), c(192, 320, 3, 3, 2, V);                     // mixed8 C71-C72
-  c(768, 192, 1, 1, 1, S), c(192, 192, 1, 7, 1, S), c(192, 192, 7, 1, 1, S);
-  c(192, 192, 3, 3, 2, V);                                              // C73-C76
-  add_block8(d, 1280);                                                  // mixed9 C77-C85
-  add_block8(d, 2048);                                                  // mixed10 C86-C94
-  // Input sizes: the stem shrinks 299 -> 149 -> 147 -> (pool) 73 -> 71 -> (pool) 35; the
-  // reductions C27/C30 read 35x35 and C72/C76 read 17x17.
-  for (ConvDef& c : d) {
-    const int i = c.index;
-    c.in_hw = i == 1 ? 299 : i == 2 ? 149 : i == 3 ? 147 : i <= 5 ? 73
-            : i <= 30 ? 35 : i <= 76 ? 17 : 8;
+  for (int i = 0; i < static_cast<int>(g.conv_ops.size()); ++i) {
+    const GraphOp& op = g.conv(i);
+    const GraphTensor& x = g.conv_input(i);
+    ENGINE_CHECK(x.h == x.w, "inception graph: ", op.name, " reads a non-square input");
+    d.push_back({i + 1, op.cin, op.cout, op.kh, op.kw, op.stride, op.padding, x.h, op.name,
+                 op.bn_name});
   }
   return d;
 }
@@ -88,6 +37,15 @@ int name_number(const std::string& name, const std::string& prefix) {
     v = v * 10 + (name[i] - '0');
   }
   return v;
+}
+
+// The name Keras 2 layer `keras2` ("conv2d_7", kind "conv2d") has in a file: itself, or shifted
+// to tf.keras / Keras 3's 0-based numbering ("conv2d_6"; "conv2d_1" -> "conv2d").
+std::string file_layer_name(const std::string& keras2, const std::string& kind, bool zero_based) {
+  const int k = name_number(keras2, kind);
+  ENGINE_CHECK(k >= 1, "inception graph: '", keras2, "' is not a 1-based ", kind, " layer name");
+  if (!zero_based) return keras2;
+  return k == 1 ? kind : kind + "_" + std::to_string(k - 1);
 }
 
 struct LayerFile {
@@ -136,16 +94,6 @@ const std::vector<ConvDef>& inception_v3_conv_defs() {
   return defs;
 }
 
-double inception_v3_flops_per_image() {
-  double total = 0;
-  for (const ConvDef& d : inception_v3_conv_defs()) {
-    int64_t ho = tf_padding(d.in_hw, d.kh, d.stride, d.padding).out;
-    int64_t wo = tf_padding(d.in_hw, d.kw, d.stride, d.padding).out;
-    total += 2.0 * d.kh * d.kw * static_cast<double>(d.cin * d.cout * ho * wo);
-  }
-  return total;
-}
-
 std::string random_weights_warning(const InceptionWeights& w) {
   if (!w.random_weights) return "";
   return "WARNING: " + w.path + " holds RANDOM Inception weights (generated for tests and the demo), "
@@ -160,7 +108,6 @@ InceptionWeights load_inception_v3_weights(const std::string& path) {
   out.under_model_weights = h5_exists(file.id(), "/model_weights");
   out.random_weights = h5_has_attr(file.id(), "engine_random_weights");
   H5Id root(H5Gopen2(file.id(), out.under_model_weights ? "/model_weights" : "/", H5P_DEFAULT));
-  if (!root.valid()) fail(path, ": cannot open the root group");
   const std::string where = path + (out.under_model_weights ? " (/model_weights)" : "");
 
   // layer_names, or its split form layer_names0, layer_names1, ...
@@ -178,37 +125,38 @@ InceptionWeights load_inception_v3_weights(const std::string& path) {
 
   std::set<std::string> names(layers.begin(), layers.end());
   out.zero_based = names.count("conv2d") > 0 || names.count("batch_normalization") > 0;
-  const int offset = out.zero_based ? 1 : 0;  // C# = number + offset
-  std::map<int, std::string> conv_layer, bn_layer;
+  // Layers are found by the names the graph gives each conv (Keras 2, 1-based), shifted to this
+  // file's numbering; the counts catch extra layers.
+  std::set<int> conv_numbers, bn_numbers;
   for (const std::string& n : layers) {
     int c = name_number(n, "conv2d"), b = name_number(n, "batch_normalization");
-    if (c >= 0) conv_layer[c + offset] = n;
-    if (b >= 0) bn_layer[b + offset] = n;
+    if (c >= 0) conv_numbers.insert(c);
+    if (b >= 0) bn_numbers.insert(b);
   }
   const char* numbering = out.zero_based ? "0-based" : "1-based";
-  if (conv_layer.size() != kInceptionConvs || bn_layer.size() != kInceptionConvs ||
-      conv_layer.begin()->first != 1 || bn_layer.begin()->first != 1) {
+  const auto& defs = inception_v3_conv_defs();
+  std::vector<std::string> conv_layer, bn_layer;  // per conv, as named in this file
+  for (const ConvDef& d : defs) {
     // Name the first missing layer: the most useful line for a damaged file.
-    for (int i = 1; i <= kInceptionConvs; ++i) {
-      std::string want = out.zero_based ? (i == 1 ? "" : "_" + std::to_string(i - 1))
-                                        : "_" + std::to_string(i);
-      if (!conv_layer.count(i))
-        fail(where, ": missing layer 'conv2d", want, "' (conv ", i, " of ", kInceptionConvs,
-             ", ", numbering, " names) in layer_names: expected ", kInceptionConvs,
-             " conv layers, found ", conv_layer.size());
-      if (!bn_layer.count(i))
-        fail(where, ": missing layer 'batch_normalization", want, "' (batch norm ", i, " of ",
-             kInceptionConvs, ", ", numbering, " names): expected ", kInceptionConvs, ", found ",
-             bn_layer.size());
-    }
-    fail(where, ": expected ", kInceptionConvs, " conv and batch-norm layers (Inception v3), found ",
-         conv_layer.size(), " and ", bn_layer.size());
+    conv_layer.push_back(file_layer_name(d.conv_layer, "conv2d", out.zero_based));
+    bn_layer.push_back(file_layer_name(d.bn_layer, "batch_normalization", out.zero_based));
+    if (!names.count(conv_layer.back()))
+      fail(where, ": missing layer '", conv_layer.back(), "' (conv ", d.index, " of ", kInceptionConvs,
+           ", ", numbering, " names) in layer_names: expected ", kInceptionConvs,
+           " conv layers, found ", conv_numbers.size());
+    if (!names.count(bn_layer.back()))
+      fail(where, ": missing layer '", bn_layer.back(), "' (batch norm ", d.index, " of ",
+           kInceptionConvs, ", ", numbering, " names): expected ", kInceptionConvs, ", found ",
+           bn_numbers.size());
   }
+  if (conv_numbers.size() != kInceptionConvs || bn_numbers.size() != kInceptionConvs)
+    fail(where, ": expected ", kInceptionConvs, " conv and batch-norm layers (Inception v3), found ",
+         conv_numbers.size(), " and ", bn_numbers.size());
 
   LayerFile lf{file, root.get(), out.under_model_weights ? "/model_weights" : ""};
-  for (const ConvDef& d : inception_v3_conv_defs()) {
-    const std::string& cl = conv_layer.at(d.index);
-    const std::string& bl = bn_layer.at(d.index);
+  for (const ConvDef& d : defs) {
+    const std::string& cl = conv_layer.at(static_cast<size_t>(d.index - 1));
+    const std::string& bl = bn_layer.at(static_cast<size_t>(d.index - 1));
     FoldedConv fc;
     fc.w_hwio = lf.weight(cl, "kernel:0", Shape{d.kh, d.kw, d.cin, d.cout});
     bool has_conv_bias = false;
