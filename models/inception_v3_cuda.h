@@ -14,7 +14,7 @@
 //
 // Concat: each branch's last conv writes a packed tensor which a copy kernel moves into the
 // block output's channel slice (convs writing straight into a strided slice were 1.5-4.6x slower
-// on an H100, ../shared/device/README.md); max-pool branches write their slice directly.
+// on an H100, bench/README.md GPU section); max-pool branches write their slice directly.
 //
 // Precision/layout: FP32 (exact, no tensor-core engines), TF32, FP16 (half activations and
 // weights, fp32 accumulation, fp32 bottleneck). Layout is an option: NHWC for TF32/FP16; FP32
