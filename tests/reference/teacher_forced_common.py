@@ -22,6 +22,7 @@ Layout (format_version 2):
               the optimizer slots as the reference initialised them (before step 0).
 The state before step 0 is init with the optimizer's initial slots (TF1: ms 1, torch: 0; mom 0).
 """
+import argparse
 import math
 import os
 
@@ -131,3 +132,30 @@ def open_tmp(out, file_name):
     os.makedirs(out, exist_ok=True)
     path = os.path.join(out, file_name)
     return path, "%s.tmp-%d" % (path, os.getpid())
+
+
+def stack_records(rec, n_layers):
+    """rec: lr, loss lists and grads/params/ms/mom lists (over steps) of flat per-tensor lists
+    [kernel_1, bias_1, kernel_2, ...]: the run dict write_run takes (layers of stacked arrays)."""
+    out = {"lr": rec["lr"], "loss": rec["loss"]}
+    for key in ("grads", "params", "ms", "mom"):
+        per = rec[key]
+        out[key] = [(np.stack([t[2 * i] for t in per]), np.stack([t[2 * i + 1] for t in per]))
+                    for i in range(n_layers)]
+    return out
+
+
+def begin(doc, file_name, variants, extra):
+    """The generators' common command line (--out, --seed, --force) and up-to-date check.
+    Returns (args, path, tmp, sig), or None when the file is up to date (nothing to do)."""
+    ap = argparse.ArgumentParser(description=doc.split("\n")[0])
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--seed", type=int, default=2024)
+    ap.add_argument("--force", action="store_true")
+    a = ap.parse_args()
+    path, tmp = open_tmp(a.out, file_name)
+    sig = signature(variants, a.seed, extra(a) if callable(extra) else extra)
+    if not a.force and up_to_date(path, sig):
+        print("%s: up to date; use --force to regenerate" % path)
+        return None
+    return a, path, tmp, sig

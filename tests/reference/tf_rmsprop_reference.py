@@ -12,7 +12,6 @@ and momentum slots), plus the slots as TF initialised them, in the teacher-forci
 teacher_forced_common.py. Writes tf_rmsprop_reference.h5 (~50 MB).
 Run: ENGINE_KERAS_PYTHON tests/reference/tf_rmsprop_reference.py --out DIR [--force]  (~15 s)
 """
-import argparse
 import os
 import sys
 
@@ -84,26 +83,16 @@ def train(init, xs, ys, v):
             rec["params"].append(p_v)
             rec["ms"].append(ms_v)
             rec["mom"].append(mom_v)
-    out = {"lr": rec["lr"], "loss": rec["loss"]}
-    for key in ("grads", "params", "ms", "mom"):
-        per = rec[key]
-        out[key] = [(np.stack([t[2 * i] for t in per]), np.stack([t[2 * i + 1] for t in per]))
-                    for i in range(len(init))]
+    out = tfc.stack_records(rec, len(init))
     pair = lambda t: [(t[2 * i], t[2 * i + 1]) for i in range(len(init))]  # noqa: E731
     return out, {"ms": pair(ms0), "mom": pair(mom0)}
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--seed", type=int, default=2024)
-    ap.add_argument("--force", action="store_true")
-    a = ap.parse_args()
-    path, tmp = tfc.open_tmp(a.out, FILE)
-    sig = tfc.signature(VARIANTS, a.seed, repr(CASE))
-    if not a.force and tfc.up_to_date(path, sig):
-        print("%s: up to date; use --force to regenerate" % path)
+    started = tfc.begin(__doc__, FILE, VARIANTS, repr(CASE))
+    if started is None:
         return
+    a, path, tmp, sig = started
     tf.compat.v1.disable_eager_execution()
     init, xs, ys = tfc.make_case(CASE, a.seed)
     with h5py.File(tmp, "w") as f:

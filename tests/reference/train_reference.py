@@ -22,7 +22,6 @@ can start every step from torch's state (teacher forcing; layout in teacher_forc
 Writes train_reference.h5 (~75 MB). Run: /usr/bin/python3 tests/reference/train_reference.py
 --out DIR [--force]  (~20 s on 2 cores)
 """
-import argparse
 import os
 import sys
 
@@ -91,25 +90,15 @@ def train(init, xs, ys, v, step0):
         rec["params"].append([p.detach().numpy().copy() for p in params])
         rec["ms"].append(sq)
         rec["mom"].append(mb)
-    out = {"lr": rec["lr"], "loss": rec["loss"]}
-    for key in ("grads", "params", "ms", "mom"):
-        per = rec[key]
-        out[key] = [(np.stack([t[2 * i] for t in per]), np.stack([t[2 * i + 1] for t in per]))
-                    for i in range(len(init))]
+    out = tfc.stack_records(rec, len(init))
     return out
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--seed", type=int, default=2024)
-    ap.add_argument("--force", action="store_true")
-    a = ap.parse_args()
-    path, tmp = tfc.open_tmp(a.out, FILE)
-    sig = tfc.signature(VARIANTS, a.seed, repr(STEP0))
-    if not a.force and tfc.up_to_date(path, sig):
-        print("%s: up to date; use --force to regenerate" % path)
+    started = tfc.begin(__doc__, FILE, VARIANTS, repr(STEP0))
+    if started is None:
         return
+    a, path, tmp, sig = started
     torch.set_num_threads(2)
     torch.manual_seed(a.seed)
     cases = {name: tfc.make_case(name, a.seed) for name in tfc.CASES}
