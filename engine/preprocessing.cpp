@@ -16,7 +16,8 @@ constexpr size_t kNumFields = sizeof kFields / sizeof kFields[0];
 // A non-negative decimal integer written as std::to_string writes it (no sign, no leading zero,
 // no spaces), at most 9 digits: anything else is not a value key() could have written.
 bool parse_count(const std::string& t, int64_t* v) {
-  if (t.empty() || t.size() > 9 || t.find_first_not_of("0123456789") != std::string::npos) return false;
+  if (t.empty() || t.size() > 9 || t.find_first_not_of("0123456789") != std::string::npos)
+    return false;
   if (t.size() > 1 && t[0] == '0') return false;
   *v = std::stoll(t);
   return true;
@@ -58,7 +59,8 @@ Preprocessing Preprocessing::parse(const std::string& key, const std::string& wh
   size_t start = 0;
   while (true) {
     const size_t end = key.find(';', start);
-    const std::string field = key.substr(start, end == std::string::npos ? std::string::npos : end - start);
+    const std::string field =
+        key.substr(start, end == std::string::npos ? std::string::npos : end - start);
     const size_t eq = field.find('=');
     if (field.empty()) bad("empty field (stray ';')");
     if (eq == std::string::npos) bad("field '", field, "' has no '='");
@@ -66,7 +68,8 @@ Preprocessing Preprocessing::parse(const std::string& key, const std::string& wh
     size_t i = 0;
     while (i < kNumFields && name != kFields[i]) ++i;
     if (i == kNumFields)
-      bad("unknown field '", name, "' (expected size, resize, dct_min_side, exif_orientation, scale)");
+      bad("unknown field '", name,
+          "' (expected size, resize, dct_min_side, exif_orientation, scale)");
     if (seen[i]) bad("field '", name, "' given twice");
     seen[i] = true;
     value[i] = field.substr(eq + 1);
@@ -79,23 +82,26 @@ Preprocessing Preprocessing::parse(const std::string& key, const std::string& wh
   Preprocessing p;
   if (!parse_count(value[0], &p.size) || p.size == 0)
     bad("size: bad number '", value[0], "' (expected a positive integer)");
-  if (value[1] == "antialias") p.resize = ResizeFilter::Antialias;
-  else if (value[1] == "bilinear") p.resize = ResizeFilter::Bilinear;
-  else if (value[1] == "tf1") p.resize = ResizeFilter::Tf1;
-  else bad("resize: unknown mode '", value[1], "' (expected antialias, bilinear or tf1)");
+  try {
+    p.resize = parse_resize_filter(value[1]);  // the one table of mode names (kernels/resize.h)
+  } catch (const Error& e) {
+    bad("resize: ", e.what());  // "unknown resize filter '<name>' (expected ...)"
+  }
   if (!parse_count(value[2], &p.dct_min_side))
     bad("dct_min_side: bad number '", value[2], "' (expected an integer >= 0)");
   if (value[3] != "0" && value[3] != "1")
     bad("exif_orientation: bad value '", value[3], "' (expected 0 or 1)");
   p.exif_orientation = value[3] == "1";
   if (value[4] != pixel_scale_name(PixelScale::KerasTf))
-    bad("scale: unknown scale '", value[4], "' (expected ", pixel_scale_name(PixelScale::KerasTf), ")");
+    bad("scale: unknown scale '", value[4], "' (expected ", pixel_scale_name(PixelScale::KerasTf),
+        ")");
   // tf1 means tf.io.decode_jpeg's pixels, which are never rotated or DCT-scaled: a key saying
   // otherwise describes features no run of tools/extract made.
   const DecodeOptions implied = decode_options_for(p.resize, p.decode_options());
-  if (implied.dct_min_side != p.dct_min_side || implied.apply_exif_orientation != p.exif_orientation)
-    bad("resize=", value[1], " implies dct_min_side=", implied.dct_min_side, " and exif_orientation=",
-        int(implied.apply_exif_orientation));
+  if (implied.dct_min_side != p.dct_min_side ||
+      implied.apply_exif_orientation != p.exif_orientation)
+    bad("resize=", value[1], " implies dct_min_side=", implied.dct_min_side,
+        " and exif_orientation=", int(implied.apply_exif_orientation));
   return p;
 }
 

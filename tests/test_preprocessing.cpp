@@ -120,7 +120,7 @@ TEST(Preprocessing, BadKeysAreRefusedNamingTheField) {
   EXPECT_TRUE(refused("size=299;resize=antialias;dct_min_side=-299;exif_orientation=1;scale=x/127.5-1",
                       {"dct_min_side: bad number '-299'"}));
   EXPECT_TRUE(refused("size=299;resize=bicubic;dct_min_side=0;exif_orientation=1;scale=x/127.5-1",
-                      {"resize: unknown mode 'bicubic'"}));
+                      {"resize: unknown resize filter 'bicubic'"}));
   EXPECT_TRUE(refused("size=299;resize=antialias;dct_min_side=0;exif_orientation=yes;scale=x/127.5-1",
                       {"exif_orientation: bad value 'yes'"}));
   EXPECT_TRUE(refused("size=299;resize=antialias;dct_min_side=0;exif_orientation=1;scale=(x-128)/128",
