@@ -4,7 +4,6 @@
 // through engine/hdf5_io.h). The Keras head file is models/head_keras.{h,cpp}.
 #include "models/head.h"
 
-#include <hdf5.h>
 
 #include <cmath>
 #include <cstring>
@@ -218,115 +217,43 @@ namespace {
 constexpr const char* kStateFormat = "melanoma-head-state";
 constexpr int64_t kStateVersion = 1;
 
-hid_t h5_checked(hid_t id, const char* what, const std::string& where) {
-  if (id < 0) fail(where, ": ", what, " failed");
-  return id;
-}
-void h5_ok(herr_t e, const char* what, const std::string& where) {
-  if (e < 0) fail(where, ": ", what, " failed");
-}
-
-H5Id h5_create_file(const std::string& path) {
-  h5_silence_errors();
-  return H5Id(h5_checked(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT),
-                         "H5Fcreate (cannot create the file)", path));
-}
-
-void write_floats(hid_t loc, const std::string& name, const float* data,
-                  const std::vector<hsize_t>& dims, const std::string& where) {
-  const std::string w = where + ":" + name;
-  H5Id space(h5_checked(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr),
-                        "H5Screate_simple", w));
-  H5Id dset(h5_checked(H5Dcreate2(loc, name.c_str(), H5T_IEEE_F32LE, space.get(), H5P_DEFAULT,
-                                  H5P_DEFAULT, H5P_DEFAULT),
-                       "H5Dcreate2", w));
-  h5_ok(H5Dwrite(dset.get(), H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, data), "H5Dwrite", w);
-}
-
-void write_attr(hid_t obj, const std::string& name, hid_t file_type, hid_t mem_type,
-                const void* v, const std::string& where) {
-  const std::string w = where + " attribute " + name;
-  H5Id space(h5_checked(H5Screate(H5S_SCALAR), "H5Screate", w));
-  H5Id a(h5_checked(H5Acreate2(obj, name.c_str(), file_type, space.get(), H5P_DEFAULT, H5P_DEFAULT),
-                    "H5Acreate2", w));
-  h5_ok(H5Awrite(a.get(), mem_type, v), "H5Awrite", w);
-}
-void write_int_attr(hid_t obj, const std::string& name, int64_t v, const std::string& where) {
-  long long x = v;
-  write_attr(obj, name, H5T_STD_I64LE, H5T_NATIVE_LLONG, &x, where);
-}
-void write_double_attr(hid_t obj, const std::string& name, double v, const std::string& where) {
-  write_attr(obj, name, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &v, where);
-}
-// Fixed-length string array attribute (what h5py writes for numpy 'S' arrays and Keras reads).
-void write_strings_attr(hid_t obj, const std::string& name, const std::vector<std::string>& v,
-                        bool scalar, const std::string& where) {
-  const std::string w = where + " attribute " + name;
-  size_t len = 1;
-  for (const auto& s : v) len = std::max(len, s.size());
-  std::vector<char> buf(len * v.size(), '\0');
-  for (size_t i = 0; i < v.size(); ++i) std::memcpy(buf.data() + i * len, v[i].data(), v[i].size());
-  H5Id type(h5_checked(H5Tcopy(H5T_C_S1), "H5Tcopy", w));
-  h5_ok(H5Tset_size(type.get(), len), "H5Tset_size", w);
-  h5_ok(H5Tset_strpad(type.get(), H5T_STR_NULLPAD), "H5Tset_strpad", w);
-  const hsize_t n = v.size();
-  H5Id space(h5_checked(scalar ? H5Screate(H5S_SCALAR) : H5Screate_simple(1, &n, nullptr),
-                        "H5Screate", w));
-  H5Id a(h5_checked(H5Acreate2(obj, name.c_str(), type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT),
-                    "H5Acreate2", w));
-  h5_ok(H5Awrite(a.get(), type.get(), buf.data()), "H5Awrite", w);
-}
-void write_string_attr(hid_t obj, const std::string& name, const std::string& v,
-                       const std::string& where) {
-  write_strings_attr(obj, name, {v}, true, where);
-}
-
-double read_double_attr(hid_t obj, const std::string& name, const std::string& where) {
-  if (!h5_has_attr(obj, name)) fail(where, ": missing attribute '", name, "'");
-  H5Id a(H5Aopen(obj, name.c_str(), H5P_DEFAULT));
-  if (!a.valid()) fail(where, ": cannot open attribute '", name, "'");
-  H5Id t(H5Aget_type(a.get()));
-  if (!t.valid() || H5Tget_class(t.get()) != H5T_FLOAT)
-    fail(where, ": attribute '", name, "': expected a float");
-  double v = 0;
-  if (H5Aread(a.get(), H5T_NATIVE_DOUBLE, &v) < 0)
-    fail(where, ": H5Aread failed for attribute '", name, "'");
-  return v;
-}
 }  // namespace
 
 void head_save_state(const std::string& path, const HeadConfig& c, const HeadParams& p,
                      int64_t step) {
-  H5Id f = h5_create_file(path);
-  const hid_t r = f.get();
-  write_string_attr(r, "format", kStateFormat, path);
-  write_int_attr(r, "format_version", kStateVersion, path);
-  write_int_attr(r, "step", step, path);
-  write_int_attr(r, "input", c.input, path);
-  write_int_attr(r, "classes", c.classes, path);
-  write_int_attr(r, "num_hidden", static_cast<int64_t>(c.hidden.size()), path);
+  H5File f = H5File::create(path);
+  const hid_t r = f.id();
+  // Strings as fixed-length ASCII attributes (what h5py writes for numpy 'S' values).
+  const H5Strings fixed = H5Strings::FixedAscii;
+  h5_write_string_attr(r, "format", kStateFormat, path, fixed);
+  h5_write_int_attr(r, "format_version", kStateVersion, path);
+  h5_write_int_attr(r, "step", step, path);
+  h5_write_int_attr(r, "input", c.input, path);
+  h5_write_int_attr(r, "classes", c.classes, path);
+  h5_write_int_attr(r, "num_hidden", static_cast<int64_t>(c.hidden.size()), path);
   for (size_t i = 0; i < c.hidden.size(); ++i)
-    write_int_attr(r, "hidden_" + std::to_string(i), c.hidden[i], path);
-  write_double_attr(r, "dropout", c.dropout, path);
+    h5_write_int_attr(r, "hidden_" + std::to_string(i), c.hidden[i], path);
+  h5_write_double_attr(r, "dropout", c.dropout, path);
   // The seed is a uint64: stored as its int64 bit pattern.
-  write_int_attr(r, "seed", static_cast<int64_t>(c.seed), path);
+  h5_write_int_attr(r, "seed", static_cast<int64_t>(c.seed), path);
   const RmsPropConfig& o = c.optimizer;
-  write_string_attr(r, "optimizer", o.formula == RmsPropFormula::TF1 ? "tf1" : "torch", path);
-  write_double_attr(r, "lr", o.lr, path);
-  write_double_attr(r, "rho", o.rho, path);
-  write_double_attr(r, "momentum", o.momentum, path);
-  write_double_attr(r, "eps", o.eps, path);
-  write_double_attr(r, "decay_rate", o.decay_rate, path);
-  write_int_attr(r, "decay_steps", o.decay_steps, path);
-  write_int_attr(r, "staircase", o.staircase ? 1 : 0, path);
-  write_int_attr(r, "num_class_weights", static_cast<int64_t>(c.class_weights.size()), path);
+  h5_write_string_attr(r, "optimizer", o.formula == RmsPropFormula::TF1 ? "tf1" : "torch", path,
+                       fixed);
+  h5_write_double_attr(r, "lr", o.lr, path);
+  h5_write_double_attr(r, "rho", o.rho, path);
+  h5_write_double_attr(r, "momentum", o.momentum, path);
+  h5_write_double_attr(r, "eps", o.eps, path);
+  h5_write_double_attr(r, "decay_rate", o.decay_rate, path);
+  h5_write_int_attr(r, "decay_steps", o.decay_steps, path);
+  h5_write_int_attr(r, "staircase", o.staircase ? 1 : 0, path);
+  h5_write_int_attr(r, "num_class_weights", static_cast<int64_t>(c.class_weights.size()), path);
   if (!c.class_weights.empty())
-    write_floats(r, "class_weights", c.class_weights.data(), {c.class_weights.size()}, path);
+    h5_write_floats(r, "class_weights", c.class_weights.data(), {c.class_weights.size()}, path);
   const hsize_t P = static_cast<hsize_t>(p.section_size());
-  write_floats(r, "params", p.section(HeadSection::Params), {P}, path);
-  write_floats(r, "ms", p.section(HeadSection::Ms), {P}, path);
-  write_floats(r, "mom", p.section(HeadSection::Mom), {P}, path);
-  h5_ok(H5Fflush(r, H5F_SCOPE_GLOBAL), "H5Fflush", path);
+  h5_write_floats(r, "params", p.section(HeadSection::Params), {P}, path);
+  h5_write_floats(r, "ms", p.section(HeadSection::Ms), {P}, path);
+  h5_write_floats(r, "mom", p.section(HeadSection::Mom), {P}, path);
+  f.close();  // checked: a failed final flush (disk full) is reported
 }
 
 HeadState head_load_state(const std::string& path) {
@@ -346,17 +273,17 @@ HeadState head_load_state(const std::string& path) {
   c.hidden.clear();
   for (int64_t i = 0; i < nh; ++i)
     c.hidden.push_back(h5_read_int_attr(r, "hidden_" + std::to_string(i), path));
-  c.dropout = static_cast<float>(read_double_attr(r, "dropout", path));
+  c.dropout = static_cast<float>(h5_read_double_attr(r, "dropout", path));
   c.seed = static_cast<uint64_t>(h5_read_int_attr(r, "seed", path));
   const std::string opt = h5_read_string_attr(r, "optimizer", path);
   if (opt != "tf1" && opt != "torch") fail(path, ": optimizer '", opt, "', expected tf1 or torch");
   RmsPropConfig& o = c.optimizer;
   o.formula = opt == "tf1" ? RmsPropFormula::TF1 : RmsPropFormula::Torch;
-  o.lr = read_double_attr(r, "lr", path);
-  o.rho = read_double_attr(r, "rho", path);
-  o.momentum = read_double_attr(r, "momentum", path);
-  o.eps = read_double_attr(r, "eps", path);
-  o.decay_rate = read_double_attr(r, "decay_rate", path);
+  o.lr = h5_read_double_attr(r, "lr", path);
+  o.rho = h5_read_double_attr(r, "rho", path);
+  o.momentum = h5_read_double_attr(r, "momentum", path);
+  o.eps = h5_read_double_attr(r, "eps", path);
+  o.decay_rate = h5_read_double_attr(r, "decay_rate", path);
   o.decay_steps = h5_read_int_attr(r, "decay_steps", path);
   o.staircase = h5_read_int_attr(r, "staircase", path) != 0;
   const int64_t ncw = h5_read_int_attr(r, "num_class_weights", path);

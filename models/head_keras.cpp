@@ -1,10 +1,9 @@
-// models/head_keras.cpp: the Keras head file (models/head_keras.h): writer (HDF5 C API, every
-// call checked, variable-length UTF-8 strings as h5py writes them, temp file + rename), reader
+// models/head_keras.cpp: the Keras head file (models/head_keras.h): writer (engine/hdf5_io.h's
+// typed writers, variable-length UTF-8 strings as h5py writes them, temp file + rename), reader
 // (through engine/hdf5_io.h) and a small JSON reader for model_config, enough to check that a
 // file written by Keras is the Dense stack predict computes (relu hidden layers, softmax output).
 #include "models/head_keras.h"
 
-#include <hdf5.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -25,52 +24,6 @@ constexpr const char* kKerasVersion = "2.21.0";  // the tf_keras release whose l
 // ---------------------------------------------------------------------------------------------
 // Writing
 // ---------------------------------------------------------------------------------------------
-hid_t checked(hid_t id, const char* what, const std::string& where) {
-  if (id < 0) fail(where, ": ", what, " failed");
-  return id;
-}
-void ok(herr_t e, const char* what, const std::string& where) {
-  if (e < 0) fail(where, ": ", what, " failed");
-}
-
-// A variable-length UTF-8 string attribute: scalar (one value) or a 1-D array, as h5py writes
-// Python str values and Keras's layer_names / weight_names.
-void write_strings(hid_t obj, const std::string& name, const std::vector<std::string>& v,
-                   bool scalar, const std::string& where) {
-  const std::string w = where + " attribute " + name;
-  std::vector<const char*> ptrs;
-  for (const auto& s : v) ptrs.push_back(s.c_str());
-  H5Id type(checked(H5Tcopy(H5T_C_S1), "H5Tcopy", w));
-  ok(H5Tset_size(type.get(), H5T_VARIABLE), "H5Tset_size", w);
-  ok(H5Tset_cset(type.get(), H5T_CSET_UTF8), "H5Tset_cset", w);
-  const hsize_t n = v.size();
-  H5Id space(checked(scalar ? H5Screate(H5S_SCALAR) : H5Screate_simple(1, &n, nullptr),
-                     "H5Screate", w));
-  H5Id a(checked(H5Acreate2(obj, name.c_str(), type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT),
-                 "H5Acreate2", w));
-  ok(H5Awrite(a.get(), type.get(), ptrs.data()), "H5Awrite", w);
-}
-void write_string(hid_t obj, const std::string& name, const std::string& v,
-                  const std::string& where) {
-  write_strings(obj, name, {v}, true, where);
-}
-
-void write_floats(hid_t loc, const std::string& name, const float* data,
-                  const std::vector<hsize_t>& dims, const std::string& where) {
-  const std::string w = where + "/" + name;
-  H5Id space(checked(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr),
-                     "H5Screate_simple", w));
-  H5Id d(checked(H5Dcreate2(loc, name.c_str(), H5T_IEEE_F32LE, space.get(), H5P_DEFAULT,
-                            H5P_DEFAULT, H5P_DEFAULT),
-                 "H5Dcreate2", w));
-  ok(H5Dwrite(d.get(), H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, data), "H5Dwrite", w);
-}
-
-H5Id create_group(hid_t loc, const std::string& name, const std::string& where) {
-  return H5Id(checked(H5Gcreate2(loc, name.c_str(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
-                      "H5Gcreate2", where + "/" + name));
-}
-
 std::string num(double v) { return double_roundtrip(v); }
 
 // model_config as tf_keras 2.21 writes it for Sequential([InputLayer, Dense..., Dense]).
@@ -306,35 +259,36 @@ void write_keras_head(const std::string& path, const HeadConfig& config, const H
   try {
     h5_silence_errors();
     {
-      H5Id f(checked(H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT),
-                     "H5Fcreate (cannot create the file)", tmp));
-      const hid_t r = f.get();
-      write_string(r, "backend", "tensorflow", tmp);
-      write_string(r, "keras_version", kKerasVersion, tmp);
-      write_string(r, "model_config", model_config_json(L, names), tmp);
-      write_string(r, "training_config", training_config_json(config), tmp);
-      write_strings(r, "class_names", info.class_names, false, tmp);
-      write_string(r, "preprocessing", info.preprocessing, tmp);
-      write_string(r, "inception_weights_sha256", info.inception_weights_sha256, tmp);
-      H5Id mw = create_group(r, "model_weights", tmp);
-      const std::string mwhere = tmp + ":/model_weights";
-      write_string(mw.get(), "backend", "tensorflow", mwhere);
-      write_string(mw.get(), "keras_version", kKerasVersion, mwhere);
-      write_strings(mw.get(), "layer_names", names, false, mwhere);
-      const float* P = params.section(HeadSection::Params);
-      for (size_t l = 0; l < L.layers.size(); ++l) {
-        const std::string& n = names[l];
-        const HeadLayer& ly = L.layers[l];
-        H5Id g = create_group(mw.get(), n, mwhere);
-        write_strings(g.get(), "weight_names", {n + "/kernel:0", n + "/bias:0"}, false,
-                      mwhere + "/" + n);
-        H5Id g2 = create_group(g.get(), n, mwhere + "/" + n);
-        const std::string where = mwhere + "/" + n + "/" + n;
-        write_floats(g2.get(), "kernel:0", P + ly.kernel_off,
-                     {static_cast<hsize_t>(ly.in), static_cast<hsize_t>(ly.out)}, where);
-        write_floats(g2.get(), "bias:0", P + ly.bias_off, {static_cast<hsize_t>(ly.out)}, where);
+      H5File f = H5File::create(tmp);
+      const hid_t r = f.id();
+      h5_write_string_attr(r, "backend", "tensorflow", tmp);
+      h5_write_string_attr(r, "keras_version", kKerasVersion, tmp);
+      h5_write_string_attr(r, "model_config", model_config_json(L, names), tmp);
+      h5_write_string_attr(r, "training_config", training_config_json(config), tmp);
+      h5_write_string_array_attr(r, "class_names", info.class_names, tmp);
+      h5_write_string_attr(r, "preprocessing", info.preprocessing, tmp);
+      h5_write_string_attr(r, "inception_weights_sha256", info.inception_weights_sha256, tmp);
+      {  // the groups close before the file
+        H5Id mw = h5_create_group(r, "model_weights", tmp);
+        const std::string mwhere = tmp + ":/model_weights";
+        h5_write_string_attr(mw.get(), "backend", "tensorflow", mwhere);
+        h5_write_string_attr(mw.get(), "keras_version", kKerasVersion, mwhere);
+        h5_write_string_array_attr(mw.get(), "layer_names", names, mwhere);
+        const float* P = params.section(HeadSection::Params);
+        for (size_t l = 0; l < L.layers.size(); ++l) {
+          const std::string& n = names[l];
+          const HeadLayer& ly = L.layers[l];
+          H5Id g = h5_create_group(mw.get(), n, mwhere);
+          h5_write_string_array_attr(g.get(), "weight_names", {n + "/kernel:0", n + "/bias:0"},
+                                     mwhere + "/" + n);
+          H5Id g2 = h5_create_group(g.get(), n, mwhere + "/" + n);
+          const std::string where = mwhere + "/" + n + "/" + n;
+          h5_write_floats(g2.get(), "kernel:0", P + ly.kernel_off,
+                          {static_cast<hsize_t>(ly.in), static_cast<hsize_t>(ly.out)}, where);
+          h5_write_floats(g2.get(), "bias:0", P + ly.bias_off, {static_cast<hsize_t>(ly.out)}, where);
+        }
       }
-      ok(H5Fflush(r, H5F_SCOPE_GLOBAL), "H5Fflush", tmp);
+      f.close();  // checked: a failed final flush (disk full) is reported
     }  // closed here, before the rename
     if (std::rename(tmp.c_str(), path.c_str()) != 0)
       fail(path, ": cannot rename ", tmp, " into place: ", std::strerror(errno));

@@ -107,7 +107,7 @@ InceptionWeights load_inception_v3_weights(const std::string& path) {
   out.path = path;
   out.under_model_weights = h5_exists(file.id(), "/model_weights");
   out.random_weights = h5_has_attr(file.id(), "engine_random_weights");
-  H5Id root(H5Gopen2(file.id(), out.under_model_weights ? "/model_weights" : "/", H5P_DEFAULT));
+  H5Id root = h5_open_group(file.id(), out.under_model_weights ? "/model_weights" : "/", path);
   const std::string where = path + (out.under_model_weights ? " (/model_weights)" : "");
 
   // layer_names, or its split form layer_names0, layer_names1, ...

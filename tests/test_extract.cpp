@@ -12,6 +12,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <set>
 #include <sstream>
@@ -34,56 +35,22 @@ const std::string kTool = std::string(ENGINE_BINARY_DIR) + "/tools/extract";
 std::string dataset(const std::string& sub) { return reference_file("dataset/" + sub); }
 std::string weights() { return reference_file("inception_v3_1based.h5"); }
 
-std::string slurp(const std::string& path) {
-  std::ifstream f(path);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
-struct ToolRun {
-  int status = -1;  // exit code, or -signal
-  std::string out, err;
-};
-
-class TempDir {
- public:
-  TempDir() {
-    std::string t = (fs::temp_directory_path() / "extract_test_XXXXXX").string();
-    path_ = mkdtemp(t.data());
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  std::string operator/(const std::string& s) const { return path_ + "/" + s; }
-
- private:
-  std::string path_;
-};
+using engine::test::slurp;
+using engine::test::TempDir;
+using engine::test::ToolRun;
 
 // Runs the tool with `args` (already quoted as needed); kill_after_s > 0 sends SIGKILL then.
 // env: e.g. "ENGINE_CACHE_CRASH_AT=piece:renamed#2" (the cache's test hook: SIGKILL itself there).
 ToolRun run_tool(const std::string& args, const TempDir& tmp, double kill_after_s = 0,
                  const std::string& env = "") {
-  const std::string out = tmp / "stdout.txt", err = tmp / "stderr.txt";
-  const std::string cmd = env + " exec " + kTool + " " + args + " > " + out + " 2> " + err;
-  pid_t pid = fork();
-  if (pid == 0) {
-    execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
-    _exit(127);
-  }
-  ToolRun r;
+  std::function<bool()> when;
   if (kill_after_s > 0) {
-    std::this_thread::sleep_for(std::chrono::duration<double>(kill_after_s));
-    kill(pid, SIGKILL);
+    const auto t0 = std::chrono::steady_clock::now();
+    when = [t0, kill_after_s] {
+      return std::chrono::steady_clock::now() - t0 >= std::chrono::duration<double>(kill_after_s);
+    };
   }
-  int st = 0;
-  waitpid(pid, &st, 0);
-  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -WTERMSIG(st);
-  r.out = slurp(out);
-  r.err = slurp(err);
-  return r;
+  return engine::test::run_command(kTool + " " + args, tmp, when, SIGKILL, env);
 }
 
 std::string base_args(const std::string& images, const std::string& out) {

@@ -66,7 +66,7 @@ std::vector<ManifestRow> read_manifest() {
 
 class ImageRef : public ::testing::Test {
  protected:
-  static void SetUpTestSuite() { file_ = new H5File(H5File::open_read(h5_path())); }
+  static void SetUpTestSuite() { file_ = new auto(H5File::open_read(h5_path())); }
   static void TearDownTestSuite() { delete file_, file_ = nullptr; }
   static std::string h5_path() { return reference_file("image_reference.h5"); }
   static hid_t h5() { return file_->id(); }
@@ -254,7 +254,7 @@ TEST_F(ImageRef, ResizeMatchesTorch) {
   ASSERT_GE(keys.size(), 18u);
   for (const auto& k : keys) {
     const std::string obj = "resize/" + k;
-    H5Id ds(H5Dopen2(h5(), obj.c_str(), H5P_DEFAULT));
+    H5Id ds = h5_open_object(h5(), obj, h5_path());
     const std::string src = h5_read_string_attr(ds.get(), "source", h5_path());
     const ResizeFilter f = parse_resize_filter(h5_read_string_attr(ds.get(), "filter", h5_path()));
     const int64_t oh = h5_read_int_attr(ds.get(), "out_h", h5_path());

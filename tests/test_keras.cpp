@@ -111,31 +111,16 @@ Ref& ref() {
 // A float64 dataset read as double (h5_read_tensor would round it to float).
 std::vector<double> read_f64(hid_t loc, const std::string& obj, const std::string& where,
                              std::vector<int64_t>* dims = nullptr) {
-  if (!h5_exists(loc, obj)) fail(where, ": missing dataset ", obj);
-  H5Id ds(H5Dopen2(loc, obj.c_str(), H5P_DEFAULT));
-  H5Id space(H5Dget_space(ds.get()));
-  const int rank = H5Sget_simple_extent_ndims(space.get());
-  std::vector<hsize_t> d(size_t(std::max(rank, 0)));
-  H5Sget_simple_extent_dims(space.get(), d.data(), nullptr);
-  size_t n = 1;
-  if (dims) dims->clear();
-  for (hsize_t v : d) n *= size_t(v), dims ? dims->push_back(int64_t(v)) : void();
-  std::vector<double> a(n);
-  if (H5Dread(ds.get(), H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, a.data()) < 0)
-    fail(where, ": ", obj, ": H5Dread failed");
-  return a;
+  H5DoubleArray a = h5_read_double_array(loc, obj, where);
+  if (dims) *dims = a.dims;
+  return std::move(a.data);
 }
 
 // A numeric attribute (scalar or 1-D) of a dataset, as doubles.
 std::vector<double> read_f64_attr(hid_t loc, const std::string& obj, const std::string& name,
                                   const std::string& where) {
-  H5Id a(H5Aopen_by_name(loc, obj.c_str(), name.c_str(), H5P_DEFAULT, H5P_DEFAULT));
-  if (!a.valid()) fail(where, ": ", obj, ": missing attribute ", name);
-  H5Id space(H5Aget_space(a.get()));
-  const hssize_t n = H5Sget_simple_extent_npoints(space.get());
-  std::vector<double> v(size_t(std::max<hssize_t>(n, 0)));
-  if (H5Aread(a.get(), H5T_NATIVE_DOUBLE, v.data()) < 0) fail(where, ": ", obj, ": H5Aread failed");
-  return v;
+  H5Id o = h5_open_object(loc, obj, where);
+  return h5_read_double_array_attr(o.get(), name, where + ": " + obj);
 }
 
 

@@ -12,7 +12,6 @@
 //    the CSV's probabilities; the CSV is parsed by Python's csv module (ids with commas, quotes,
 //    dots). Duplicate ids, an unusable --out, bad flags, --help, SIGTERM mid-run.
 #include <gtest/gtest.h>
-#include <hdf5.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -44,51 +43,15 @@ const std::string kBin = std::string(ENGINE_BINARY_DIR) + "/tools/";
 const std::string kRefScripts = std::string(ENGINE_SOURCE_DIR) + "/tests/reference/";
 std::string weights() { return engine::test::reference_file("inception_v3_1based.h5"); }
 
-struct TempDir {
-  std::string path;
-  TempDir() {
-    std::string t = (fs::temp_directory_path() / "predict_test_XXXXXX").string();
-    path = mkdtemp(t.data());
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string operator/(const std::string& s) const { return path + "/" + s; }
-};
-
-std::string slurp(const std::string& p) {
-  std::ifstream f(p);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
-struct ToolRun {
-  int status = -1;  // exit code, or -signal
-  std::string out, err;
-};
+using engine::test::slurp;
+using engine::test::TempDir;
+using engine::test::ToolRun;
 
 // Runs a shell command line; when `signal_when` is given, sends `sig` as soon as it returns true
 // (polled every 10 ms).
 ToolRun run_cmd(const std::string& cmdline, const TempDir& tmp, const std::function<bool()>& signal_when = {},
                 int sig = SIGTERM) {
-  const std::string cmd = "exec " + cmdline + " > " + (tmp / "o.txt") + " 2> " + (tmp / "e.txt");
-  pid_t pid = fork();
-  if (pid == 0) {
-    execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
-    _exit(127);
-  }
-  int st = 0;
-  bool sent = false;
-  while (waitpid(pid, &st, WNOHANG) == 0) {
-    if (signal_when && !sent && signal_when()) {
-      kill(pid, sig);
-      sent = true;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  return {WIFEXITED(st) ? WEXITSTATUS(st) : -WTERMSIG(st), slurp(tmp / "o.txt"), slurp(tmp / "e.txt")};
+  return engine::test::run_command(cmdline, tmp, signal_when, sig);
 }
 ToolRun run(const std::string& tool, const std::string& args, const TempDir& tmp,
             const std::function<bool()>& signal_when = {}) {
@@ -144,23 +107,14 @@ std::vector<float> random_features(int64_t n, uint64_t seed) {
 }
 
 void write_dataset(hid_t loc, const std::string& name, const std::vector<float>& v, hsize_t rows, hsize_t cols) {
-  hsize_t dims[2] = {rows, cols};
-  H5Id space(H5Screate_simple(2, dims, nullptr));
-  H5Id d(H5Dcreate2(loc, name.c_str(), H5T_IEEE_F32LE, space.get(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
-  ASSERT_TRUE(d.valid()) << name;
-  ASSERT_GE(H5Dwrite(d.get(), H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, v.data()), 0) << name;
+  h5_write_floats(loc, name, v.data(), {rows, cols}, "test file");
 }
 
 void replace_string_attr(const std::string& file, const std::string& name, const std::string& value) {
-  H5Id f(H5Fopen(file.c_str(), H5F_ACC_RDWR, H5P_DEFAULT));
-  ASSERT_TRUE(f.valid()) << file;
-  ASSERT_GE(H5Adelete(f.get(), name.c_str()), 0) << name;
-  H5Id type(H5Tcopy(H5T_C_S1));
-  H5Tset_size(type.get(), H5T_VARIABLE);
-  H5Id space(H5Screate(H5S_SCALAR));
-  H5Id a(H5Acreate2(f.get(), name.c_str(), type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT));
-  const char* p = value.c_str();
-  ASSERT_GE(H5Awrite(a.get(), type.get(), &p), 0);
+  H5File f = H5File::open_rw(file);
+  h5_delete_attr(f.id(), name, file);
+  h5_write_string_attr(f.id(), name, value, file);
+  f.close();
 }
 
 std::string error_of(const std::function<void()>& f) {
@@ -189,7 +143,7 @@ TEST(HeadKeras, RoundTripIsBitIdentical) {
     const KerasHeadInfo info = info_for(K);
     const std::string path = tmp / "head.h5";
     write_keras_head(path, h.config(), h.params(), info);
-    EXPECT_EQ(files_starting(tmp.path, "head.h5.tmp").size(), 0u) << "temp file left behind";
+    EXPECT_EQ(files_starting(tmp.path(), "head.h5.tmp").size(), 0u) << "temp file left behind";
     const KerasHead r = read_keras_head(path);
     EXPECT_EQ(r.config.input, 2048);
     EXPECT_EQ(r.config.hidden, hidden);
@@ -223,9 +177,9 @@ TEST(HeadKeras, BadFilesGiveOneLineNamingTheDataset) {
   fresh();
   // A kernel of the wrong shape.
   {
-    H5Id f(H5Fopen(path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT));
-    ASSERT_GE(H5Ldelete(f.get(), "/model_weights/dense_2/dense_2/kernel:0", H5P_DEFAULT), 0);
-    H5Id g(H5Gopen2(f.get(), "/model_weights/dense_2/dense_2", H5P_DEFAULT));
+    H5File f = H5File::open_rw(path);
+    h5_delete_link(f.id(), "/model_weights/dense_2/dense_2/kernel:0", path);
+    H5Id g = h5_open_group(f.id(), "/model_weights/dense_2/dense_2", path);
     write_dataset(g.get(), "kernel:0", std::vector<float>(63 * 32), 63, 32);
   }
   std::string e = error_of([&] { read_keras_head(path); });
@@ -245,8 +199,8 @@ TEST(HeadKeras, BadFilesGiveOneLineNamingTheDataset) {
   // Class names that do not match the outputs; a missing file.
   fresh();
   {
-    H5Id f(H5Fopen(path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT));
-    ASSERT_GE(H5Adelete(f.get(), "class_names"), 0);
+    H5File f = H5File::open_rw(path);
+    h5_delete_attr(f.id(), "class_names", path);
   }
   e = error_of([&] { read_keras_head(path); });
   EXPECT_NE(e.find("missing attribute 'class_names'"), std::string::npos) << e;
@@ -255,7 +209,7 @@ TEST(HeadKeras, BadFilesGiveOneLineNamingTheDataset) {
   KerasHeadInfo three = info_for(3);
   e = error_of([&] { write_keras_head(tmp / "x.h5", h.config(), h.params(), three); });
   EXPECT_NE(e.find("3 class names for a head with 2 outputs"), std::string::npos) << e;
-  EXPECT_EQ(files_starting(tmp.path, "x.h5").size(), 0u);
+  EXPECT_EQ(files_starting(tmp.path(), "x.h5").size(), 0u);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -278,17 +232,17 @@ TEST(HeadKeras, KerasLoadsOursAndWeReadKerasOwn) {
     write_keras_head(head, h.config(), h.params(), info_for(ours[i].second));
     std::vector<float> p(static_cast<size_t>(n * ours[i].second));
     h.predict(x.data(), n, p.data());
-    H5Id f(H5Fcreate(data.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT));
-    write_dataset(f.get(), "features", x, n, kCacheFeatureSize);
-    write_dataset(f.get(), "ours", p, n, static_cast<hsize_t>(ours[i].second));
+    H5File f = H5File::create(data);
+    write_dataset(f.id(), "features", x, n, kCacheFeatureSize);
+    write_dataset(f.id(), "ours", p, n, static_cast<hsize_t>(ours[i].second));
     args += " --judge " + q(head) + " " + q(data);
   }
   // Keras's own files: 2048-64-32-16-3 and 2048-512-512-2.
   const std::vector<std::pair<std::vector<int64_t>, int64_t>> theirs = {{{64, 32, 16}, 3}, {{512, 512}, 2}};
   for (size_t i = 0; i < theirs.size(); ++i) {
     const std::string data = tmp / ("keras" + std::to_string(i) + "_data.h5");
-    H5Id f(H5Fcreate(data.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT));
-    write_dataset(f.get(), "features", x, n, kCacheFeatureSize);
+    H5File f = H5File::create(data);
+    write_dataset(f.id(), "features", x, n, kCacheFeatureSize);
     args += " --make " + q(tmp / ("keras" + std::to_string(i) + ".h5")) + " " + q(data) + " " + std::to_string(7 + i) +
             " " + std::to_string(theirs[i].second);
     for (int64_t u : theirs[i].first) args += " " + std::to_string(u);
@@ -416,7 +370,7 @@ TEST(Predict, ProbabilitiesEqualNumpyOnExtractedFeatures) {
     ToolRun p = run("predict", "--weights " + q(weights()) + " --head " + q(heads[i]) + " --out " + q(csv) +
                                    " --batch 2 --quiet " + q(tmp / "imgs"), tmp);
     ASSERT_EQ(p.status, 0) << p.err;
-    EXPECT_EQ(files_starting(tmp.path, "p" + std::to_string(i) + ".csv.tmp").size(), 0u);
+    EXPECT_EQ(files_starting(tmp.path(), "p" + std::to_string(i) + ".csv.tmp").size(), 0u);
     // Tolerance |predict - numpy| <= 1e-6 + 1e-4 * numpy, per probability: predict recomputes
     // the features (same code and weights as extract; equal up to batch-dependent summation
     // order) and applies the float32 head; numpy applies it in float64 to the cached float32
@@ -447,7 +401,7 @@ TEST(Predict, ProbabilitiesEqualNumpyOnExtractedFeatures) {
   EXPECT_EQ(o.status, 1);
   EXPECT_NE(o.err.find("other Inception weights"), std::string::npos) << o.err;
   EXPECT_FALSE(fs::exists(tmp / "o.csv"));
-  EXPECT_EQ(files_starting(tmp.path, "o.csv").size(), 0u);
+  EXPECT_EQ(files_starting(tmp.path(), "o.csv").size(), 0u);
 }
 
 TEST(Predict, DuplicateIdsAreRefusedBeforeAnyWork) {
@@ -490,7 +444,7 @@ TEST(Predict, UnusableOutIsRefusedBeforeAnyWorkAndHelpExitsZero) {
   ToolRun b = run("predict", common + q(tmp / "missing/p.csv"), tmp);
   EXPECT_EQ(b.status, 2) << b.err;
   EXPECT_NE(b.err.find("does not exist"), std::string::npos) << b.err;
-  EXPECT_EQ(files_starting(tmp.path, "folder.tmp").size(), 0u);
+  EXPECT_EQ(files_starting(tmp.path(), "folder.tmp").size(), 0u);
 
   ToolRun h = run("predict", "--help", tmp);
   EXPECT_EQ(h.status, 0) << h.err;
@@ -516,7 +470,7 @@ TEST(Predict, SigtermMidRunLeavesNoTempFile) {
   for (int i = 0; i < 40; ++i) fs::copy_file(img, tmp / ("imgs/i" + std::to_string(i) + ".jpg"));
   ToolRun r = run("predict", "--weights " + q(weights()) + " --head " + q(tmp / "head.h5") + " --out " + q(tmp / "p.csv") +
                                  " --batch 1 --quiet " + q(tmp / "imgs"),
-                  tmp, [&] { return !files_starting(tmp.path, "p.csv.tmp.").empty(); });
+                  tmp, [&] { return !files_starting(tmp.path(), "p.csv.tmp.").empty(); });
   EXPECT_EQ(r.status, -SIGTERM) << r.err;
-  EXPECT_EQ(files_starting(tmp.path, "p.csv").size(), 0u) << "temp or partial CSV left behind";
+  EXPECT_EQ(files_starting(tmp.path(), "p.csv").size(), 0u) << "temp or partial CSV left behind";
 }

@@ -36,55 +36,15 @@ namespace {
 
 const std::string kBin = std::string(ENGINE_BINARY_DIR) + "/tools/";
 
-struct TempDir {
-  std::string path;
-  TempDir() {
-    std::string t = (fs::temp_directory_path() / "train_test_XXXXXX").string();
-    path = mkdtemp(t.data());
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string operator/(const std::string& s) const { return path + "/" + s; }
-};
-
-struct ToolRun {
-  int status = -1;
-  std::string out, err;
-};
-
-std::string slurp(const std::string& p) {
-  std::ifstream f(p);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
+using engine::test::slurp;
+using engine::test::TempDir;
+using engine::test::ToolRun;
 
 // Runs a tool; when `kill_when` is given, SIGKILLs the process as soon as it returns true
 // (polled every 10 ms), so the kill lands at a known stage of the run.
 ToolRun run(const std::string& tool, const std::string& args, const TempDir& tmp,
             const std::function<bool()>& kill_when = {}) {
-  const std::string cmd = "exec " + kBin + tool + " " + args + " > " + (tmp / "o.txt") + " 2> " + (tmp / "e.txt");
-  pid_t pid = fork();
-  if (pid == 0) {
-    execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
-    _exit(127);
-  }
-  int st = 0;
-  if (kill_when) {
-    while (waitpid(pid, &st, WNOHANG) == 0) {
-      if (kill_when()) {
-        kill(pid, SIGKILL);
-        waitpid(pid, &st, 0);
-        break;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-  } else {
-    waitpid(pid, &st, 0);
-  }
-  return {WIFEXITED(st) ? WEXITSTATUS(st) : -WTERMSIG(st), slurp(tmp / "o.txt"), slurp(tmp / "e.txt")};
+  return engine::test::run_tool(tool, args, tmp, kill_when, SIGKILL);
 }
 
 // n images, `mel` of them class 1; class 1's features are shifted by `shift` in 64 dimensions

@@ -1,14 +1,24 @@
 // tests/test_util.h: shared test helpers: where the PyTorch reference files live, and the
 // tensor comparison every test uses: |got - want| <= atol + rtol * |want| element-wise; on
 // failure it reports the count of bad elements and the worst element (index, both values).
+// Also the one TempDir, slurp and tool runner (run_command / run_tool) of the tool tests.
 #pragma once
 #include <gtest/gtest.h>
 
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <functional>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "engine/error.h"
@@ -95,43 +105,85 @@ inline bool gpu_required() {
   } while (0)
 
 // A uint8 HDF5 dataset (reference images) with its shape; one-line errors naming the dataset.
-struct U8Array {
-  std::vector<int64_t> dims;
-  std::vector<uint8_t> data;
-};
-
+using U8Array = H5U8Array;
 inline U8Array read_u8(hid_t loc, const std::string& obj, const std::string& where) {
-  if (!h5_exists(loc, obj)) fail(where, ": missing dataset ", obj);
-  H5Id ds(H5Dopen2(loc, obj.c_str(), H5P_DEFAULT));
-  H5Id type(H5Dget_type(ds.get()));
-  if (H5Tget_class(type.get()) != H5T_INTEGER || H5Tget_size(type.get()) != 1)
-    fail(where, ": ", obj, ": expected uint8");
-  H5Id space(H5Dget_space(ds.get()));
-  int rank = H5Sget_simple_extent_ndims(space.get());
-  std::vector<hsize_t> d(size_t(std::max(rank, 0)));
-  H5Sget_simple_extent_dims(space.get(), d.data(), nullptr);
-  U8Array a;
-  size_t n = 1;
-  for (hsize_t v : d) a.dims.push_back(int64_t(v)), n *= size_t(v);
-  a.data.resize(n);
-  if (H5Dread(ds.get(), H5T_NATIVE_UINT8, H5S_ALL, H5S_ALL, H5P_DEFAULT, a.data.data()) < 0)
-    fail(where, ": ", obj, ": H5Dread failed");
-  return a;
+  return h5_read_u8_array(loc, obj, where);
 }
 
 // The names of a group's members, in name order; a missing group is an error naming it.
 inline std::vector<std::string> group_members(hid_t loc, const std::string& grp) {
-  H5Id g(H5Gopen2(loc, grp.c_str(), H5P_DEFAULT));
-  if (!g.valid()) fail("missing group ", grp);
-  H5G_info_t info;
-  H5Gget_info(g.get(), &info);
-  std::vector<std::string> names;
-  for (hsize_t i = 0; i < info.nlinks; ++i) {
-    char buf[512];
-    H5Lget_name_by_idx(g.get(), ".", H5_INDEX_NAME, H5_ITER_INC, i, buf, sizeof buf, H5P_DEFAULT);
-    names.push_back(buf);
+  return h5_group_members(loc, grp, "group_members");
+}
+
+// A fresh directory under the system's temporary directory, removed with its contents when the
+// object goes. `dir / "name"` and `dir.file("name")` are paths inside it.
+class TempDir {
+ public:
+  explicit TempDir(const std::string& prefix = "engine_test") {
+    std::string t = (std::filesystem::temp_directory_path() / (prefix + "_XXXXXX")).string();
+    if (!mkdtemp(t.data())) fail("mkdtemp failed for ", t);
+    path_ = t;
   }
-  return names;
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::string& path() const { return path_; }
+  std::string operator/(const std::string& s) const { return path_ + "/" + s; }
+  std::string file(const std::string& name) const { return *this / name; }
+
+ private:
+  std::string path_;
+};
+
+// A whole file's bytes ("" when it cannot be read).
+inline std::string slurp(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+// A finished command: its exit code (or -signal) and what it printed.
+struct ToolRun {
+  int status = -1;
+  std::string out, err;
+};
+
+// Runs a shell command line (`exec`ed by /bin/sh, stdout and stderr to files in `tmp`). While it
+// runs, `signal_when` is polled every 10 ms; the first time it returns true, `sig` is sent (the
+// tests' kill -9 at a known stage, SIGTERM mid-run). `env` prefixes the command ("A=b C=d").
+inline ToolRun run_command(const std::string& cmdline, const TempDir& tmp,
+                           const std::function<bool()>& signal_when = {}, int sig = SIGKILL,
+                           const std::string& env = "") {
+  const std::string out = tmp / "o.txt", err = tmp / "e.txt";
+  const std::string cmd = env + " exec " + cmdline + " > " + out + " 2> " + err;
+  std::fflush(nullptr);
+  pid_t pid = fork();
+  if (pid == 0) {
+    execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  int st = 0;
+  bool sent = false;
+  while (waitpid(pid, &st, WNOHANG) == 0) {
+    if (signal_when && !sent && signal_when()) {
+      kill(pid, sig);
+      sent = true;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return {WIFEXITED(st) ? WEXITSTATUS(st) : -WTERMSIG(st), slurp(out), slurp(err)};
+}
+
+// A built tool of this tree (build/tools/<name>) with `args`; see run_command.
+inline ToolRun run_tool(const std::string& tool, const std::string& args, const TempDir& tmp,
+                        const std::function<bool()>& signal_when = {}, int sig = SIGKILL,
+                        const std::string& env = "") {
+  return run_command(std::string(ENGINE_BINARY_DIR) + "/tools/" + tool + " " + args, tmp,
+                     signal_when, sig, env);
 }
 
 }  // namespace engine::test
