@@ -5,7 +5,6 @@
 // (seed, step) and balanced sampling draws the classes evenly; the record files have their exact
 // text and read back bit for bit. The tool around it: tests/test_train.cpp.
 #include <gtest/gtest.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
@@ -16,29 +15,15 @@
 
 #include "engine/error.h"
 #include "models/head_trainer.h"
+#include "test_util.h"
 
 namespace fs = std::filesystem;
 using namespace engine;
 
 namespace {
 
-struct TempDir {
-  std::string path;
-  TempDir() {
-    std::string t = (fs::temp_directory_path() / "head_trainer_XXXXXX").string();
-    path = mkdtemp(t.data());
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string operator/(const std::string& s) const { return path + "/" + s; }
-};
-
-std::string slurp(const std::string& p) {
-  std::ifstream f(p);
-  return std::string(std::istreambuf_iterator<char>(f), {});
-}
+using engine::test::slurp;
+using engine::test::TempDir;
 
 // n rows, every 5th melanoma (label 1) with its first 64 features shifted by 0.3; rows i % 7 == 0
 // are validation, i % 7 == 1 test, the rest train.
