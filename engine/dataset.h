@@ -1,7 +1,7 @@
 // engine/dataset.h: which images a run covers and what their labels and groups are. Two
 // conventions, as the TF retrain tutorial and the ISIC challenges use them:
 //  - class folders: <root>/<class name>/... ; the class is the folder name (sorted);
-//  - an image folder plus a labels CSV in an ISIC layout (../shared/REFERENCE.md): an id column
+//  - an image folder plus a labels CSV in an ISIC layout (docs/DATASETS.md): an id column
 //    (image, image_id, image_name, isic_id; or none, for the 2016 files), and either one label
 //    column (strings such as benign/malignant, or 0/1) or one-hot class columns (2018/2019);
 //    ids match files with or without their extension (.jpg/.jpeg/.png only: other dots belong to

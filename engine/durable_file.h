@@ -4,7 +4,7 @@
 // once the directory entry is). Used by the bottleneck cache (engine/cache_file.cpp,
 // engine/cache_journal.cpp) and by tools/train and tools/predict for their outputs.
 // Also the test-only crash points: ENGINE_CACHE_CRASH_AT=<point> SIGKILLs the process there.
-// Errors are one line naming the path and strerror. Tests: tests/test_cache_journal.cpp (crash).
+// Errors are one line naming the path and strerror. Tests: tests/test_cache_crash.cpp.
 #pragma once
 #include <string>
 #include <vector>

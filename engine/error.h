@@ -2,7 +2,7 @@
 // Every failure becomes an engine::Error whose message is one line: what failed, where
 // (file:line of the check) and the context the caller gave (file name, dataset, layer). Tools
 // catch it in main() and print it; tests catch it with EXPECT_THROW. HDF5 checks live in
-// engine/hdf5_io.h, CUDA/cuDNN/cuBLAS checks in engine/cuda_check.h (GPU issue).
+// engine/hdf5_io.h, CUDA/cuDNN/cuBLAS checks in engine/cuda_check.h.
 #pragma once
 #include <sstream>
 #include <stdexcept>

@@ -1,5 +1,5 @@
 // engine/split.h: the train/validation/test split of the TF retrain tutorial
-// (tensorflow/examples/image_retraining/retrain.py, ../shared/REFERENCE.md): strip `_nohash_.*`
+// (tensorflow/examples/image_retraining/retrain.py; docs/DATASETS.md): strip `_nohash_.*`
 // from the file name, SHA-1 it, (int(hex, 16) % 2^27) * (100 / (2^27 - 1)) is a percentage;
 // below validation% -> validation, below validation% + test% -> test, else train. Stable when
 // images are added. With groups (lesion_id / patient_id) the group id is hashed instead, so one

@@ -1,16 +1,15 @@
 // models/head_keras.cpp: the Keras head file (models/head_keras.h): writer (engine/hdf5_io.h's
-// typed writers, variable-length UTF-8 strings as h5py writes them, temp file + rename), reader
-// (through engine/hdf5_io.h) and a small JSON reader for model_config, enough to check that a
+// typed writers, variable-length UTF-8 strings as h5py writes them, committed durably through
+// engine/durable_file.h), reader (through engine/hdf5_io.h) and a small JSON reader for model_config, enough to check that a
 // file written by Keras is the Dense stack predict computes (relu hidden layers, softmax output).
 #include "models/head_keras.h"
-
-#include <unistd.h>
 
 #include <cstdio>
 #include <cstring>
 #include <map>
 #include <sstream>
 
+#include "engine/durable_file.h"
 #include "engine/error.h"
 #include "engine/hdf5_io.h"
 #include "engine/text_format.h"
@@ -255,7 +254,7 @@ void write_keras_head(const std::string& path, const HeadConfig& config, const H
   std::vector<std::string> names;
   for (size_t l = 0; l < L.layers.size(); ++l) names.push_back("dense_" + std::to_string(l + 1));
 
-  const std::string tmp = path + ".tmp." + std::to_string(getpid());
+  const std::string tmp = durable_tmp_name(path);
   try {
     h5_silence_errors();
     {
@@ -289,9 +288,8 @@ void write_keras_head(const std::string& path, const HeadConfig& config, const H
         }
       }
       f.close();  // checked: a failed final flush (disk full) is reported
-    }  // closed here, before the rename
-    if (std::rename(tmp.c_str(), path.c_str()) != 0)
-      fail(path, ": cannot rename ", tmp, " into place: ", std::strerror(errno));
+    }  // closed here, before the commit
+    commit_file_durable(tmp, path);  // fsync, rename, directory fsync
   } catch (...) {
     std::remove(tmp.c_str());
     throw;

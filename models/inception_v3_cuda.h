@@ -18,8 +18,8 @@
 //
 // Precision/layout: FP32 (exact, no tensor-core engines), TF32, FP16 (half activations and
 // weights, fp32 accumulation, fp32 bottleneck). Layout is an option: NHWC for TF32/FP16; FP32
-// defaults to NCHW (the advice: non-tensor-core engines in NHWC were slower than
-// PyTorch's NCHW). In FP16 the 3 input channels are zero-padded to 8 (tensor-core engines want
+// defaults to NCHW (measured: non-tensor-core engines in NHWC were slower than PyTorch's
+// NCHW, bench/README.md "GPU"). In FP16 the 3 input channels are zero-padded to 8 (tensor-core engines want
 // C % 8 == 0), with C1's extra filter channels zero.
 //
 // forward() captures the whole forward for a batch size once in a CUDA graph (input convert .. global

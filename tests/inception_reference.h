@@ -30,7 +30,7 @@ inline Reference open_reference() {
 // values) is 3.0e-5, better than PyTorch's own float32 forward on these weights (5.0e-5, stored
 // by the generator as f32_vs_f64_bottleneck_max_rel). Limits, about 2-5x above what we measured:
 // stem..mixed3 (<= 30 convs deep, measured <= 4.4e-6) 2e-5 * max|ref|; mixed4..mixed10 2e-4 *
-// max|ref|; + 1e-4 rel; bottleneck 1e-4 * max|ref| + 1e-4 rel (the "about 1e-4 relative").
+// max|ref|; + 1e-4 rel; bottleneck 1e-4 * max|ref| + 1e-4 rel (about 1e-4 relative).
 constexpr double kShallowAtolScale = 2e-5, kBlockAtolScale = 2e-4, kBlockRtol = 1e-4;
 constexpr double kBottleneckAtolScale = 1e-4, kBottleneckRtol = 1e-4;
 

@@ -242,7 +242,7 @@ TEST(Extract, BadFlagsAndBadWeightsGiveOneLine) {
   EXPECT_NE(s.err.find("--shard"), std::string::npos) << s.err;
 }
 
-// ISIC CSV layouts (REFERENCE.md), through list_dataset directly.
+// ISIC CSV layouts (docs/DATASETS.md), through list_dataset directly.
 TEST(Dataset, IsicCsvLayouts) {
   const std::string flat = dataset("flat"), csv = reference_file("dataset");
   Dataset d16 = list_dataset(flat, {csv + "/labels_2016.csv", "", "", false});
@@ -308,7 +308,7 @@ TEST(Dataset, ShardsPartitionThePaths) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Issue 9: groups, ids with dots, label reasons, symlinks.
+// Groups, ids with dots, label reasons, symlinks.
 // ---------------------------------------------------------------------------------------------
 
 // The real ground-truth headers of each challenge (first rows in their layout) over a folder of

@@ -1,4 +1,4 @@
-// tests/test_keras.cpp: Keras and TensorFlow themselves as the reference (issue 9, part 3). The
+// tests/test_keras.cpp: Keras and TensorFlow themselves as the reference. The
 // fixture generate_keras_reference runs tests/reference/keras_reference.py with ENGINE_KERAS_PYTHON
 // (tensorflow-cpu + tf_keras) into <reference dir>/keras: a Keras-written InceptionV3 weight file
 // (model.save_weights, 0-based names) and its Keras 2 (1-based) rewrite, model.predict

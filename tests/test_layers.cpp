@@ -33,7 +33,7 @@ const std::vector<std::string> kExpectedCases = {
     "max_pool_3x3_s2_same", "avg_pool_3x3_s1_same", "avg_pool_3x3_s2_same", "avg_pool_3x3_s1_valid",
     "concat",            "global_avg_pool",       "dense"};
 
-// Keras BatchNormalization epsilon (REFERENCE.md), also used by the generator.
+// Keras BatchNormalization epsilon (docs/ARCHITECTURE.md), also used by the generator.
 constexpr float kBnEps = 1e-3f;
 
 // Tolerances (|got - want| <= atol + rtol*|want|, want is float64 rounded to fp32):

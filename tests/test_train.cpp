@@ -200,7 +200,7 @@ TEST(Train, BadInputGivesOneLine) {
 // tools/predict (numbers vs numpy on extracted features, ids, errors): tests/test_predict.cpp.
 
 // ---------------------------------------------------------------------------------------------
-// Issue 9: no validation / test split, resume settings, escaping, flags.
+// No validation / test split, resume settings, escaping, flags.
 // ---------------------------------------------------------------------------------------------
 
 namespace {

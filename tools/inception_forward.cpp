@@ -1,6 +1,6 @@
 // tools/inception_forward.cpp: runs the Inception v3 forward pass on the CPU over generated
 // images (a deterministic, seeded pattern in [-1, 1]) and prints the bottlenecks' shape, a
-// checksum and the speed. The main job of the foundation issue; tools/extract replaces it. No
+// checksum and the speed: a smoke test of the forward pass alone (tools/extract is the real use). No
 // image files, so no decoding (engine/preprocessing.h is for those): inputs are made in [-1, 1].
 //   inception_forward --weights build/reference/inception_v3_1based.h5 --images 4 --batch 2
 #include <CLI/CLI.hpp>

@@ -1,6 +1,6 @@
 // tools/train.cpp: trains the classifier head on a bottleneck cache written by tools/extract.
 //
-//   train --cache cache.h5 --out run/ [--steps 4000] [--batch 128] [--learning-rate 1e-3]
+//   train --cache cache.h5 --out run/ [--steps 4000] [--batch 128] [--learning-rate 1e-4]
 //         [--hidden 512 512] [--decay-rate 0.9 --decay-steps 1000 --staircase] [--rmsprop tf1|torch]
 //         [--class-weights none|balanced|w0,w1,..] [--sampling uniform|balanced]
 //         [--select auc|balanced_accuracy|accuracy|loss] [--eval-every 100] [--restart]
@@ -209,7 +209,7 @@ ReportHead report_head(const HeadConfig& h) {
 }
 
 int run_train(Options o) {
-  // The head trains at ~76 steps/s on the 2-core CPU; the GPU head (models/head_cuda.cu) has not
+  // The head trains at ~100 steps/s on the 2-core CPU (bench/README.md); the GPU head (models/head_cuda.cu) has not
   // run on a GPU yet, so auto means the CPU until it has been verified.
   resolve_device(o.device);  // validates the flag
   if (o.device == "cuda")

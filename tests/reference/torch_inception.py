@@ -1,12 +1,12 @@
 """Independent PyTorch reference for Inception v3 with KERAS semantics (no engine code used).
 
 What it is: a from-scratch torch rebuild of keras-applications' InceptionV3 (see
-/work/shared/REFERENCE.md): conv (no bias) -> BN inference (y = (x-mean)/sqrt(var+1e-3) + beta, no
+docs/ARCHITECTURE.md): conv (no bias) -> BN inference (y = (x-mean)/sqrt(var+1e-3) + beta, no
 gamma) -> ReLU, TF 'same' padding (pad_before = total//2, the rest after), 3x3 s1 'same' average
 pools that exclude padding from the divisor, 3x3 s2 'valid' max pools, Keras concat order, global
 average pool -> N x 2048 bottleneck, optional `predictions` Dense(2048->1000)+softmax. Weights are
 kept in Keras layout: conv kernels (kh,kw,cin,cout) numpy float32 keyed by creation index 1..94
-(C# of REFERENCE.md). Pieces:
+(C# of docs/ARCHITECTURE.md). Pieces:
   * `load_keras_h5(path)`     reads a Keras HDF5 weight file (root or /model_weights, layer_names or
                               layer_names0.., 0- or 1-based names), checks every shape/dtype/value.
   * `forward(x_nhwc, taps=None, weights=..., dtype=torch.float64)`  the unfolded Keras-semantics
