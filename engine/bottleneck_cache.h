@@ -28,7 +28,7 @@ constexpr int64_t kCacheFormatVersion = 1;
 // What makes two caches comparable; a cache made with other settings is refused (unless forced).
 struct CacheSettings {
   std::string weights_sha256;  // SHA-256 (hex) of the Inception weight file
-  std::string preprocessing;   // e.g. "size=299;resize=antialias;dct_min_side=299;scale=x/127.5-1"
+  std::string preprocessing;   // Preprocessing::key() (engine/preprocessing.h): compared as is
   std::string engine_version;  // informational, not compared
 };
 

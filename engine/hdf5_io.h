@@ -1,5 +1,5 @@
 // engine/hdf5_io.h: the engine's one HDF5 layer: the only code that calls the HDF5 C API
-// (engine/hdf5_io.cpp). Every call is checked with H5_CHECK, which throws engine::Error with one
+// (engine/hdf5_io.cpp, engine/hdf5_io_write.cpp). Every call is checked with H5_CHECK, which throws engine::Error with one
 // line: the file and object, the call, HDF5's own innermost error-stack reason (e.g. "No space
 // left on device") and the statement with file:line. HDF5's error-stack printing is switched off
 // so that a bad file gives exactly that line. Readers check name, dtype, rank and shape (expected
@@ -172,6 +172,10 @@ struct H5DatasetOptions {
   bool unlimited_rows = false;   // first dimension extendible (needs `chunk`)
   bool fletcher32 = false;       // per-chunk Fletcher-32 checksum (needs `chunk`)
 };
+
+// A C-string memory/file type: variable length in `cset`, or `len` bytes NUL-padded.
+H5Id h5_string_type(bool variable, size_t len, H5T_cset_t cset, const std::string& where,
+                    const std::string& obj);
 
 H5Id h5_create_group(hid_t loc, const std::string& obj, const std::string& where,
                      bool track_times = true);

@@ -29,8 +29,9 @@ ResizeFilter parse_resize_filter(const std::string& name);  // throws Error on a
 
 // The decode settings a resize mode implies, on top of `base`: Tf1 decodes JPEGs as
 // tf.io.decode_jpeg does (JpegFlavor::TensorFlow), without EXIF rotation and without DCT scaling
-// (dct_min_side 0); Bilinear and Antialias return `base` unchanged. Every tool that decodes for a
-// mode (extract, predict) goes through this, so a cache's `resize=` setting fixes both steps.
+// (dct_min_side 0); Bilinear and Antialias return `base` unchanged. preprocess_image
+// (engine/preprocessing.h), which extract and predict call, goes through this, so a cache's
+// `resize=` setting fixes both steps.
 DecodeOptions decode_options_for(ResizeFilter f, DecodeOptions base = {});
 
 // out: out_h * out_w * 3 floats, HWC.

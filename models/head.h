@@ -17,13 +17,14 @@
 #include <string>
 #include <vector>
 
+#include "engine/inception_contract.h"
 #include "engine/tensor.h"
 #include "kernels/rmsprop.h"
 
 namespace engine {
 
 struct HeadConfig {
-  int64_t input = 2048;
+  int64_t input = kBottleneckSize;
   std::vector<int64_t> hidden{512, 512};
   int64_t classes = 2;
   float dropout = 0.5f;  // rate of dropping, in [0, 1); 0 disables dropout

@@ -22,6 +22,7 @@
 
 #include "engine/bottleneck_cache.h"
 #include "engine/error.h"
+#include "engine/preprocessing.h"
 #include "test_util.h"
 
 namespace engine::test {
@@ -67,7 +68,7 @@ inline std::string error_of(const std::function<void()>& fn) {
 
 inline CacheSettings settings_a() {
   return {sha256_hex(reinterpret_cast<const uint8_t*>("weights A"), 9),
-          "size=299;resize=antialias;dct_min_side=299;scale=x/127.5-1", "test 1.0"};
+          Preprocessing::for_resize(ResizeFilter::Antialias, true).key(), "test 1.0"};
 }
 inline CacheSettings settings_b() {
   CacheSettings s = settings_a();

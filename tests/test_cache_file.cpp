@@ -133,8 +133,8 @@ namespace {
 // Writes a 4-image cache with hdf5_io's typed writers (contiguous datasets, default properties:
 // not the cache's own writer), with one fault.
 struct FileSpec {
-  int64_t format_version = 1, feature_size_attr = 2048;
-  hsize_t feature_cols = 2048;
+  int64_t format_version = 1, feature_size_attr = kBottleneckSize;
+  hsize_t feature_cols = kBottleneckSize;
   H5Type feature_type = H5Type::F32, label_type = H5Type::I32;
   bool nan = false, unsorted = false, bad_sha = false;
   int32_t label2 = 1;

@@ -19,7 +19,7 @@ TEST(CacheOpen, SettingsMismatchIsRefusedUnlessForced) {
   EXPECT_ONE_LINE_ERROR(msg, p, settings_a().weights_sha256, settings_b().weights_sha256,
                         "--force");
   CacheSettings other_pre = settings_a();
-  other_pre.preprocessing = "size=299;resize=bilinear";
+  other_pre.preprocessing = Preprocessing::for_resize(ResizeFilter::Bilinear, false).key();
   EXPECT_ONE_LINE_ERROR(error_of([&] { BottleneckCache c(p, other_pre, false); }), "bilinear",
                         "--force");
   CacheSettings other_version = settings_a();

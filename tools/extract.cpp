@@ -116,9 +116,9 @@ struct Options {
 int run_extract(const Options& o) {
   const Device device = resolve_device(o.device);
   if (device == Device::CUDA && o.device == "cuda")
-    fail("--device cuda: the cuDNN inference backend is not in this build yet (GPU issue); use --device cpu or auto");
+    fail("--device cuda: extract does not run Inception on the GPU yet (models/inception_v3_cuda is built but not wired into the tools); use --device cpu or auto");
   if (device == Device::CUDA)
-    std::fprintf(stderr, "note: a GPU is present but the cuDNN backend is not in this build yet: using the CPU\n");
+    std::fprintf(stderr, "note: a GPU is present but extract does not use it yet: using the CPU\n");
   int shard_k = 1, shard_n = 1;
   if (!o.shard.empty()) parse_shard(o.shard, &shard_k, &shard_n);  // validated in main
   // tf1: TF's JPEG decode, no EXIF rotation, no DCT scaling (whatever --dct-scale says).

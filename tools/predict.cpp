@@ -127,7 +127,7 @@ int main(int argc, char** argv) {
     }
 
     if (resolve_device(device) == Device::CUDA && device == "cuda")
-      fail("--device cuda: the cuDNN inference backend is not in this build yet; use --device cpu");
+      fail("--device cuda: predict does not run Inception on the GPU yet (models/inception_v3_cuda is built but not wired into the tools); use --device cpu");
     const KerasHead kh = read_keras_head(head_path);
     if (kh.config.input != kBottleneckSize)
       fail(head_path, ": the head takes ", kh.config.input, " inputs, the Inception bottleneck has ", kBottleneckSize);
