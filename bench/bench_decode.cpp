@@ -108,8 +108,8 @@ void validate(const Sample& s, bool dct, bool resize, ResizeFilter f) {
 
 void set_counters(benchmark::State& st, const Sample& s) {
   st.counters["img/s"] = benchmark::Counter(double(st.iterations()), benchmark::Counter::kIsRate);
-  st.counters["MP/s"] = benchmark::Counter(double(st.iterations()) * s.w * s.h / 1e6,
-                                           benchmark::Counter::kIsRate);
+  st.counters["MP/s"] =
+      benchmark::Counter(double(st.iterations()) * s.w * s.h / 1e6, benchmark::Counter::kIsRate);
   st.SetLabel(std::to_string(s.jpeg.size() / 1024) + " KiB JPEG");
 }
 

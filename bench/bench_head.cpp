@@ -40,7 +40,8 @@ void BM_HeadTrainStep(benchmark::State& st) {
   if (!std::isfinite(l0)) st.SkipWithError("non-finite loss");
   for (auto _ : st) benchmark::DoNotOptimize(h.train_step(x.data(), y.data(), n));
   st.SetItemsProcessed(st.iterations());  // items/s == training steps/s
-  st.counters["samples_per_s"] = benchmark::Counter(double(st.iterations() * n), benchmark::Counter::kIsRate);
+  st.counters["samples_per_s"] =
+      benchmark::Counter(double(st.iterations() * n), benchmark::Counter::kIsRate);
 }
 BENCHMARK(BM_HeadTrainStep)->Unit(benchmark::kMillisecond)->UseRealTime();
 
@@ -66,7 +67,8 @@ void BM_SoftmaxXentK2(benchmark::State& st) {
   for (int64_t i = 0; i < rows; ++i) y[i] = static_cast<int32_t>(i & 1);
   const float loss = softmax_xent_cpu(z.data(), y.data(), nullptr, rows, 2, g.data());
   if (!std::isfinite(loss) || std::fabs(g[0] + g[1]) > 1e-6) st.SkipWithError("bad softmax");
-  for (auto _ : st) benchmark::DoNotOptimize(softmax_xent_cpu(z.data(), y.data(), nullptr, rows, 2, g.data()));
+  for (auto _ : st)
+    benchmark::DoNotOptimize(softmax_xent_cpu(z.data(), y.data(), nullptr, rows, 2, g.data()));
   st.SetBytesProcessed(st.iterations() * (n * 8 + rows * 4));
 }
 BENCHMARK(BM_SoftmaxXentK2)->RangeMultiplier(4)->Range(1 << 16, 1 << 22)->UseRealTime();
@@ -75,7 +77,8 @@ void BM_RmsPropFused(benchmark::State& st) {
   const int64_t n = st.range(0);
   RmsPropConfig c;
   c.momentum = 0.9;
-  std::vector<float> p = fill(n, 5, -1.f, 1.f), g = fill(n, 6, -1e-3f, 1e-3f), ms(n, 1.f), mom(n, 0.f);
+  std::vector<float> p = fill(n, 5, -1.f, 1.f), g = fill(n, 6, -1e-3f, 1e-3f), ms(n, 1.f),
+                     mom(n, 0.f);
   int64_t step = 0;
   rmsprop_update_cpu(p.data(), g.data(), ms.data(), mom.data(), n, c, &step);
   if (!std::isfinite(p[0]) || step != 1) st.SkipWithError("bad rmsprop");

@@ -41,7 +41,8 @@ bool validate() {
   model().forward(x, got);
   for (int64_t i = 0; i < got.numel(); ++i)
     if (!(std::fabs(got.data()[i] - want.data()[i]) <= 2e-5 + 1e-4 * std::fabs(want.data()[i]))) {
-      std::fprintf(stderr, "validation failed at %lld: %g vs %g\n", (long long)i, got.data()[i], want.data()[i]);
+      std::fprintf(stderr, "validation failed at %lld: %g vs %g\n", (long long)i, got.data()[i],
+                   want.data()[i]);
       return false;
     }
   std::fprintf(stderr, "validated against the PyTorch reference bottleneck\n");
@@ -58,7 +59,8 @@ void BM_InceptionV3Cpu(benchmark::State& state) {
     model().forward(x, b);
     benchmark::DoNotOptimize(b.data());
   }
-  state.counters["img/s"] = benchmark::Counter(static_cast<double>(n), benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["img/s"] =
+      benchmark::Counter(static_cast<double>(n), benchmark::Counter::kIsIterationInvariantRate);
   state.counters["GFLOP/s"] = benchmark::Counter(n * model().flops_per_image() / 1e9,
                                                  benchmark::Counter::kIsIterationInvariantRate);
   state.counters["act_MiB"] = model().activation_bytes() / 1048576.0;
@@ -66,7 +68,12 @@ void BM_InceptionV3Cpu(benchmark::State& state) {
   getrusage(RUSAGE_SELF, &ru);
   state.counters["peak_rss_MiB"] = ru.ru_maxrss / 1024.0;
 }
-BENCHMARK(BM_InceptionV3Cpu)->Arg(1)->Arg(8)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(5.0);
+BENCHMARK(BM_InceptionV3Cpu)
+    ->Arg(1)
+    ->Arg(8)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime()
+    ->MinTime(5.0);
 }  // namespace
 
 int main(int argc, char** argv) {

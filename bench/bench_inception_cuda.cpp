@@ -71,7 +71,9 @@ InceptionV3Cuda& model(int m) {
   InceptionCudaOptions opt;
   opt.fp32_nchw = m == kFp32Nchw;
   auto p = std::make_unique<InceptionV3Cuda>(weights(), mode_precision(m), kMaxBatch, opt);
-  std::fprintf(stderr, "[%s] model at max batch %lld: %.1f MiB on the GPU (weights %.1f, arena %.1f, workspace %.1f)\n",
+  std::fprintf(stderr,
+               "[%s] model at max batch %lld: %.1f MiB on the GPU (weights %.1f, arena %.1f, "
+               "workspace %.1f)\n",
                mode_name(m), (long long)kMaxBatch, p->peak_device_bytes() / 1048576.0,
                p->weight_bytes() / 1048576.0, p->activation_bytes() / 1048576.0,
                p->workspace_bytes() / 1048576.0);
@@ -126,8 +128,10 @@ void BM_InceptionV3Cuda(benchmark::State& state) {
   const CudaEvent e0 = CudaEvent::create("bench"), e1 = CudaEvent::create("bench");
   for (auto _ : state) {
     CUDA_CHECK(cudaEventRecord(e0, nullptr), "bench");
-    if (resident) net->forward_resident(n);   // both synchronize the model's stream
-    else net->forward(x.data(), n, b.data());
+    if (resident)
+      net->forward_resident(n);  // both synchronize the model's stream
+    else
+      net->forward(x.data(), n, b.data());
     CUDA_CHECK(cudaEventRecord(e1, nullptr), "bench");
     CUDA_CHECK(cudaEventSynchronize(e1), "bench");
     float ms = 0;
@@ -136,19 +140,28 @@ void BM_InceptionV3Cuda(benchmark::State& state) {
     benchmark::DoNotOptimize(b.data());
   }
   const double flops = net->flops_per_image() * static_cast<double>(n);
-  state.counters["img/s"] = benchmark::Counter(static_cast<double>(n), benchmark::Counter::kIsIterationInvariantRate);
-  state.counters["TFLOP/s"] = benchmark::Counter(flops / 1e12, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["img/s"] =
+      benchmark::Counter(static_cast<double>(n), benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["TFLOP/s"] =
+      benchmark::Counter(flops / 1e12, benchmark::Counter::kIsIterationInvariantRate);
   state.counters["peak_TFLOP/s"] = peak_tflops(m);
   state.counters["gpu_MiB"] = net->peak_device_bytes() / 1048576.0;
   state.SetLabel(std::string(mode_name(m)) + (resident ? "" : "_host"));
 }
 BENCHMARK(BM_InceptionV3Cuda)
     ->ArgNames({"mode", "batch", "resident"})
-    ->Args({kFp32Nchw, 128, 1})->Args({kFp32Nchw, 128, 0})->Args({kFp32Nchw, 1, 1})->Args({kFp32Nchw, 1, 0})
+    ->Args({kFp32Nchw, 128, 1})
+    ->Args({kFp32Nchw, 128, 0})
+    ->Args({kFp32Nchw, 1, 1})
+    ->Args({kFp32Nchw, 1, 0})
     ->Args({kFp32Nhwc, 128, 1})
     ->Args({kTf32, 128, 1})
-    ->Args({kFp16, 128, 1})->Args({kFp16, 128, 0})->Args({kFp16, 1, 1})
-    ->UseManualTime()->Unit(benchmark::kMillisecond)->MinTime(2.0);
+    ->Args({kFp16, 128, 1})
+    ->Args({kFp16, 128, 0})
+    ->Args({kFp16, 1, 1})
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond)
+    ->MinTime(2.0);
 
 // fp32 at batch 1 against the PyTorch reference bottleneck (tests/test_inception.cpp's bound).
 bool validate() {
@@ -159,10 +172,12 @@ bool validate() {
   std::vector<float> got(static_cast<size_t>(kBottleneckSize));
   net.forward(x.data(), 1, got.data());
   double wmax = 0;
-  for (int64_t i = 0; i < want.numel(); ++i) wmax = std::max(wmax, double(std::fabs(want.data()[i])));
+  for (int64_t i = 0; i < want.numel(); ++i)
+    wmax = std::max(wmax, double(std::fabs(want.data()[i])));
   for (int64_t i = 0; i < kBottleneckSize; ++i)
     if (!(std::fabs(got[i] - want.data()[i]) <= 1e-4 * wmax + 1e-4 * std::fabs(want.data()[i]))) {
-      std::fprintf(stderr, "validation failed at %lld: %g vs %g\n", (long long)i, got[i], want.data()[i]);
+      std::fprintf(stderr, "validation failed at %lld: %g vs %g\n", (long long)i, got[i],
+                   want.data()[i]);
       return false;
     }
   std::fprintf(stderr, "validated fp32 (NCHW) against the PyTorch reference bottleneck, image 0\n");

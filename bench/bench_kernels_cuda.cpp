@@ -29,7 +29,7 @@ using namespace engine::kernel_cases;
 
 namespace {
 
-constexpr int kReps = 20;                        // launches between two events
+constexpr int kReps = 20;                         // launches between two events
 constexpr size_t kCopyBytes = size_t(256) << 20;  // 256 MiB: far beyond L2 (50 MiB on H100)
 
 const CudaAvailability& gpu() {
@@ -44,10 +44,12 @@ double measure_copy_gbs() {
   const DeviceBuffer<char> a(kCopyBytes, "copy source"), b(kCopyBytes, "copy destination");
   a.zero(s, "copy source");
   const CudaEvent e0 = CudaEvent::create("copy"), e1 = CudaEvent::create("copy");
-  CUDA_CHECK(cudaMemcpyAsync(b.data(), a.data(), kCopyBytes, cudaMemcpyDeviceToDevice, s), "copy warm-up");
+  CUDA_CHECK(cudaMemcpyAsync(b.data(), a.data(), kCopyBytes, cudaMemcpyDeviceToDevice, s),
+             "copy warm-up");
   CUDA_CHECK(cudaEventRecord(e0, s), "copy");
   for (int i = 0; i < kReps; ++i)
-    CUDA_CHECK(cudaMemcpyAsync(b.data(), a.data(), kCopyBytes, cudaMemcpyDeviceToDevice, s), "copy");
+    CUDA_CHECK(cudaMemcpyAsync(b.data(), a.data(), kCopyBytes, cudaMemcpyDeviceToDevice, s),
+               "copy");
   CUDA_CHECK(cudaEventRecord(e1, s), "copy");
   CUDA_CHECK(cudaEventSynchronize(e1), "copy");
   float ms = 0;
@@ -96,11 +98,12 @@ void run_case(benchmark::State& st, const typename F::Case& c) {
     const Outputs got = run->download(s), want = F::cpu(c, in);
     for (size_t i = 0; i < want.size(); ++i) {
       const Tol t = F::tol(c, Device::CUDA, in, want[i]);
-      const auto r = test::tensors_close(got[i].v.data(), want[i].v.data(),
-                                         static_cast<int64_t>(want[i].v.size()), t.atol, t.rtol,
-                                         want[i].name);
+      const auto r =
+          test::tensors_close(got[i].v.data(), want[i].v.data(),
+                              static_cast<int64_t>(want[i].v.size()), t.atol, t.rtol, want[i].name);
       if (!r) {
-        st.SkipWithError(("validation against the CPU kernel failed: " + std::string(r.message())).c_str());
+        st.SkipWithError(
+            ("validation against the CPU kernel failed: " + std::string(r.message())).c_str());
         return;
       }
     }
@@ -114,9 +117,11 @@ void run_case(benchmark::State& st, const typename F::Case& c) {
       CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1), "bench");
       st.SetIterationTime(double(ms) * 1e-3 / kReps);  // one launch per iteration
     }
-    st.counters["GB/s"] = benchmark::Counter(c.bytes() / 1e9, benchmark::Counter::kIsIterationInvariantRate);
+    st.counters["GB/s"] =
+        benchmark::Counter(c.bytes() / 1e9, benchmark::Counter::kIsIterationInvariantRate);
     if (c.flops() > 0)
-      st.counters["GFLOP/s"] = benchmark::Counter(c.flops() / 1e9, benchmark::Counter::kIsIterationInvariantRate);
+      st.counters["GFLOP/s"] =
+          benchmark::Counter(c.flops() / 1e9, benchmark::Counter::kIsIterationInvariantRate);
     st.counters["copy_GB/s"] = copy_gbs();
     st.SetLabel(F::kCudaEntry);
   } catch (const std::exception& e) {
@@ -140,7 +145,8 @@ int main(int argc, char** argv) {
   if (gpu().devices > 0)
     std::printf("GPU: %s\n", gpu().reason.c_str());
   else
-    std::printf("bench_kernels_cuda: no GPU (%s): every benchmark is skipped\n", gpu().reason.c_str());
+    std::printf("bench_kernels_cuda: no GPU (%s): every benchmark is skipped\n",
+                gpu().reason.c_str());
   benchmark::RegisterBenchmark("copy_device_to_device", BM_CopyDeviceToDevice)
       ->UseManualTime()
       ->Iterations(1)

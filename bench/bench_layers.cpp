@@ -61,7 +61,8 @@ void validate_conv(Conv2dCpu& conv, const std::vector<float>& w, const std::vect
   conv.forward(x, got);
   double worst = 0;
   for (int64_t i = 0; i < got.numel(); ++i) {
-    double d = std::fabs(got.data()[i] - want.data()[i]) / (1e-5 + 1e-5 * std::fabs(want.data()[i]));
+    double d =
+        std::fabs(got.data()[i] - want.data()[i]) / (1e-5 + 1e-5 * std::fabs(want.data()[i]));
     worst = std::max(worst, d);
   }
   if (!(worst <= 1.0)) {
@@ -82,9 +83,9 @@ void BM_Conv2dCpu(benchmark::State& state, ConvShape c) {
     conv.forward(x, y);
     benchmark::DoNotOptimize(y.data());
   }
-  state.counters["GFLOP/s"] = benchmark::Counter(conv.flops(x.shape()) * 1e-9 *
-                                                     static_cast<double>(state.iterations()),
-                                                 benchmark::Counter::kIsRate);
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(conv.flops(x.shape()) * 1e-9 * static_cast<double>(state.iterations()),
+                         benchmark::Counter::kIsRate);
 }
 
 void BM_Conv2dRef(benchmark::State& state, ConvShape c) {
@@ -96,9 +97,9 @@ void BM_Conv2dRef(benchmark::State& state, ConvShape c) {
     conv2d_forward_ref_cpu(x, w.data(), b.data(), c.cout, conv.spec(), y);
     benchmark::DoNotOptimize(y.data());
   }
-  state.counters["GFLOP/s"] = benchmark::Counter(conv.flops(x.shape()) * 1e-9 *
-                                                     static_cast<double>(state.iterations()),
-                                                 benchmark::Counter::kIsRate);
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(conv.flops(x.shape()) * 1e-9 * static_cast<double>(state.iterations()),
+                         benchmark::Counter::kIsRate);
 }
 
 void set_bytes(benchmark::State& state, int64_t floats_moved) {

@@ -56,8 +56,7 @@ struct BottleneckCache::Impl {
     if (lock_fd >= 0) ::close(lock_fd);  // releases the flock
   }
 
-  void put(const std::string& p, const std::array<uint8_t, 32>& sha, uint32_t piece,
-           uint64_t pos) {
+  void put(const std::string& p, const std::array<uint8_t, 32>& sha, uint32_t piece, uint64_t pos) {
     entries[p] = Entry{sha, piece, pos};  // a later piece wins
   }
 
@@ -274,7 +273,8 @@ void BottleneckCache::finalize(const std::vector<ImageMeta>& current,
   // The new file is in place: the index now points at its rows, in place (no second index), and
   // paths not in `current` are dropped (their features went with the old file and journal).
   for (auto& [p, e] : m.entries) e.piece = Impl::kStale;
-  for (size_t i = 0; i < where.size(); ++i) where[i]->piece = Impl::kConsolidated, where[i]->pos = i;
+  for (size_t i = 0; i < where.size(); ++i)
+    where[i]->piece = Impl::kConsolidated, where[i]->pos = i;
   for (auto it = m.entries.begin(); it != m.entries.end();)
     it = it->second.piece == Impl::kStale ? m.entries.erase(it) : std::next(it);
   m.piece_files.clear();

@@ -34,8 +34,8 @@ struct CacheSettings {
 
 // One image's bottleneck, as extracted (journal pieces hold exactly this).
 struct CacheFeature {
-  std::string path;    // relative to the image root, '/'-separated: the key
-  std::string sha256;  // hex SHA-256 of the file's bytes: changed content = re-extract
+  std::string path;            // relative to the image root, '/'-separated: the key
+  std::string sha256;          // hex SHA-256 of the file's bytes: changed content = re-extract
   std::vector<float> feature;  // kCacheFeatureSize values
 };
 
@@ -89,8 +89,8 @@ class BottleneckCache {
 
   // True when a feature for this path with this content hash is already cached.
   bool has(const std::string& path, const std::string& sha256) const;
-  size_t cached() const;           // features known (consolidated + journal)
-  size_t journal_pieces() const;   // complete pieces replayed or written in this run
+  size_t cached() const;          // features known (consolidated + journal)
+  size_t journal_pieces() const;  // complete pieces replayed or written in this run
   // The most bytes of feature data this object has held at once (chunk and journal I/O buffers):
   // features are never kept, only where they lie, so this does not grow with the cache's size.
   size_t peak_feature_bytes() const;
@@ -110,6 +110,5 @@ class BottleneckCache {
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
-
 
 }  // namespace engine

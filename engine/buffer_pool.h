@@ -37,7 +37,7 @@ class BufferPool {
   PooledTensor acquire(const Shape& shape);
   int64_t reserved_bytes() const { return reserved_bytes_; }  // all buffers ever allocated
   int64_t in_use_bytes() const { return in_use_bytes_; }
-  int64_t allocations() const { return allocations_; }        // host allocations made
+  int64_t allocations() const { return allocations_; }  // host allocations made
 
  private:
   friend class PooledTensor;

@@ -181,7 +181,8 @@ std::vector<uint64_t> write_piece_durable(const std::string& path, const CacheSe
 bool hex_to_bin(const std::string& hex, std::array<uint8_t, 32>& out) {
   if (!is_sha256_hex(hex)) return false;
   auto v = [](char c) { return static_cast<uint8_t>(c <= '9' ? c - '0' : c - 'a' + 10); };
-  for (size_t i = 0; i < 32; ++i) out[i] = static_cast<uint8_t>(v(hex[2 * i]) << 4 | v(hex[2 * i + 1]));
+  for (size_t i = 0; i < 32; ++i)
+    out[i] = static_cast<uint8_t>(v(hex[2 * i]) << 4 | v(hex[2 * i + 1]));
   return true;
 }
 std::string bin_to_hex(const std::array<uint8_t, 32>& b) {
@@ -217,7 +218,8 @@ std::string scan_piece(const std::string& path, Piece& out, FeatureMeter* meter)
       return "feature_size " + std::to_string(fsize) + ", expected " + std::to_string(kF);
     if (!r.str(out.settings.weights_sha256) || !r.str(out.settings.preprocessing))
       return "short header";
-    if (count > r.left() / kRowBytes) return "count " + std::to_string(count) + " exceeds the payload";
+    if (count > r.left() / kRowBytes)
+      return "count " + std::to_string(count) + " exceeds the payload";
     out.records.resize(count);
     std::string sha(64, '\0');
     for (PieceRecord& rec : out.records) {

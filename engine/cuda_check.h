@@ -26,24 +26,25 @@ const char* cublas_status_name(cublasStatus_t s);
 
 }  // namespace engine
 
-#define CUDA_CHECK(stmt, ctx)                                                              \
-  do {                                                                                     \
-    cudaError_t engine_e_ = (stmt);                                                        \
-    if (engine_e_ != cudaSuccess) ::engine::throw_cuda_error(engine_e_, #stmt, __FILE__, __LINE__, (ctx)); \
+#define CUDA_CHECK(stmt, ctx)                                                  \
+  do {                                                                         \
+    cudaError_t engine_e_ = (stmt);                                            \
+    if (engine_e_ != cudaSuccess)                                              \
+      ::engine::throw_cuda_error(engine_e_, #stmt, __FILE__, __LINE__, (ctx)); \
   } while (0)
 
-#define CUDNN_CHECK(stmt, ctx)                                                             \
-  do {                                                                                     \
-    cudnnStatus_t engine_s_ = (stmt);                                                      \
-    if (engine_s_ != CUDNN_STATUS_SUCCESS)                                                 \
-      ::engine::throw_cudnn_error(engine_s_, #stmt, __FILE__, __LINE__, (ctx));           \
+#define CUDNN_CHECK(stmt, ctx)                                                  \
+  do {                                                                          \
+    cudnnStatus_t engine_s_ = (stmt);                                           \
+    if (engine_s_ != CUDNN_STATUS_SUCCESS)                                      \
+      ::engine::throw_cudnn_error(engine_s_, #stmt, __FILE__, __LINE__, (ctx)); \
   } while (0)
 
-#define CUBLAS_CHECK(stmt, ctx)                                                            \
-  do {                                                                                     \
-    cublasStatus_t engine_s_ = (stmt);                                                     \
-    if (engine_s_ != CUBLAS_STATUS_SUCCESS)                                                \
-      ::engine::throw_cublas_error(engine_s_, #stmt, __FILE__, __LINE__, (ctx));          \
+#define CUBLAS_CHECK(stmt, ctx)                                                  \
+  do {                                                                           \
+    cublasStatus_t engine_s_ = (stmt);                                           \
+    if (engine_s_ != CUBLAS_STATUS_SUCCESS)                                      \
+      ::engine::throw_cublas_error(engine_s_, #stmt, __FILE__, __LINE__, (ctx)); \
   } while (0)
 
 #define KERNEL_LAUNCH_CHECK(ctx) CUDA_CHECK(cudaGetLastError(), (ctx))

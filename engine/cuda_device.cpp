@@ -73,7 +73,9 @@ CudaAvailability cuda_availability() {
   return a;
 }
 #else
-CudaAvailability cuda_availability() { return {0, "built without CUDA (nvcc not found at configure time)"}; }
+CudaAvailability cuda_availability() {
+  return {0, "built without CUDA (nvcc not found at configure time)"};
+}
 #endif
 
 Device resolve_device(const std::string& flag) {

@@ -56,9 +56,12 @@ void walk_files(const fs::path& dir, const std::string& rel, std::vector<std::st
   for (const auto& e : entries) {
     if (hidden(e.path())) continue;
     std::error_code e2;
-    const std::string name = rel.empty() ? e.path().filename().string() : rel + "/" + e.path().filename().string();
-    if (e.is_directory(e2)) walk_files(e.path(), name, out, stack);
-    else out.push_back(name);
+    const std::string name =
+        rel.empty() ? e.path().filename().string() : rel + "/" + e.path().filename().string();
+    if (e.is_directory(e2))
+      walk_files(e.path(), name, out, stack);
+    else
+      out.push_back(name);
   }
   if (!canon.empty() && !stack.empty() && stack.back() == canon) stack.pop_back();
 }
@@ -104,8 +107,10 @@ std::vector<std::vector<std::string>> read_csv(const std::string& path) {
     char c = s[i];
     if (quoted) {
       if (c == '"') {
-        if (i + 1 < s.size() && s[i + 1] == '"') field += '"', ++i;
-        else quoted = false;
+        if (i + 1 < s.size() && s[i + 1] == '"')
+          field += '"', ++i;
+        else
+          quoted = false;
       } else {
         if (c == '\n') ++line;
         field += c;
@@ -144,7 +149,7 @@ namespace {
 struct CsvLabels {
   std::map<std::string, int32_t> label;  // by image id (stem)
   std::map<std::string, std::string> group;
-  std::vector<std::string> bad_rows;     // one-line notes
+  std::vector<std::string> bad_rows;            // one-line notes
   std::map<std::string, std::string> unusable;  // id -> why its row gives no label
 };
 
@@ -153,12 +158,14 @@ CsvLabels parse_labels(const std::string& path, const DatasetOptions& opt, Datas
   if (rows.empty()) fail(path, ": labels CSV is empty");
   // ISIC 2016 files have no header: the first cell is an image id.
   const std::string first = trim(rows[0][0]);
-  const bool header = !(first.rfind("ISIC_", 0) == 0 && first.size() > 5 && std::isdigit(static_cast<unsigned char>(first[5])));
+  const bool header = !(first.rfind("ISIC_", 0) == 0 && first.size() > 5 &&
+                        std::isdigit(static_cast<unsigned char>(first[5])));
   std::vector<std::string> cols;
   if (header) {
     for (auto& c : rows[0]) cols.push_back(trim(c));
   } else {
-    for (size_t i = 0; i < rows[0].size(); ++i) cols.push_back(i == 0 ? "image" : "column" + std::to_string(i + 1));
+    for (size_t i = 0; i < rows[0].size(); ++i)
+      cols.push_back(i == 0 ? "image" : "column" + std::to_string(i + 1));
   }
   const size_t data_start = header ? 1 : 0;
   if (rows.size() <= data_start) fail(path, ": labels CSV has a header but no rows");
@@ -168,7 +175,8 @@ CsvLabels parse_labels(const std::string& path, const DatasetOptions& opt, Datas
         if (lower(cols[i]) == n) return static_cast<int>(i);
     return -1;
   };
-  const int id_col = find_col({"image", "image_id", "image_name", "isic_id", "isic_id", "image id"});
+  const int id_col =
+      find_col({"image", "image_id", "image_name", "isic_id", "isic_id", "image id"});
   if (id_col < 0)
     fail(path, ": no image id column (expected one of image, image_id, image_name, isic_id; found ",
          cols.size(), " columns starting '", cols[0], "')");
@@ -183,8 +191,9 @@ CsvLabels parse_labels(const std::string& path, const DatasetOptions& opt, Datas
     // one subset (ISIC 2020); lesion_id only when there is no patient column (HAM10000).
     group_col = find_col({"patient_id", "lesion_id"});
   }
-  ds.group_source = group_col >= 0 ? "column '" + cols[static_cast<size_t>(group_col)] + "' of " + path
-                                   : "none (no patient_id or lesion_id column in " + path + ")";
+  ds.group_source = group_col >= 0
+                        ? "column '" + cols[static_cast<size_t>(group_col)] + "' of " + path
+                        : "none (no patient_id or lesion_id column in " + path + ")";
   CsvLabels out;
   const size_t nrows = rows.size() - data_start;
   auto cell = [&](size_t r, int c) -> std::string {
@@ -200,14 +209,16 @@ CsvLabels parse_labels(const std::string& path, const DatasetOptions& opt, Datas
       if (cols[i] == opt.label_column) label_col = static_cast<int>(i);
     if (label_col < 0) fail(path, ": --label-column '", opt.label_column, "' is not a column");
   } else {
-    label_col = find_col({"benign_malignant", "target", "melanoma", "dx", "diagnosis", "label", "class"});
+    label_col =
+        find_col({"benign_malignant", "target", "melanoma", "dx", "diagnosis", "label", "class"});
     if (label_col < 0) {
       // One-hot: every other non-id, non-group column is 0/1 in every row (2018/2019 layouts).
       for (size_t c = 0; c < cols.size(); ++c) {
         if (static_cast<int>(c) == id_col || static_cast<int>(c) == group_col) continue;
         bool binary = true;
         int v;
-        for (size_t r = 0; r < nrows && binary; ++r) binary = is_binary_value(cell(r, static_cast<int>(c)), &v);
+        for (size_t r = 0; r < nrows && binary; ++r)
+          binary = is_binary_value(cell(r, static_cast<int>(c)), &v);
         if (binary) onehot.push_back(static_cast<int>(c));
       }
       if (onehot.size() < 2) {
@@ -217,7 +228,8 @@ CsvLabels parse_labels(const std::string& path, const DatasetOptions& opt, Datas
     }
   }
   if (label_col < 0 && onehot.empty())
-    fail(path, ": cannot tell the label column (no benign_malignant/target/melanoma/dx column and no "
+    fail(path,
+         ": cannot tell the label column (no benign_malignant/target/melanoma/dx column and no "
          "one-hot columns); use --label-column");
 
   std::vector<std::pair<std::string, int32_t>> labelled;  // (id, raw label index)
@@ -231,8 +243,10 @@ CsvLabels parse_labels(const std::string& path, const DatasetOptions& opt, Datas
     for (size_t r = 0; r < nrows && binary; ++r) binary = is_binary_value(cell(r, label_col), &v);
     const std::string name = cols[static_cast<size_t>(label_col)];
     if (binary) {
-      if (lower(name) == "target" || !header) ds.class_names = {"benign", "malignant"};
-      else ds.class_names = {"not_" + name, name};
+      if (lower(name) == "target" || !header)
+        ds.class_names = {"benign", "malignant"};
+      else
+        ds.class_names = {"not_" + name, name};
     } else {
       std::set<std::string> values;
       for (size_t r = 0; r < nrows; ++r)
@@ -282,7 +296,8 @@ CsvLabels parse_labels(const std::string& path, const DatasetOptions& opt, Datas
       }
     }
     if (out.label.count(id)) {
-      out.bad_rows.push_back(path + ": line " + std::to_string(line) + ": duplicate image id " + id + " (first row kept)");
+      out.bad_rows.push_back(path + ": line " + std::to_string(line) + ": duplicate image id " +
+                             id + " (first row kept)");
       continue;
     }
     out.label[id] = label;
@@ -308,11 +323,14 @@ Dataset list_dataset(const std::string& root_arg, const DatasetOptions& opt) {
     // Class folders when the root holds sub-directories; otherwise an unlabelled folder.
     std::vector<fs::path> dirs;
     std::vector<std::string> loose;
-    for (auto it = fs::directory_iterator(root, ec); !ec && it != fs::directory_iterator(); it.increment(ec)) {
+    for (auto it = fs::directory_iterator(root, ec); !ec && it != fs::directory_iterator();
+         it.increment(ec)) {
       if (hidden(it->path())) continue;
       std::error_code e2;
-      if (it->is_directory(e2)) dirs.push_back(it->path());
-      else loose.push_back(it->path().filename().string());
+      if (it->is_directory(e2))
+        dirs.push_back(it->path());
+      else
+        loose.push_back(it->path().filename().string());
     }
     if (ec) fail(root_arg, ": cannot list directory: ", ec.message());
     if (dirs.empty()) {
@@ -325,7 +343,8 @@ Dataset list_dataset(const std::string& root_arg, const DatasetOptions& opt) {
         ds.class_names.push_back(d.filename().string());
         std::vector<std::string> in_class;
         walk_files(d, d.filename().string(), in_class);
-        if (in_class.empty()) ds.notes.push_back(d.string() + ": empty class folder '" + ds.class_names.back() + "'");
+        if (in_class.empty())
+          ds.notes.push_back(d.string() + ": empty class folder '" + ds.class_names.back() + "'");
         for (auto& f : in_class) {
           ds.images.push_back({ImageMeta{f, label, ""}, (root / f).string()});
         }
@@ -345,7 +364,8 @@ Dataset list_dataset(const std::string& root_arg, const DatasetOptions& opt) {
       auto it = csv.label.find(id);
       if (it == csv.label.end()) {
         auto why = csv.unusable.find(id);
-        ds.skipped.push_back({f, why != csv.unusable.end() ? why->second : "no row in " + opt.labels_csv});
+        ds.skipped.push_back(
+            {f, why != csv.unusable.end() ? why->second : "no row in " + opt.labels_csv});
         continue;
       }
       if (matched.count(id)) {
@@ -354,14 +374,19 @@ Dataset list_dataset(const std::string& root_arg, const DatasetOptions& opt) {
       }
       matched.insert(id);
       auto g = csv.group.find(id);
-      ds.images.push_back({ImageMeta{f, it->second, g == csv.group.end() ? "" : g->second}, (root / f).string()});
+      ds.images.push_back(
+          {ImageMeta{f, it->second, g == csv.group.end() ? "" : g->second}, (root / f).string()});
     }
     size_t missing = 0;
     for (const auto& kv : csv.label)
       if (!matched.count(kv.first)) {
-        if (++missing <= 10) ds.notes.push_back(opt.labels_csv + ": row for " + kv.first + " has no image file in " + root_arg);
+        if (++missing <= 10)
+          ds.notes.push_back(opt.labels_csv + ": row for " + kv.first + " has no image file in " +
+                             root_arg);
       }
-    if (missing > 10) ds.notes.push_back(opt.labels_csv + ": " + std::to_string(missing - 10) + " more rows have no image file");
+    if (missing > 10)
+      ds.notes.push_back(opt.labels_csv + ": " + std::to_string(missing - 10) +
+                         " more rows have no image file");
   } else if (ds.images.empty()) {
     for (const auto& f : files) ds.images.push_back({ImageMeta{f, -1, ""}, (root / f).string()});
   }

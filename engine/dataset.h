@@ -21,8 +21,9 @@
 namespace engine {
 
 struct DatasetOptions {
-  std::string labels_csv;    // empty: class folders or unlabelled
-  std::string label_column;  // empty: auto (benign_malignant, target, melanoma, one-hot, 2nd column)
+  std::string labels_csv;  // empty: class folders or unlabelled
+  std::string
+      label_column;  // empty: auto (benign_malignant, target, melanoma, one-hot, 2nd column)
   std::string group_column;  // empty: auto (patient_id, else lesion_id) when present in the CSV
   bool unlabelled = false;   // every file under root, recursively, no labels (predict)
 };
@@ -39,7 +40,8 @@ struct Dataset {
   std::vector<SkippedFile> skipped;      // files found but not usable (no CSV row, bad label)
   std::vector<std::string> notes;        // one-line problems worth telling the user
   std::string label_source;              // "class folders", "labels.csv column 'MEL'..." or "none"
-  std::string group_source = "none";     // which CSV column gave the groups (patient_id first), or why none
+  std::string group_source =
+      "none";  // which CSV column gave the groups (patient_id first), or why none
 };
 
 // Throws engine::Error (one line naming the file) for a missing root, an unreadable or

@@ -26,8 +26,8 @@ template <typename... Args>
 }  // namespace engine
 
 // ENGINE_CHECK(cond, pieces...): throw engine::Error naming the condition and the pieces.
-#define ENGINE_CHECK(cond, ...)                                                   \
-  do {                                                                            \
-    if (!(cond)) ::engine::fail(__VA_ARGS__, " [check '" #cond "' at ", __FILE__, \
-                                ":", __LINE__, "]");                              \
+#define ENGINE_CHECK(cond, ...)                                                             \
+  do {                                                                                      \
+    if (!(cond))                                                                            \
+      ::engine::fail(__VA_ARGS__, " [check '" #cond "' at ", __FILE__, ":", __LINE__, "]"); \
   } while (0)

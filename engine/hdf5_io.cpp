@@ -100,7 +100,8 @@ H5File H5File::create(const std::string& path) {
   h5_silence_errors();
   H5File f;
   f.path_ = path;
-  f.id_ = H5Id(H5_CHECK(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), path, "/"));
+  f.id_ =
+      H5Id(H5_CHECK(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), path, "/"));
   return f;
 }
 
@@ -145,9 +146,9 @@ std::vector<std::string> h5_group_members(hid_t loc, const std::string& grp,
   H5_CHECK(H5Gget_info(g.get(), &info), where, grp);
   std::vector<std::string> names;
   for (hsize_t i = 0; i < info.nlinks; ++i) {
-    ssize_t len = H5_CHECK(H5Lget_name_by_idx(g.get(), ".", H5_INDEX_NAME, H5_ITER_INC, i, nullptr,
-                                              0, H5P_DEFAULT),
-                           where, grp);
+    ssize_t len = H5_CHECK(
+        H5Lget_name_by_idx(g.get(), ".", H5_INDEX_NAME, H5_ITER_INC, i, nullptr, 0, H5P_DEFAULT),
+        where, grp);
     std::string s(static_cast<size_t>(len), '\0');
     H5_CHECK(H5Lget_name_by_idx(g.get(), ".", H5_INDEX_NAME, H5_ITER_INC, i, s.data(), s.size() + 1,
                                 H5P_DEFAULT),
@@ -177,7 +178,7 @@ std::string h5_dims_str(const std::vector<hsize_t>& d) {
 
 // A C-string memory type: variable length in `cset`, or `len` bytes NUL-padded.
 H5Id h5_string_type(bool variable, size_t len, H5T_cset_t cset, const std::string& where,
-                 const std::string& obj) {
+                    const std::string& obj) {
   H5Id t(H5_CHECK(H5Tcopy(H5T_C_S1), where, obj));
   if (variable) {
     H5_CHECK(H5Tset_size(t.get(), H5T_VARIABLE), where, obj);
@@ -277,7 +278,8 @@ H5Dataset h5_open_dataset(hid_t loc, const std::string& obj, const std::string& 
   if (!h5_exists(loc, obj)) fail(where, ": missing dataset '", obj, "'");
   H5Dataset d;
   d.id = H5Id(H5Dopen2(loc, obj.c_str(), H5P_DEFAULT));
-  if (!d.id.valid()) fail(where, ": '", obj, "' is not a dataset (or is corrupt)", h5_error_reason());
+  if (!d.id.valid())
+    fail(where, ": '", obj, "' is not a dataset (or is corrupt)", h5_error_reason());
   H5Id type(H5_CHECK(H5Dget_type(d.id.get()), where, obj));
   H5Id space(H5_CHECK(H5Dget_space(d.id.get()), where, obj));
   d.dtype = h5_dtype_desc(type.get());
@@ -312,7 +314,8 @@ std::vector<std::string> h5_read_strings(const H5Dataset& d, const std::string& 
     H5Id mem = h5_string_type(true, 0, H5T_CSET_UTF8, where, obj);
     H5Id space(H5_CHECK(H5Dget_space(d.id.get()), where, obj));
     std::vector<char*> ptrs(count, nullptr);
-    H5_CHECK(H5Dread(d.id.get(), mem.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, ptrs.data()), where, obj);
+    H5_CHECK(H5Dread(d.id.get(), mem.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, ptrs.data()), where,
+             obj);
     for (char* p : ptrs) out.emplace_back(p ? p : "");
     H5Dvlen_reclaim(mem.get(), space.get(), H5P_DEFAULT, ptrs.data());
   } else {
@@ -341,8 +344,7 @@ void h5_read_float_rows(hid_t dset, hsize_t first, hsize_t rows, float* out,
 namespace {
 H5Dataset open_float32(hid_t loc, const std::string& obj, const std::string& where) {
   H5Dataset d = h5_open_dataset(loc, obj, where);
-  if (d.dtype != "float32")
-    fail(where, ": dataset '", obj, "': expected float32, found ", d.dtype);
+  if (d.dtype != "float32") fail(where, ": dataset '", obj, "': expected float32, found ", d.dtype);
   return d;
 }
 std::vector<int64_t> dims64(const std::vector<hsize_t>& d) { return {d.begin(), d.end()}; }

@@ -1,13 +1,13 @@
 // engine/hdf5_io.h: the engine's one HDF5 layer: the only code that calls the HDF5 C API
-// (engine/hdf5_io.cpp, engine/hdf5_io_write.cpp). Every call is checked with H5_CHECK, which throws engine::Error with one
-// line: the file and object, the call, HDF5's own innermost error-stack reason (e.g. "No space
-// left on device") and the statement with file:line. HDF5's error-stack printing is switched off
-// so that a bad file gives exactly that line. Readers check name, dtype, rank and shape (expected
-// vs found). Writers create exactly the types h5py and Keras write (little-endian numbers,
-// variable-length UTF-8 or fixed NUL-padded ASCII strings), so files stay readable by both.
-// Users: the weight loader, the Keras head and checkpoint files (models/), the bottleneck cache
-// (engine/cache_file.cpp), and the tests (reference tensors; deliberately malformed files are
-// written with these typed writers, never with raw H5* calls).
+// (engine/hdf5_io.cpp, engine/hdf5_io_write.cpp). Every call is checked with H5_CHECK, which throws
+// engine::Error with one line: the file and object, the call, HDF5's own innermost error-stack
+// reason (e.g. "No space left on device") and the statement with file:line. HDF5's error-stack
+// printing is switched off so that a bad file gives exactly that line. Readers check name, dtype,
+// rank and shape (expected vs found). Writers create exactly the types h5py and Keras write
+// (little-endian numbers, variable-length UTF-8 or fixed NUL-padded ASCII strings), so files stay
+// readable by both. Users: the weight loader, the Keras head and checkpoint files (models/), the
+// bottleneck cache (engine/cache_file.cpp), and the tests (reference tensors; deliberately
+// malformed files are written with these typed writers, never with raw H5* calls).
 #pragma once
 #include <hdf5.h>
 
@@ -167,10 +167,10 @@ enum class H5Type { F32, F64, I32, I64 };
 enum class H5Strings { VarUtf8, FixedAscii };
 
 struct H5DatasetOptions {
-  bool track_times = true;       // false: no object times, so equal contents give equal bytes
-  std::vector<hsize_t> chunk;    // chunk shape; empty = contiguous
-  bool unlimited_rows = false;   // first dimension extendible (needs `chunk`)
-  bool fletcher32 = false;       // per-chunk Fletcher-32 checksum (needs `chunk`)
+  bool track_times = true;      // false: no object times, so equal contents give equal bytes
+  std::vector<hsize_t> chunk;   // chunk shape; empty = contiguous
+  bool unlimited_rows = false;  // first dimension extendible (needs `chunk`)
+  bool fletcher32 = false;      // per-chunk Fletcher-32 checksum (needs `chunk`)
 };
 
 // A C-string memory/file type: variable length in `cset`, or `len` bytes NUL-padded.
@@ -199,8 +199,7 @@ void h5_write_float_rows(hid_t dset, hsize_t first, hsize_t rows, const float* d
 // A 1-D string dataset: variable-length UTF-8 when `fixed_len` is 0, else `fixed_len` bytes
 // (ASCII, NUL-padded; a longer value throws).
 void h5_write_strings(hid_t loc, const std::string& obj, const std::vector<std::string>& v,
-                      size_t fixed_len, const std::string& where,
-                      const H5DatasetOptions& opt = {});
+                      size_t fixed_len, const std::string& where, const H5DatasetOptions& opt = {});
 
 // Attributes: scalar unless an array is written. Int attributes are int64, doubles float64.
 void h5_write_string_attr(hid_t obj, const std::string& name, const std::string& v,
@@ -218,9 +217,9 @@ void h5_delete_link(hid_t loc, const std::string& obj, const std::string& where)
 // ------------------------------------------------------------------ layout checks (for tests)
 // How a dataset is stored, so tests can check a writer's layout without calling HDF5.
 struct H5StorageInfo {
-  std::string dtype;                 // h5_dtype_desc
-  size_t type_size = 0;              // bytes per element (fixed strings: their length)
-  bool utf8 = false;                 // strings: character set UTF-8
+  std::string dtype;     // h5_dtype_desc
+  size_t type_size = 0;  // bytes per element (fixed strings: their length)
+  bool utf8 = false;     // strings: character set UTF-8
   std::vector<hsize_t> dims;
   std::vector<hsize_t> chunk;        // empty: not chunked
   std::vector<std::string> filters;  // "fletcher32", "deflate", "shuffle", "filter <id>"

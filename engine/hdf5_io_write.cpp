@@ -43,14 +43,14 @@ H5Id create_dataset(hid_t loc, const std::string& obj, hid_t type, const std::ve
   const int rank = static_cast<int>(dims.size());
   std::vector<hsize_t> maxdims = dims;
   if (opt.unlimited_rows && !maxdims.empty()) maxdims[0] = H5S_UNLIMITED;
-  H5Id space(H5_CHECK(
-      H5Screate_simple(rank, dims.data(), opt.unlimited_rows ? maxdims.data() : nullptr), where,
-      obj));
+  H5Id space(
+      H5_CHECK(H5Screate_simple(rank, dims.data(), opt.unlimited_rows ? maxdims.data() : nullptr),
+               where, obj));
   H5Id dcpl = create_props(H5P_DATASET_CREATE, opt, rank, where, obj);
   const hid_t dcpl_id = dcpl.valid() ? dcpl.get() : H5P_DEFAULT;
-  return H5Id(H5_CHECK(
-      H5Dcreate2(loc, obj.c_str(), type, space.get(), H5P_DEFAULT, dcpl_id, H5P_DEFAULT), where,
-      obj));
+  return H5Id(
+      H5_CHECK(H5Dcreate2(loc, obj.c_str(), type, space.get(), H5P_DEFAULT, dcpl_id, H5P_DEFAULT),
+               where, obj));
 }
 
 size_t count_of(const std::vector<hsize_t>& dims) {
@@ -74,7 +74,8 @@ H5Id h5_create_group(hid_t loc, const std::string& obj, const std::string& where
   opt.track_times = track_times;
   H5Id gcpl = create_props(H5P_GROUP_CREATE, opt, 0, where, obj);
   const hid_t gcpl_id = gcpl.valid() ? gcpl.get() : H5P_DEFAULT;
-  return H5Id(H5_CHECK(H5Gcreate2(loc, obj.c_str(), H5P_DEFAULT, gcpl_id, H5P_DEFAULT), where, obj));
+  return H5Id(
+      H5_CHECK(H5Gcreate2(loc, obj.c_str(), H5P_DEFAULT, gcpl_id, H5P_DEFAULT), where, obj));
 }
 
 H5Id h5_create_dataset(hid_t loc, const std::string& obj, H5Type type,
@@ -117,8 +118,8 @@ void h5_write_float_rows(hid_t dset, hsize_t first, hsize_t rows, const float* d
 void h5_write_strings(hid_t loc, const std::string& obj, const std::vector<std::string>& v,
                       size_t fixed_len, const std::string& where, const H5DatasetOptions& opt) {
   const bool variable = fixed_len == 0;
-  H5Id type = h5_string_type(variable, fixed_len, variable ? H5T_CSET_UTF8 : H5T_CSET_ASCII, where,
-                          obj);
+  H5Id type =
+      h5_string_type(variable, fixed_len, variable ? H5T_CSET_UTF8 : H5T_CSET_ASCII, where, obj);
   H5Id d = create_dataset(loc, obj, type.get(), {v.size()}, where, opt);
   if (v.empty()) return;
   if (variable) {
@@ -140,31 +141,32 @@ namespace {
 void write_strings_attr(hid_t obj, const std::string& name, const std::vector<std::string>& v,
                         bool scalar, H5Strings enc, const std::string& where) {
   const hsize_t n = v.size();
-  H5Id space(H5_CHECK(scalar ? H5Screate(H5S_SCALAR) : H5Screate_simple(1, &n, nullptr), where,
-                      name));
+  H5Id space(
+      H5_CHECK(scalar ? H5Screate(H5S_SCALAR) : H5Screate_simple(1, &n, nullptr), where, name));
   if (enc == H5Strings::VarUtf8) {
     std::vector<const char*> ptrs;
     for (const auto& s : v) ptrs.push_back(s.c_str());
     H5Id type = h5_string_type(true, 0, H5T_CSET_UTF8, where, name);
-    H5Id a(H5_CHECK(
-        H5Acreate2(obj, name.c_str(), type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT), where,
-        name));
+    H5Id a(
+        H5_CHECK(H5Acreate2(obj, name.c_str(), type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT),
+                 where, name));
     H5_CHECK(H5Awrite(a.get(), type.get(), ptrs.data()), where, name);
   } else {
     size_t len = 1;
     for (const auto& s : v) len = std::max(len, s.size());
     std::vector<char> buf(len * v.size(), '\0');
-    for (size_t i = 0; i < v.size(); ++i) std::memcpy(buf.data() + i * len, v[i].data(), v[i].size());
+    for (size_t i = 0; i < v.size(); ++i)
+      std::memcpy(buf.data() + i * len, v[i].data(), v[i].size());
     H5Id type = h5_string_type(false, len, H5T_CSET_ASCII, where, name);
-    H5Id a(H5_CHECK(
-        H5Acreate2(obj, name.c_str(), type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT), where,
-        name));
+    H5Id a(
+        H5_CHECK(H5Acreate2(obj, name.c_str(), type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT),
+                 where, name));
     H5_CHECK(H5Awrite(a.get(), type.get(), buf.data()), where, name);
   }
 }
 
-void write_scalar_attr(hid_t obj, const std::string& name, hid_t ftype, hid_t mtype,
-                       const void* v, const std::string& where) {
+void write_scalar_attr(hid_t obj, const std::string& name, hid_t ftype, hid_t mtype, const void* v,
+                       const std::string& where) {
   H5Id space(H5_CHECK(H5Screate(H5S_SCALAR), where, name));
   H5Id a(H5_CHECK(H5Acreate2(obj, name.c_str(), ftype, space.get(), H5P_DEFAULT, H5P_DEFAULT),
                   where, name));
@@ -211,8 +213,8 @@ H5StorageInfo h5_dataset_info(hid_t loc, const std::string& obj, const std::stri
   H5Id dcpl(H5_CHECK(H5Dget_create_plist(d.id.get()), where, obj));
   if (H5Pget_layout(dcpl.get()) == H5D_CHUNKED) {
     info.chunk.resize(d.dims.size());
-    H5_CHECK(H5Pget_chunk(dcpl.get(), static_cast<int>(info.chunk.size()), info.chunk.data()), where,
-             obj);
+    H5_CHECK(H5Pget_chunk(dcpl.get(), static_cast<int>(info.chunk.size()), info.chunk.data()),
+             where, obj);
   }
   const int nf = H5_CHECK(H5Pget_nfilters(dcpl.get()), where, obj);
   for (int i = 0; i < nf; ++i) {

@@ -27,8 +27,8 @@
 #include <cstring>
 
 // jpeglib.h needs size_t and FILE declared first.
-#include <jpeglib.h>
 #include <jerror.h>  // JWRN_* message codes
+#include <jpeglib.h>
 #include <png.h>
 
 #include "engine/error.h"
@@ -69,9 +69,12 @@ void check_pixel_limit(const std::string& name, const char* fmt, int64_t w, int6
 int exif_orientation_from_tiff(const uint8_t* p, size_t n) {
   if (n < 8) return 1;
   bool le;
-  if (p[0] == 'I' && p[1] == 'I') le = true;
-  else if (p[0] == 'M' && p[1] == 'M') le = false;
-  else return 1;
+  if (p[0] == 'I' && p[1] == 'I')
+    le = true;
+  else if (p[0] == 'M' && p[1] == 'M')
+    le = false;
+  else
+    return 1;
   auto u16 = [&](size_t off) -> uint32_t {
     return le ? uint32_t(p[off]) | uint32_t(p[off + 1]) << 8
               : uint32_t(p[off]) << 8 | uint32_t(p[off + 1]);
@@ -91,9 +94,12 @@ int exif_orientation_from_tiff(const uint8_t* p, size_t n) {
     uint32_t type = u16(e + 2), cnt = u32(e + 4);
     if (cnt < 1) return 1;
     uint32_t v;
-    if (type == 3) v = u16(e + 8);        // SHORT, the standard type
-    else if (type == 4) v = u32(e + 8);   // LONG: PIL accepts it too
-    else return 1;
+    if (type == 3)
+      v = u16(e + 8);  // SHORT, the standard type
+    else if (type == 4)
+      v = u32(e + 8);  // LONG: PIL accepts it too
+    else
+      return 1;
     return (v >= 1 && v <= 8) ? int(v) : 1;
   }
   return 1;
@@ -115,13 +121,34 @@ Image8 apply_orientation(Image8 in, int orientation) {
     for (int64_t x = 0; x < out.width; ++x) {
       int64_t sx, sy;
       switch (orientation) {
-        case 2: sx = W - 1 - x; sy = y; break;
-        case 3: sx = W - 1 - x; sy = H - 1 - y; break;
-        case 4: sx = x; sy = H - 1 - y; break;
-        case 5: sx = y; sy = x; break;
-        case 6: sx = y; sy = H - 1 - x; break;
-        case 7: sx = W - 1 - y; sy = H - 1 - x; break;
-        default: sx = W - 1 - y; sy = x; break;  // 8
+        case 2:
+          sx = W - 1 - x;
+          sy = y;
+          break;
+        case 3:
+          sx = W - 1 - x;
+          sy = H - 1 - y;
+          break;
+        case 4:
+          sx = x;
+          sy = H - 1 - y;
+          break;
+        case 5:
+          sx = y;
+          sy = x;
+          break;
+        case 6:
+          sx = y;
+          sy = H - 1 - x;
+          break;
+        case 7:
+          sx = W - 1 - y;
+          sy = H - 1 - x;
+          break;
+        default:
+          sx = W - 1 - y;
+          sy = x;
+          break;  // 8
       }
       const uint8_t* s = in.rgb.data() + (sy * W + sx) * 3;
       dst[3 * x] = s[0], dst[3 * x + 1] = s[1], dst[3 * x + 2] = s[2];
@@ -151,8 +178,7 @@ bool jpeg_warning_is_corruption(int code, bool decoding) {
     case JWRN_ARITH_BAD_CODE:
     case JWRN_MUST_RESYNC:
     case JWRN_NOT_SEQUENTIAL:
-    case JWRN_BOGUS_PROGRESSION:
-      return true;
+    case JWRN_BOGUS_PROGRESSION: return true;
     case JWRN_EXTRANEOUS_DATA:  // during the scans: the entropy data did not end where it should
       return decoding;
     default:  // JFIF revision, unknown Adobe transform, bad ICC marker: metadata only
@@ -463,8 +489,8 @@ std::string sniff_image_format(const uint8_t* d, size_t n) {
   if (starts("II*\0", 4) || starts("MM\0*", 4)) return "tiff";
   if (starts("GIF8", 4)) return "gif";
   if (starts("BM", 2)) return "bmp";
-  for (const char* brand : {"ftypheic", "ftypheix", "ftyphevc", "ftypheim", "ftypheis",
-                            "ftyphevm", "ftyphevs", "ftypmif1", "ftypmsf1"})
+  for (const char* brand : {"ftypheic", "ftypheix", "ftyphevc", "ftypheim", "ftypheis", "ftyphevm",
+                            "ftyphevs", "ftypmif1", "ftypmsf1"})
     if (starts(brand, 8, 4)) return "heic";
   if (starts("\0\0\0\x0CjP  \r\n\x87\n", 12) || starts("\xFF\x4F\xFF\x51", 4)) return "jpeg2000";
   return "unknown";

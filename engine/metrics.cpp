@@ -10,7 +10,8 @@
 
 namespace engine {
 
-std::vector<RocPoint> roc_curve(const std::vector<double>& scores, const std::vector<int>& positive) {
+std::vector<RocPoint> roc_curve(const std::vector<double>& scores,
+                                const std::vector<int>& positive) {
   std::vector<size_t> idx(scores.size());
   std::iota(idx.begin(), idx.end(), 0);
   std::sort(idx.begin(), idx.end(), [&](size_t a, size_t b) { return scores[a] > scores[b]; });
@@ -49,12 +50,14 @@ double roc_auc(const std::vector<double>& scores, const std::vector<int>& positi
 ClassificationMetrics evaluate_classifier(const std::vector<float>& probs,
                                           const std::vector<int32_t>& labels, int classes) {
   ENGINE_CHECK(classes >= 2, "metrics: need >= 2 classes, got ", classes);
-  ENGINE_CHECK(probs.size() == labels.size() * static_cast<size_t>(classes), "metrics: ",
-               probs.size(), " probabilities for ", labels.size(), " labels x ", classes, " classes");
+  ENGINE_CHECK(probs.size() == labels.size() * static_cast<size_t>(classes),
+               "metrics: ", probs.size(), " probabilities for ", labels.size(), " labels x ",
+               classes, " classes");
   ClassificationMetrics m;
   m.n = static_cast<int64_t>(labels.size());
   m.classes = classes;
-  m.confusion.assign(static_cast<size_t>(classes), std::vector<int64_t>(static_cast<size_t>(classes), 0));
+  m.confusion.assign(static_cast<size_t>(classes),
+                     std::vector<int64_t>(static_cast<size_t>(classes), 0));
   double loss = 0;
   int64_t correct = 0;
   for (size_t i = 0; i < labels.size(); ++i) {
@@ -93,7 +96,8 @@ ClassificationMetrics evaluate_classifier(const std::vector<float>& probs,
     std::vector<double> s(labels.size());
     std::vector<int> pos(labels.size());
     for (size_t i = 0; i < labels.size(); ++i)
-      s[i] = probs[i * static_cast<size_t>(classes) + static_cast<size_t>(k)], pos[i] = labels[i] == k;
+      s[i] = probs[i * static_cast<size_t>(classes) + static_cast<size_t>(k)],
+      pos[i] = labels[i] == k;
     const double a = roc_auc(s, pos);
     if (!std::isnan(a)) auc_sum += a, ++auc_n;
     if (classes == 2) m.roc = roc_curve(s, pos);

@@ -18,7 +18,7 @@
 namespace engine {
 
 // The pixel scaling after the resize; only Keras' 'tf' mode exists (kernels/resize.h).
-enum class PixelScale { KerasTf };  // x / 127.5 - 1: [0, 255] -> [-1, 1]
+enum class PixelScale { KerasTf };           // x / 127.5 - 1: [0, 255] -> [-1, 1]
 const char* pixel_scale_name(PixelScale s);  // "x/127.5-1"
 
 struct Preprocessing {

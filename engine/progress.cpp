@@ -8,8 +8,13 @@
 namespace engine {
 
 Progress::Progress(std::string label, int64_t total, std::string unit, double interval_s)
-    : label_(std::move(label)), unit_(std::move(unit)), total_(total), interval_s_(interval_s),
-      tty_(isatty(fileno(stderr)) != 0), start_(std::chrono::steady_clock::now()), last_(start_) {}
+    : label_(std::move(label)),
+      unit_(std::move(unit)),
+      total_(total),
+      interval_s_(interval_s),
+      tty_(isatty(fileno(stderr)) != 0),
+      start_(std::chrono::steady_clock::now()),
+      last_(start_) {}
 
 double Progress::rate() const {
   double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
@@ -34,7 +39,8 @@ void Progress::finish() {
 void Progress::print(bool final) {
   if (quiet_) return;
   double r = rate();
-  double pct = total_ > 0 ? 100.0 * static_cast<double>(done_) / static_cast<double>(total_) : 100.0;
+  double pct =
+      total_ > 0 ? 100.0 * static_cast<double>(done_) / static_cast<double>(total_) : 100.0;
   char eta[32] = "";
   if (!final && r > 0 && total_ > done_)
     std::snprintf(eta, sizeof eta, ", ETA %.0fs", static_cast<double>(total_ - done_) / r);

@@ -13,8 +13,9 @@ namespace engine {
 
 struct CurvePoint {
   int64_t step = 0;
-  double train_loss = 0;      // mean over the steps since the previous point
-  double val_loss = 0, val_accuracy = 0, val_balanced_accuracy = 0, val_auc = 0;  // NaN: not measured
+  double train_loss = 0;  // mean over the steps since the previous point
+  double val_loss = 0, val_accuracy = 0, val_balanced_accuracy = 0,
+         val_auc = 0;  // NaN: not measured
 };
 
 struct ReportSeries {

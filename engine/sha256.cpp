@@ -26,11 +26,11 @@ std::string openssl_reason() {
 }
 }  // namespace
 
-#define OPENSSL_CHECK(stmt)                                                                \
-  do {                                                                                     \
-    if ((stmt) != 1)                                                                       \
+#define OPENSSL_CHECK(stmt)                                                                   \
+  do {                                                                                        \
+    if ((stmt) != 1)                                                                          \
       ::engine::fail("SHA-256: ", #stmt, " failed", openssl_reason(), " [at ", __FILE__, ":", \
-                     __LINE__, "]");                                                       \
+                     __LINE__, "]");                                                          \
   } while (0)
 
 void Sha256::CtxFree::operator()(evp_md_ctx_st* c) const { EVP_MD_CTX_free(c); }

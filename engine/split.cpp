@@ -1,8 +1,8 @@
 // engine/split.cpp: see split.h.
 #include "engine/split.h"
 
-#include <cstdio>
 #include <array>
+#include <cstdio>
 #include <cstring>
 
 #include "engine/error.h"
@@ -32,10 +32,14 @@ std::string sha1_hex(const std::string& data) {
     uint32_t a = h[0], b = h[1], c = h[2], d = h[3], e = h[4];
     for (int i = 0; i < 80; ++i) {
       uint32_t f, k;
-      if (i < 20) f = (b & c) | (~b & d), k = 0x5A827999u;
-      else if (i < 40) f = b ^ c ^ d, k = 0x6ED9EBA1u;
-      else if (i < 60) f = (b & c) | (b & d) | (c & d), k = 0x8F1BBCDCu;
-      else f = b ^ c ^ d, k = 0xCA62C1D6u;
+      if (i < 20)
+        f = (b & c) | (~b & d), k = 0x5A827999u;
+      else if (i < 40)
+        f = b ^ c ^ d, k = 0x6ED9EBA1u;
+      else if (i < 60)
+        f = (b & c) | (b & d) | (c & d), k = 0x8F1BBCDCu;
+      else
+        f = b ^ c ^ d, k = 0xCA62C1D6u;
       const uint32_t t = rol(a, 5) + f + e + k + w[i];
       e = d, d = c, c = rol(b, 30), b = a, a = t;
     }
@@ -47,7 +51,8 @@ std::string sha1_hex(const std::string& data) {
 }
 
 double retrain_percentage(const std::string& key) {
-  std::string name = key.substr(key.find_last_of('/') == std::string::npos ? 0 : key.find_last_of('/') + 1);
+  std::string name =
+      key.substr(key.find_last_of('/') == std::string::npos ? 0 : key.find_last_of('/') + 1);
   const size_t nohash = name.find("_nohash_");
   if (nohash != std::string::npos) name.erase(nohash);
   const std::string hex = sha1_hex(name);
@@ -70,7 +75,8 @@ std::vector<Subset> split_dataset(const std::vector<std::string>& paths,
                                   const std::vector<std::string>& class_names,
                                   double validation_pct, double test_pct) {
   ENGINE_CHECK(validation_pct >= 0 && test_pct >= 0 && validation_pct + test_pct < 100,
-               "split: validation% + test% must be in [0, 100), got ", validation_pct, " + ", test_pct);
+               "split: validation% + test% must be in [0, 100), got ", validation_pct, " + ",
+               test_pct);
   std::vector<Subset> out(paths.size());
   std::vector<std::array<int64_t, 3>> count(class_names.size(), {0, 0, 0});
   for (size_t i = 0; i < paths.size(); ++i) {
@@ -84,8 +90,8 @@ std::vector<Subset> split_dataset(const std::vector<std::string>& paths,
       if (pct[s] > 0 && count[k][static_cast<size_t>(s)] == 0)
         fail("split: class '", class_names[k], "' has ", count[k][0] + count[k][1] + count[k][2],
              " images, too few for a ", validation_pct, "% validation / ", test_pct,
-             "% test split (train ", count[k][0], ", validation ", count[k][1], ", test ", count[k][2],
-             "): add images or change --validation-percent/--test-percent");
+             "% test split (train ", count[k][0], ", validation ", count[k][1], ", test ",
+             count[k][2], "): add images or change --validation-percent/--test-percent");
   return out;
 }
 
@@ -129,8 +135,8 @@ std::vector<float> balanced_class_weights(const std::vector<int64_t>& train_per_
   for (size_t i = 0; i < train_per_class.size(); ++i) {
     if (train_per_class[i] <= 0)
       fail("class weights: class ", i, " has no train image, so no balanced weight");
-    w.push_back(static_cast<float>(static_cast<double>(n) /
-                                   (k * static_cast<double>(train_per_class[i]))));
+    w.push_back(
+        static_cast<float>(static_cast<double>(n) / (k * static_cast<double>(train_per_class[i]))));
   }
   return w;
 }

@@ -34,11 +34,13 @@ struct Conv2dSpec {
 Shape conv2d_output_shape(const Shape& x, int64_t cout, const Conv2dSpec& spec);
 
 // Folds inference BN (y = (x - mean) / sqrt(var + eps) + beta, no gamma) into a bias-free conv:
-// w[..., o] *= 1/sqrt(var[o]+eps); bias[o] = beta[o] - mean[o]/sqrt(var[o]+eps). w is (kh,kw,cin,cout).
+// w[..., o] *= 1/sqrt(var[o]+eps); bias[o] = beta[o] - mean[o]/sqrt(var[o]+eps). w is
+// (kh,kw,cin,cout).
 void fold_batch_norm(std::vector<float>& w_hwio, int64_t cout, const float* beta, const float* mean,
                      const float* var, float eps, std::vector<float>& bias);
 
-// Plain-loop reference (OpenMP over N*Ho). w: (kh,kw,cin,cout), b: (cout) or nullptr. y preallocated.
+// Plain-loop reference (OpenMP over N*Ho). w: (kh,kw,cin,cout), b: (cout) or nullptr. y
+// preallocated.
 void conv2d_forward_ref_cpu(const Tensor& x, const float* w_hwio, const float* bias, int64_t cout,
                             const Conv2dSpec& spec, Tensor& y);
 

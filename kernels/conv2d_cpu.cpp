@@ -1,13 +1,13 @@
-// kernels/conv2d_cpu.cpp: CPU convolution: TF padding arithmetic, batch-norm folding, the plain-loop
-// reference conv2d_forward_ref_cpu (double accumulation, the yardstick for every other conv) and
-// Conv2dCpu, the production path through oneDNN (NHWC f32 activations, blocked weights reordered
-// once, one primitive + scratchpad per input shape, fused bias + ReLU). Declared in
+// kernels/conv2d_cpu.cpp: CPU convolution: TF padding arithmetic, batch-norm folding, the
+// plain-loop reference conv2d_forward_ref_cpu (double accumulation, the yardstick for every other
+// conv) and Conv2dCpu, the production path through oneDNN (NHWC f32 activations, blocked weights
+// reordered once, one primitive + scratchpad per input shape, fused bias + ReLU). Declared in
 // kernels/conv2d.h; tested by tests/test_layers.cpp against PyTorch, timed by
 // bench/bench_layers.cpp. ENGINE_CONV_VERBOSE=1 prints the oneDNN implementation picked per layer
 // and shape (expect brgconv / brgconv_1x1 :avx512_core on the dev box; never a 'ref' one).
-#include <oneapi/dnnl/dnnl.hpp>
-#include <oneapi/dnnl/dnnl_debug.h>
 #include <omp.h>
+#include <oneapi/dnnl/dnnl_debug.h>
+#include <oneapi/dnnl/dnnl.hpp>
 
 #include <cmath>
 #include <cstdio>
@@ -155,7 +155,7 @@ struct Conv2dCpu::Impl {
   struct Entry {
     dnnl::convolution_forward prim;
     dnnl::memory::desc src_md, dst_md;
-    dnnl::memory weights;  // the blocked weights this primitive wants (usually shared)
+    dnnl::memory weights;     // the blocked weights this primitive wants (usually shared)
     dnnl::memory scratchpad;  // allocated once per shape, not by oneDNN on every call
   };
   dnnl::memory weights;  // reordered once in the constructor to the layout oneDNN picked
@@ -172,7 +172,8 @@ namespace {
 
 dnnl::convolution_forward::primitive_desc make_conv_pd(const Conv2dSpec& spec, int64_t cin,
                                                        int64_t cout, int64_t N, int64_t H,
-                                                       int64_t W, const dnnl::primitive_attr& attr) {
+                                                       int64_t W,
+                                                       const dnnl::primitive_attr& attr) {
   const PadInfo ph = tf_padding(H, spec.kh, spec.stride, spec.padding);
   const PadInfo pw = tf_padding(W, spec.kw, spec.stride, spec.padding);
   dnnl::memory::desc src_md({N, cin, H, W}, dt::f32, tag::nhwc);
@@ -196,9 +197,9 @@ Conv2dCpu::Conv2dCpu(std::string name, const std::vector<float>& w_hwio,
                      const std::vector<float>& bias, int64_t cin, int64_t cout,
                      const Conv2dSpec& spec)
     : name_(std::move(name)), cin_(cin), cout_(cout), spec_(spec), impl_(std::make_unique<Impl>()) {
-  ENGINE_CHECK(cin > 0 && cout > 0 && spec.kh > 0 && spec.kw > 0 && spec.stride > 0,
-               "conv2d '", name_, "': bad spec cin=", cin, " cout=", cout, " k=", spec.kh, "x",
-               spec.kw, " stride=", spec.stride);
+  ENGINE_CHECK(cin > 0 && cout > 0 && spec.kh > 0 && spec.kw > 0 && spec.stride > 0, "conv2d '",
+               name_, "': bad spec cin=", cin, " cout=", cout, " k=", spec.kh, "x", spec.kw,
+               " stride=", spec.stride);
   const size_t wn = static_cast<size_t>(spec.kh) * spec.kw * cin * cout;
   ENGINE_CHECK(w_hwio.size() == wn, "conv2d '", name_, "': weights hold ", w_hwio.size(),
                " floats, expected kh*kw*cin*cout = ", wn);

@@ -48,7 +48,9 @@ void CudnnDescriptor::set(cudnnBackendAttributeName_t name, cudnnBackendAttribut
                           int64_t count, const void* value, const std::string& ctx) {
   CUDNN_CHECK(cudnnBackendSetAttribute(d_, name, type, count, value), ctx);
 }
-void CudnnDescriptor::finalize(const std::string& ctx) { CUDNN_CHECK(cudnnBackendFinalize(d_), ctx); }
+void CudnnDescriptor::finalize(const std::string& ctx) {
+  CUDNN_CHECK(cudnnBackendFinalize(d_), ctx);
+}
 
 // ---- geometry and filters ---------------------------------------------------------------------
 CudnnConvGeometry cudnn_conv_geometry(int64_t h, int64_t w, const Conv2dSpec& spec,
@@ -148,16 +150,14 @@ bool engine_allowed(const std::vector<cudnnBackendNumericalNote_t>& notes, Preci
       case CUDNN_NUMERICAL_NOTE_TENSOR_CORE:
       case CUDNN_NUMERICAL_NOTE_DOWN_CONVERT_INPUTS:
       case CUDNN_NUMERICAL_NOTE_REDUCED_PRECISION_REDUCTION:
-      case CUDNN_NUMERICAL_NOTE_FFT:
-        return false;
+      case CUDNN_NUMERICAL_NOTE_FFT: return false;
       case CUDNN_NUMERICAL_NOTE_WINOGRAD:
       case CUDNN_NUMERICAL_NOTE_WINOGRAD_TILE_4x4:
       case CUDNN_NUMERICAL_NOTE_WINOGRAD_TILE_6x6:
       case CUDNN_NUMERICAL_NOTE_WINOGRAD_TILE_13x13:
         if (!allow_winograd_fp32) return false;
         break;
-      default:
-        break;
+      default: break;
     }
   }
   return true;
@@ -187,8 +187,13 @@ struct Conv2dCudnn::Plan {
 
 Conv2dCudnn::Conv2dCudnn(std::string name, int64_t cin, int64_t cout, const Conv2dSpec& spec,
                          Precision precision, TensorLayout layout, ConvPlanOptions options)
-    : name_(std::move(name)), cin_(cin), cout_(cout), spec_(spec), precision_(precision),
-      layout_(layout), options_(options) {
+    : name_(std::move(name)),
+      cin_(cin),
+      cout_(cout),
+      spec_(spec),
+      precision_(precision),
+      layout_(layout),
+      options_(options) {
   ENGINE_CHECK(cin > 0 && cout > 0 && spec.kh > 0 && spec.kw > 0 && spec.stride > 0, name_,
                ": bad conv spec");
   // Every Inception conv is conv+BN+ReLU, so the operation graph always ends in RELU_FWD; a conv
@@ -210,7 +215,8 @@ bool Conv2dCudnn::prepared(int64_t n, int64_t h, int64_t w) const {
 
 const ConvPlanInfo& Conv2dCudnn::info(int64_t n, int64_t h, int64_t w) const {
   auto it = plans_.find({n, h, w});
-  ENGINE_CHECK(it != plans_.end(), name_, ": no plan prepared for input (", n, ", ", h, ", ", w, ")");
+  ENGINE_CHECK(it != plans_.end(), name_, ": no plan prepared for input (", n, ", ", h, ", ", w,
+               ")");
   return it->second->info;
 }
 
@@ -220,28 +226,32 @@ const ConvPlanInfo& Conv2dCudnn::prepare(cudnnHandle_t handle, int64_t n, int64_
   auto key = std::make_tuple(n, h, w);
   if (auto it = plans_.find(key); it != plans_.end()) return it->second->info;
   std::ostringstream cs;
-  cs << name_ << " (" << precision_name(precision_) << " " << layout_name(layout_) << ", input " << n
-     << "x" << cin_ << "x" << h << "x" << w << ")";
+  cs << name_ << " (" << precision_name(precision_) << " " << layout_name(layout_) << ", input "
+     << n << "x" << cin_ << "x" << h << "x" << w << ")";
   const std::string ctx = cs.str();
   if (ws_limit < 0) ws_limit = options_.max_workspace;
   cudaStream_t stream = nullptr;
   CUDNN_CHECK(cudnnGetStream(handle, &stream), ctx);
   cudaStreamCaptureStatus cap = cudaStreamCaptureStatusNone;
   CUDA_CHECK(cudaStreamIsCapturing(stream, &cap), ctx);
-  ENGINE_CHECK(cap == cudaStreamCaptureStatusNone, ctx, ": plans must be prepared before graph capture");
+  ENGINE_CHECK(cap == cudaStreamCaptureStatusNone, ctx,
+               ": plans must be prepared before graph capture");
 
   const CudnnConvGeometry g = cudnn_conv_geometry(h, w, spec_, name_);
   const cudnnDataType_t io = precision_ == Precision::FP16 ? CUDNN_DATA_HALF : CUDNN_DATA_FLOAT;
   auto plan = std::make_unique<Plan>();
   auto& keep = plan->keep;
   keep.push_back(make_tensor(kUidX, io, {n, cin_, h, w}, layout_, false, ctx + " X"));
-  keep.push_back(make_tensor(kUidW, io, {cout_, cin_, spec_.kh, spec_.kw}, layout_, false, ctx + " W"));
+  keep.push_back(
+      make_tensor(kUidW, io, {cout_, cin_, spec_.kh, spec_.kw}, layout_, false, ctx + " W"));
   keep.push_back(make_tensor(kUidB, io, {1, cout_, 1, 1}, layout_, false, ctx + " bias"));
   keep.push_back(make_tensor(kUidY, io, {n, cout_, g.ho, g.wo}, layout_, false, ctx + " Y"));
-  keep.push_back(make_tensor(kUidConv, CUDNN_DATA_FLOAT, {n, cout_, g.ho, g.wo}, layout_, true, ctx + " conv out"));
-  keep.push_back(make_tensor(kUidAdd, CUDNN_DATA_FLOAT, {n, cout_, g.ho, g.wo}, layout_, true, ctx + " bias out"));
-  const CudnnDescriptor &tx = keep[0], &tw = keep[1], &tb = keep[2], &ty = keep[3], &tconv = keep[4],
-                        &tadd = keep[5];
+  keep.push_back(make_tensor(kUidConv, CUDNN_DATA_FLOAT, {n, cout_, g.ho, g.wo}, layout_, true,
+                             ctx + " conv out"));
+  keep.push_back(make_tensor(kUidAdd, CUDNN_DATA_FLOAT, {n, cout_, g.ho, g.wo}, layout_, true,
+                             ctx + " bias out"));
+  const CudnnDescriptor &tx = keep[0], &tw = keep[1], &tb = keep[2], &ty = keep[3],
+                        &tconv = keep[4], &tadd = keep[5];
 
   CudnnDescriptor conv(CUDNN_BACKEND_CONVOLUTION_DESCRIPTOR, ctx);
   {
@@ -263,13 +273,17 @@ const ConvPlanInfo& Conv2dCudnn::prepare(cudnnHandle_t handle, int64_t n, int64_
   {
     const float alpha = 1.f, beta = 0.f;
     cudnnBackendDescriptor_t d = tx.get();
-    conv_op.set(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_X, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &d, ctx);
+    conv_op.set(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_X, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &d,
+                ctx);
     d = tw.get();
-    conv_op.set(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_W, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &d, ctx);
+    conv_op.set(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_W, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &d,
+                ctx);
     d = tconv.get();
-    conv_op.set(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_Y, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &d, ctx);
+    conv_op.set(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_Y, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &d,
+                ctx);
     d = conv.get();
-    conv_op.set(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_CONV_DESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &d, ctx);
+    conv_op.set(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_CONV_DESC, CUDNN_TYPE_BACKEND_DESCRIPTOR,
+                1, &d, ctx);
     conv_op.set(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_ALPHA, CUDNN_TYPE_FLOAT, 1, &alpha, ctx);
     conv_op.set(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_BETA, CUDNN_TYPE_FLOAT, 1, &beta, ctx);
     conv_op.finalize(ctx + " conv op");
@@ -329,10 +343,10 @@ const ConvPlanInfo& Conv2dCudnn::prepare(cudnnHandle_t handle, int64_t n, int64_
                   ctx + " engine of config");
       std::vector<cudnnBackendNumericalNote_t> notes(CUDNN_NUMERICAL_NOTE_TYPE_COUNT);
       int64_t nn = 0;
-      CUDNN_CHECK(cudnnBackendGetAttribute(ed, CUDNN_ATTR_ENGINE_NUMERICAL_NOTE,
-                                           CUDNN_TYPE_NUMERICAL_NOTE, CUDNN_NUMERICAL_NOTE_TYPE_COUNT,
-                                           &nn, notes.data()),
-                  ctx + " numerical notes");
+      CUDNN_CHECK(
+          cudnnBackendGetAttribute(ed, CUDNN_ATTR_ENGINE_NUMERICAL_NOTE, CUDNN_TYPE_NUMERICAL_NOTE,
+                                   CUDNN_NUMERICAL_NOTE_TYPE_COUNT, &nn, notes.data()),
+          ctx + " numerical notes");
       notes.resize(static_cast<size_t>(nn));
       int64_t index = -1, ni = 0;
       CUDNN_CHECK(cudnnBackendGetAttribute(ed, CUDNN_ATTR_ENGINE_GLOBAL_INDEX, CUDNN_TYPE_INT64, 1,
@@ -370,7 +384,8 @@ const ConvPlanInfo& Conv2dCudnn::prepare(cudnnHandle_t handle, int64_t n, int64_
   if (options_.time_plans) {
     // One timing workspace, grown to the largest candidate's need (freed when prepare returns).
     DeviceBuffer<char> scratch;
-    const CudaEvent ev_a = CudaEvent::create(ctx + " timing"), ev_b = CudaEvent::create(ctx + " timing");
+    const CudaEvent ev_a = CudaEvent::create(ctx + " timing"),
+                    ev_b = CudaEvent::create(ctx + " timing");
     for (size_t i = 0; i < cands.size(); ++i) {
       const size_t need = static_cast<size_t>(cands[i].workspace);
       if (need > scratch.size()) {
@@ -385,7 +400,8 @@ const ConvPlanInfo& Conv2dCudnn::prepare(cudnnHandle_t handle, int64_t n, int64_
       }
       CUDA_CHECK(cudaEventRecord(ev_a, stream), ctx);
       for (int it = 0; it < options_.timing_iters; ++it)
-        CUDNN_CHECK(execute_plan(handle, cands[i].plan.get(), x, filt, bias, y, ws, ctx), ctx + " timing");
+        CUDNN_CHECK(execute_plan(handle, cands[i].plan.get(), x, filt, bias, y, ws, ctx),
+                    ctx + " timing");
       CUDA_CHECK(cudaEventRecord(ev_b, stream), ctx);
       CUDA_CHECK(cudaEventSynchronize(ev_b), ctx);
       float ms = 0;

@@ -1,10 +1,10 @@
 // kernels/conv2d_cudnn.h: conv + bias + ReLU fused on the GPU through cuDNN's backend graph API
 // (the legacy cudnnConvolutionForward path only reaches cuDNN's older kernels: 3-10x slower than
-// PyTorch on Inception's 17x17 and 8x8 layers, measured in an earlier GPU session). One Conv2dCudnn per
-// layer describes the operation graph CONVOLUTION_FORWARD (X, W -> virtual fp32) -> POINTWISE ADD
-// (bias, 1xKx1x1 -> virtual fp32) -> POINTWISE RELU_FWD (-> Y), compute type fp32. For each input
-// shape (N, H, W) it asks heuristics (CUDNN_HEUR_MODE_A, FALLBACK if A yields nothing usable) for
-// engine configs, drops those whose numerical notes the precision forbids, finalizes the first
+// PyTorch on Inception's 17x17 and 8x8 layers, measured in an earlier GPU session). One Conv2dCudnn
+// per layer describes the operation graph CONVOLUTION_FORWARD (X, W -> virtual fp32) -> POINTWISE
+// ADD (bias, 1xKx1x1 -> virtual fp32) -> POINTWISE RELU_FWD (-> Y), compute type fp32. For each
+// input shape (N, H, W) it asks heuristics (CUDNN_HEUR_MODE_A, FALLBACK if A yields nothing usable)
+// for engine configs, drops those whose numerical notes the precision forbids, finalizes the first
 // `max_timed` that cuDNN accepts into execution plans, times them once with CUDA events (or keeps
 // heuristic order when timing is off) and caches the winner per (N, H, W).
 //
@@ -24,8 +24,8 @@
 // Conv2dCpu), tests/test_inception_cuda.cpp (geometry errors, the whole net). Bench:
 // bench/bench_kernels_cuda.cpp (conv2d/* rows, GFLOP/s), bench/bench_inception_cuda.cpp.
 #pragma once
-#include <cudnn.h>
 #include <cuda_runtime.h>
+#include <cudnn.h>
 
 #include <cstdint>
 #include <map>
@@ -76,19 +76,19 @@ std::vector<float> conv_filter_for_cudnn(const std::vector<float>& w_hwio, int k
                                          int64_t cin, int64_t cout, TensorLayout layout);
 
 struct ConvPlanOptions {
-  bool time_plans = true;        // false: first usable config in heuristic order
-  int max_timed = 4;             // candidates finalized and timed per shape
-  int timing_iters = 3;          // timed runs per candidate (after one warm-up run)
+  bool time_plans = true;  // false: first usable config in heuristic order
+  int max_timed = 4;       // candidates finalized and timed per shape
+  int timing_iters = 3;    // timed runs per candidate (after one warm-up run)
   bool allow_winograd_fp32 = false;
   int64_t max_workspace = int64_t(1) << 30;  // candidates needing more are skipped
 };
 
 struct ConvPlanInfo {
-  int64_t workspace = 0;     // bytes
-  int64_t engine_index = -1; // CUDNN_ATTR_ENGINE_GLOBAL_INDEX of the chosen engine
-  int candidates = 0;        // heuristic configs that passed the numerical-note filter
-  int finalized = 0;         // of those, plans cuDNN accepted
-  float ms = -1;             // measured time of the chosen plan (-1: not timed)
+  int64_t workspace = 0;      // bytes
+  int64_t engine_index = -1;  // CUDNN_ATTR_ENGINE_GLOBAL_INDEX of the chosen engine
+  int candidates = 0;         // heuristic configs that passed the numerical-note filter
+  int finalized = 0;          // of those, plans cuDNN accepted
+  float ms = -1;              // measured time of the chosen plan (-1: not timed)
 };
 
 class Conv2dCudnn {

@@ -9,7 +9,8 @@
 
 namespace engine {
 
-void dense_forward_ref_cpu(const Tensor& x, const float* w, const float* b, int64_t cout, Tensor& y);
+void dense_forward_ref_cpu(const Tensor& x, const float* w, const float* b, int64_t cout,
+                           Tensor& y);
 void dense_forward_cpu(const Tensor& x, const float* w, const float* b, int64_t cout, Tensor& y);
 
 }  // namespace engine

@@ -19,7 +19,8 @@ void check_dense_shapes(const char* what, const Tensor& x, int64_t cout, const T
 }
 }  // namespace
 
-void dense_forward_ref_cpu(const Tensor& x, const float* w, const float* b, int64_t cout, Tensor& y) {
+void dense_forward_ref_cpu(const Tensor& x, const float* w, const float* b, int64_t cout,
+                           Tensor& y) {
   check_dense_shapes("dense_forward_ref_cpu", x, cout, y);
   const int64_t N = x.dim(0), K = x.dim(1);
   const float* xp = x.data();

@@ -6,10 +6,10 @@
 //   dx       = dy @ W^T             (N,out)@(out,in)
 // CPU GEMMs call oneDNN's dnnl_sgemm (already linked for the convolutions). Deliberately NOT
 // OpenBLAS: it would start its own pthread pool beside oneDNN's OpenMP one and the two would fight
-// over the 2 cores. GPU GEMMs call cublasSgemm on the same row-major buffers (see dense_grad_cuda.cu).
-// Tests: tests/test_kernels_head.cpp (GradCheck.DenseBiasReluBackward: finite differences;
-// Cpu/ and Cuda/DenseGradKernel). Bench: bench/bench_kernels_cuda.cpp (dense_grad/* rows),
-// bench/bench_head.cpp (the CPU head step).
+// over the 2 cores. GPU GEMMs call cublasSgemm on the same row-major buffers (see
+// dense_grad_cuda.cu). Tests: tests/test_kernels_head.cpp (GradCheck.DenseBiasReluBackward: finite
+// differences; Cpu/ and Cuda/DenseGradKernel). Bench: bench/bench_kernels_cuda.cpp (dense_grad/*
+// rows), bench/bench_head.cpp (the CPU head step).
 #pragma once
 #include <cstdint>
 

@@ -34,8 +34,8 @@ void bias_grad_cpu(const float* dy, float* db, int64_t n, int64_t c) {
 void sgemm_rowmajor_cpu(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha,
                         const float* a, int64_t lda, const float* b, int64_t ldb, float beta,
                         float* c, int64_t ldc, const char* what) {
-  const dnnl_status_t st = dnnl_sgemm(ta ? 'T' : 'N', tb ? 'T' : 'N', m, n, k, alpha, a, lda, b,
-                                      ldb, beta, c, ldc);
+  const dnnl_status_t st =
+      dnnl_sgemm(ta ? 'T' : 'N', tb ? 'T' : 'N', m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
   if (st != dnnl_success)
     fail(what, ": dnnl_sgemm(M=", m, ", N=", n, ", K=", k, ", ta=", ta, ", tb=", tb,
          ") failed: ", dnnl_status2str(st));

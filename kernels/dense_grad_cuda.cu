@@ -65,11 +65,11 @@ void sgemm_rowmajor_cuda(cublasHandle_t h, bool ta, bool tb, int64_t m, int64_t 
                          float beta, float* c, int64_t ldc, const char* what) {
   ENGINE_CHECK(m < (1LL << 31) && n < (1LL << 31) && k < (1LL << 31), what,
                ": GEMM too large for cublasSgemm (", m, "x", n, "x", k, ")");
-  CUBLAS_CHECK(cublasSgemm(h, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N,
-                           static_cast<int>(n), static_cast<int>(m), static_cast<int>(k), &alpha,
-                           b, static_cast<int>(ldb), a, static_cast<int>(lda), &beta, c,
-                           static_cast<int>(ldc)),
-               what);
+  CUBLAS_CHECK(
+      cublasSgemm(h, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N,
+                  static_cast<int>(n), static_cast<int>(m), static_cast<int>(k), &alpha, b,
+                  static_cast<int>(ldb), a, static_cast<int>(lda), &beta, c, static_cast<int>(ldc)),
+      what);
 }
 
 }  // namespace engine

@@ -68,7 +68,8 @@ ENGINE_HD Philox4x32 dropout_words(uint64_t seed, int64_t step, uint32_t stream,
   return philox4x32_10(c, static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
 }
 
-ENGINE_HD bool dropout_keep(uint64_t seed, int64_t step, uint32_t stream, uint64_t i, uint32_t thr) {
+ENGINE_HD bool dropout_keep(uint64_t seed, int64_t step, uint32_t stream, uint64_t i,
+                            uint32_t thr) {
   return dropout_words(seed, step, stream, i >> 2).v[i & 3] >= thr;
 }
 

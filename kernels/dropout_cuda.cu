@@ -7,9 +7,9 @@
 
 namespace engine {
 
-__global__ void dropout_apply_kernel(const float* x, float* y, int64_t n,
-                                     uint32_t thr, float scale, uint64_t seed,
-                                     const int64_t* __restrict__ d_step, uint32_t stream_id) {
+__global__ void dropout_apply_kernel(const float* x, float* y, int64_t n, uint32_t thr, float scale,
+                                     uint64_t seed, const int64_t* __restrict__ d_step,
+                                     uint32_t stream_id) {
   const int64_t g = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   const int64_t base = g * 4;
   if (base >= n) return;

@@ -42,9 +42,13 @@ __device__ __forceinline__ float to_f(__half v) { return __half2float(v); }
 template <typename T>
 __device__ __forceinline__ T from_f(float v);
 template <>
-__device__ __forceinline__ float from_f<float>(float v) { return v; }
+__device__ __forceinline__ float from_f<float>(float v) {
+  return v;
+}
 template <>
-__device__ __forceinline__ __half from_f<__half>(float v) { return __float2half_rn(v); }
+__device__ __forceinline__ __half from_f<__half>(float v) {
+  return __float2half_rn(v);
+}
 
 struct Dims4 {
   int64_t n, h, w, c;
@@ -54,13 +58,19 @@ struct Dims4 {
 __device__ __forceinline__ void unflatten(int64_t i, const Dims4& d, bool c_fastest, int64_t& n,
                                           int64_t& h, int64_t& w, int64_t& c) {
   if (c_fastest) {
-    c = i % d.c; i /= d.c;
-    w = i % d.w; i /= d.w;
-    h = i % d.h; n = i / d.h;
+    c = i % d.c;
+    i /= d.c;
+    w = i % d.w;
+    i /= d.w;
+    h = i % d.h;
+    n = i / d.h;
   } else {
-    w = i % d.w; i /= d.w;
-    h = i % d.h; i /= d.h;
-    c = i % d.c; n = i / d.c;
+    w = i % d.w;
+    i /= d.w;
+    h = i % d.h;
+    i /= d.h;
+    c = i % d.c;
+    n = i / d.c;
   }
 }
 
@@ -83,8 +93,10 @@ __global__ void pool2d_kernel(const T* __restrict__ x, Strides4 xs, int64_t H, i
         const int64_t iw = w0 + dw;
         if (iw < 0 || iw >= W) continue;
         const float v = to_f(x[n * xs.n + ih * xs.h + iw * xs.w + c * xs.c]);
-        if (kMax) acc = fmaxf(acc, v);
-        else acc += v;
+        if (kMax)
+          acc = fmaxf(acc, v);
+        else
+          acc += v;
         ++count;
       }
     }
@@ -123,7 +135,8 @@ __global__ void global_avg_pool_kernel(const T* __restrict__ x, Strides4 xs, Dim
 
 constexpr int kThreads = 256;
 unsigned blocks_for(int64_t total) {
-  return static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>((total + kThreads - 1) / kThreads, 1 << 20)));
+  return static_cast<unsigned>(
+      std::max<int64_t>(1, std::min<int64_t>((total + kThreads - 1) / kThreads, 1 << 20)));
 }
 
 template <bool kMax>
@@ -140,8 +153,8 @@ void pool2d_launch(const StridedView& x, const StridedView& y, int k, int stride
   const bool cf = y.st.c == 1;
   if (x.dtype == DType::F32)
     pool2d_kernel<float, kMax><<<blocks_for(total), kThreads, 0, stream>>>(
-        static_cast<const float*>(x.data), x.st, x.h, x.w, static_cast<float*>(y.data), y.st, yd, cf,
-        k, stride, static_cast<int>(ph.before), static_cast<int>(pw.before));
+        static_cast<const float*>(x.data), x.st, x.h, x.w, static_cast<float*>(y.data), y.st, yd,
+        cf, k, stride, static_cast<int>(ph.before), static_cast<int>(pw.before));
   else
     pool2d_kernel<__half, kMax><<<blocks_for(total), kThreads, 0, stream>>>(
         static_cast<const __half*>(x.data), x.st, x.h, x.w, static_cast<__half*>(y.data), y.st, yd,
@@ -181,8 +194,9 @@ void copy_strided_cuda(const StridedView& src, const StridedView& dst, cudaStrea
     copy_strided_kernel<__half, float><<<b, kThreads, 0, stream>>>(
         static_cast<const __half*>(src.data), src.st, static_cast<float*>(dst.data), dst.st, d, cf);
   else
-    copy_strided_kernel<__half, __half><<<b, kThreads, 0, stream>>>(
-        static_cast<const __half*>(src.data), src.st, static_cast<__half*>(dst.data), dst.st, d, cf);
+    copy_strided_kernel<__half, __half>
+        <<<b, kThreads, 0, stream>>>(static_cast<const __half*>(src.data), src.st,
+                                     static_cast<__half*>(dst.data), dst.st, d, cf);
   KERNEL_LAUNCH_CHECK(ctx);
 }
 
@@ -193,8 +207,8 @@ void global_avg_pool_cuda(const StridedView& x, float* y, cudaStream_t stream,
   if (total == 0) return;
   ENGINE_CHECK(x.h * x.w > 0, ctx, ": global average pool of an empty image");
   if (x.dtype == DType::F32)
-    global_avg_pool_kernel<float><<<blocks_for(total), kThreads, 0, stream>>>(
-        static_cast<const float*>(x.data), x.st, d, y);
+    global_avg_pool_kernel<float>
+        <<<blocks_for(total), kThreads, 0, stream>>>(static_cast<const float*>(x.data), x.st, d, y);
   else
     global_avg_pool_kernel<__half><<<blocks_for(total), kThreads, 0, stream>>>(
         static_cast<const __half*>(x.data), x.st, d, y);

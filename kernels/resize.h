@@ -7,9 +7,9 @@
 //    for large reductions) = torch F.interpolate(..., antialias=True) = PIL Image.BILINEAR.
 //  - Tf1: TF1's tf.image.resize_bilinear (= tf.compat.v1.image.resize_bilinear,
 //    align_corners=False, half_pixel_centers=False), the resize of the TF retrain tutorial
-//    (retrain.py): src = dst * (in / out) in float, no half-pixel offset, no antialiasing; bit-exact
-//    with TF's CPU kernel (same float operations in the same order), then x / 127.5 - 1 in float.
-//    Together with decode_options_for(Tf1) (tf.io.decode_jpeg's INTEGER_FAST DCT, no EXIF
+//    (retrain.py): src = dst * (in / out) in float, no half-pixel offset, no antialiasing;
+//    bit-exact with TF's CPU kernel (same float operations in the same order), then x / 127.5 - 1
+//    in float. Together with decode_options_for(Tf1) (tf.io.decode_jpeg's INTEGER_FAST DCT, no EXIF
 //    rotation) it reproduces retrain.py's decode + resize exactly (tests/test_keras.cpp). The
 //    scaling is Keras' x / 127.5 - 1, not retrain.py's (x - 128) / 128: the Keras Inception
 //    weights were trained with the former (retrain.py's 128/128 belonged to its own 2015 graph).
@@ -24,7 +24,7 @@
 namespace engine {
 
 enum class ResizeFilter { Bilinear, Antialias, Tf1 };
-const char* resize_filter_name(ResizeFilter f);            // "bilinear" / "antialias" / "tf1"
+const char* resize_filter_name(ResizeFilter f);             // "bilinear" / "antialias" / "tf1"
 ResizeFilter parse_resize_filter(const std::string& name);  // throws Error on anything else
 
 // The decode settings a resize mode implies, on top of `base`: Tf1 decodes JPEGs as

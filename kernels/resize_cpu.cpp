@@ -166,8 +166,7 @@ ENGINE_NO_FP_CONTRACT void resize_tf1_cpu(const Image8& img, int64_t out_h, int6
 }
 
 AxisTaps make_taps(ResizeFilter f, int64_t in, int64_t out, double gain) {
-  return f == ResizeFilter::Bilinear ? bilinear_taps(in, out, gain)
-                                     : antialias_taps(in, out, gain);
+  return f == ResizeFilter::Bilinear ? bilinear_taps(in, out, gain) : antialias_taps(in, out, gain);
 }
 
 // acc[0 .. n) = sum_k w[k] * rows[k][0 .. n) for uint8 rows; contiguous, so it vectorises.
@@ -257,8 +256,8 @@ void resize_to_unit_range_cpu(const Image8& img, int64_t out_h, int64_t out_w, R
                               float* out) {
   ENGINE_CHECK(img.height > 0 && img.width > 0, "resize of an empty image (", img.height, " x ",
                img.width, ")");
-  ENGINE_CHECK(int64_t(img.rgb.size()) == img.height * img.width * 3, "Image8 has ",
-               img.rgb.size(), " bytes for ", img.height, " x ", img.width, " x 3");
+  ENGINE_CHECK(int64_t(img.rgb.size()) == img.height * img.width * 3, "Image8 has ", img.rgb.size(),
+               " bytes for ", img.height, " x ", img.width, " x 3");
   ENGINE_CHECK(out_h > 0 && out_w > 0, "resize to ", out_h, " x ", out_w);
   ENGINE_CHECK(img.height < (int64_t(1) << 30) && img.width < (int64_t(1) << 30),
                "image too large for resize: ", img.height, " x ", img.width);

@@ -29,10 +29,10 @@ enum class RmsPropFormula { TF1, Torch };
 struct RmsPropConfig {
   RmsPropFormula formula = RmsPropFormula::TF1;
   double lr = 1e-3;
-  double rho = 0.9;          // TF1 `decay`, torch `alpha`
+  double rho = 0.9;  // TF1 `decay`, torch `alpha`
   double momentum = 0.0;
-  double eps = 1e-10;        // TF1 default; torch's default is 1e-8 (see default_eps)
-  double decay_rate = 1.0;   // 1.0 (or decay_steps <= 0): constant learning rate
+  double eps = 1e-10;       // TF1 default; torch's default is 1e-8 (see default_eps)
+  double decay_rate = 1.0;  // 1.0 (or decay_steps <= 0): constant learning rate
   int64_t decay_steps = 0;
   bool staircase = false;
   static double default_eps(RmsPropFormula f) { return f == RmsPropFormula::TF1 ? 1e-10 : 1e-8; }

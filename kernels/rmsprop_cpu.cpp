@@ -19,8 +19,8 @@ void rmsprop_update_cpu(float* p, const float* g, float* ms, float* mom, int64_t
                         const RmsPropConfig& c, int64_t* step) {
   ENGINE_CHECK(n >= 0 && step, "rmsprop_update_cpu: bad arguments (n ", n, ")");
   ENGINE_CHECK(c.rho >= 0 && c.rho < 1 && c.eps > 0 && c.momentum >= 0,
-               "rmsprop_update_cpu: bad hyper-parameters rho ", c.rho, " eps ", c.eps,
-               " momentum ", c.momentum);
+               "rmsprop_update_cpu: bad hyper-parameters rho ", c.rho, " eps ", c.eps, " momentum ",
+               c.momentum);
   const float lr = rmsprop_learning_rate(c, *step);
   const float rho = static_cast<float>(c.rho), one_m_rho = static_cast<float>(1.0 - c.rho);
   const float m = static_cast<float>(c.momentum), eps = static_cast<float>(c.eps);

@@ -57,9 +57,14 @@ void rmsprop_update_cuda(float* params, const float* grads, float* ms, float* mo
   ENGINE_CHECK(c.rho >= 0 && c.rho < 1 && c.eps > 0 && c.momentum >= 0,
                "rmsprop_update_cuda: bad hyper-parameters rho ", c.rho, " eps ", c.eps,
                " momentum ", c.momentum);
-  RmsPropDeviceParams d{c.formula == RmsPropFormula::TF1 ? 1 : 0, c.lr, c.decay_rate,
-                        c.decay_steps, c.staircase ? 1 : 0, static_cast<float>(c.rho),
-                        static_cast<float>(1.0 - c.rho), static_cast<float>(c.momentum),
+  RmsPropDeviceParams d{c.formula == RmsPropFormula::TF1 ? 1 : 0,
+                        c.lr,
+                        c.decay_rate,
+                        c.decay_steps,
+                        c.staircase ? 1 : 0,
+                        static_cast<float>(c.rho),
+                        static_cast<float>(1.0 - c.rho),
+                        static_cast<float>(c.momentum),
                         static_cast<float>(c.eps)};
   if (n > 0) {
     const int threads = 256;

@@ -37,8 +37,8 @@ float softmax_xent_cpu(const float* logits, const int32_t* labels, const float* 
   double num = 0, den = 0;
   for (int64_t i = 0; i < n; ++i) {
     const int32_t y = labels[i];
-    ENGINE_CHECK(y >= 0 && y < k, "softmax_xent_cpu: label ", y, " of row ", i,
-                 " outside [0, ", k, ")");
+    ENGINE_CHECK(y >= 0 && y < k, "softmax_xent_cpu: label ", y, " of row ", i, " outside [0, ", k,
+                 ")");
     const float* z = logits + i * k;
     float* p = dlogits ? dlogits + i * k : prow.data();
     const float lse = softmax_row(z, p, k);

@@ -26,8 +26,8 @@ __device__ __forceinline__ float warp_sum(float v) {
 // Row softmax; when labels != nullptr also writes row_terms[2i] = w[y]*(lse - z[y]) and
 // row_terms[2i+1] = w[y]. probs may be nullptr (loss only).
 __global__ void softmax_rows_kernel(const float* __restrict__ z, float* probs, int64_t n, int64_t k,
-                                    const int32_t* __restrict__ labels,
-                                    const float* __restrict__ w, float* __restrict__ row_terms) {
+                                    const int32_t* __restrict__ labels, const float* __restrict__ w,
+                                    float* __restrict__ row_terms) {
   const int lane = threadIdx.x & 31;
   const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + (threadIdx.x >> 5);
   if (row >= n) return;
@@ -99,7 +99,7 @@ void softmax_cuda(const float* logits, float* probs, int64_t n, int64_t k, cudaS
   if (n == 0) return;
   const unsigned blocks = static_cast<unsigned>((n + kWarpsPerBlock - 1) / kWarpsPerBlock);
   softmax_rows_kernel<<<blocks, kWarpsPerBlock * 32, 0, stream>>>(logits, probs, n, k, nullptr,
-                                                                   nullptr, nullptr);
+                                                                  nullptr, nullptr);
   KERNEL_LAUNCH_CHECK("softmax_cuda");
 }
 
@@ -109,7 +109,7 @@ void softmax_xent_cuda(const float* logits, const int32_t* labels, const float* 
   ENGINE_CHECK(n >= 1 && k >= 1, "softmax_xent_cuda: bad shape (", n, ", ", k, ")");
   const unsigned blocks = static_cast<unsigned>((n + kWarpsPerBlock - 1) / kWarpsPerBlock);
   softmax_rows_kernel<<<blocks, kWarpsPerBlock * 32, 0, stream>>>(logits, dlogits, n, k, labels,
-                                                                   class_weights, d_scratch);
+                                                                  class_weights, d_scratch);
   KERNEL_LAUNCH_CHECK("softmax_xent_cuda: rows");
   xent_reduce_kernel<<<1, 256, 0, stream>>>(d_scratch, n, d_scratch + 2 * n, d_loss);
   KERNEL_LAUNCH_CHECK("softmax_xent_cuda: reduce");

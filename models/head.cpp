@@ -4,7 +4,6 @@
 // through engine/hdf5_io.h). The Keras head file is models/head_keras.{h,cpp}.
 #include "models/head.h"
 
-
 #include <cmath>
 #include <cstring>
 
@@ -84,8 +83,8 @@ void head_init_arena(const HeadConfig& c, const HeadLayout& layout, float* arena
     const int64_t count = L.in * L.out;
     // Philox stream 0x100 + l, step 0: 24-bit uniforms in [0, 1) -> [-limit, limit).
     for (int64_t g = 0; g < (count + 3) / 4; ++g) {
-      const Philox4x32 r = dropout_words(c.seed, 0, 0x100u + static_cast<uint32_t>(l),
-                                         static_cast<uint64_t>(g));
+      const Philox4x32 r =
+          dropout_words(c.seed, 0, 0x100u + static_cast<uint32_t>(l), static_cast<uint64_t>(g));
       for (int j = 0; j < 4 && g * 4 + j < count; ++j) {
         const double u = static_cast<double>(r.v[j] >> 8) * (1.0 / 16777216.0);
         w[g * 4 + j] = static_cast<float>((2.0 * u - 1.0) * limit);
@@ -107,7 +106,8 @@ HeadCpu::HeadCpu(const HeadConfig& c) : cfg_(c), arena_(c) {
 HeadCpu::HeadCpu(const HeadState& s) : cfg_(s.config), arena_(s.config), step_(s.step) {
   const int64_t P = arena_.section_size();
   ENGINE_CHECK(static_cast<int64_t>(s.params.size()) == P &&
-                   static_cast<int64_t>(s.ms.size()) == P && static_cast<int64_t>(s.mom.size()) == P,
+                   static_cast<int64_t>(s.ms.size()) == P &&
+                   static_cast<int64_t>(s.mom.size()) == P,
                "HeadCpu: state sections have ", s.params.size(), "/", s.ms.size(), "/",
                s.mom.size(), " floats, the config needs ", P);
   std::memcpy(arena_.section(HeadSection::Params), s.params.data(), sizeof(float) * P);
@@ -170,9 +170,9 @@ float* HeadCpu::forward(const float* x, int64_t n, bool dropout) {
 float HeadCpu::forward_backward(const float* x, const int32_t* y, int64_t n, bool dropout) {
   forward(x, n, dropout);
   const bool drop = dropout && cfg_.dropout > 0.f;
-  const float loss = softmax_xent_cpu(logits_.data(), y, cfg_.class_weights.empty() ? nullptr
-                                                                                 : cfg_.class_weights.data(),
-                                      n, cfg_.classes, dlogits_.data());
+  const float loss = softmax_xent_cpu(
+      logits_.data(), y, cfg_.class_weights.empty() ? nullptr : cfg_.class_weights.data(), n,
+      cfg_.classes, dlogits_.data());
   const HeadLayout& L = arena_.layout();
   const float* P = arena_.section(HeadSection::Params);
   float* G = arena_.section(HeadSection::Grads);
@@ -208,7 +208,6 @@ void HeadCpu::predict(const float* x, int64_t n, float* probs) {
   const float* z = forward(x, n, false);
   softmax_cpu(z, probs, n, cfg_.classes);
 }
-
 
 // ---------------------------------------------------------------------------------------------
 // HDF5: checkpoint

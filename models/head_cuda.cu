@@ -159,9 +159,9 @@ HeadCuda::HeadCuda(const HeadConfig& c) : cfg_(c), impl_(std::make_unique<Impl>(
   setup(*impl_, cfg_, 128);
   HeadParams host(cfg_);
   head_init_arena(cfg_, host.layout(), host.data());
-  CUDA_CHECK(cudaMemcpy(impl_->arena, host.data(), sizeof(float) * host.total(),
-                        cudaMemcpyHostToDevice),
-             "HeadCuda init arena");
+  CUDA_CHECK(
+      cudaMemcpy(impl_->arena, host.data(), sizeof(float) * host.total(), cudaMemcpyHostToDevice),
+      "HeadCuda init arena");
   const int64_t zero = 0;
   CUDA_CHECK(cudaMemcpy(impl_->step, &zero, sizeof zero, cudaMemcpyHostToDevice), "HeadCuda step");
 }
@@ -169,14 +169,19 @@ HeadCuda::HeadCuda(const HeadConfig& c) : cfg_(c), impl_(std::make_unique<Impl>(
 HeadCuda::HeadCuda(const HeadState& s) : cfg_(s.config), impl_(std::make_unique<Impl>()) {
   setup(*impl_, cfg_, 128);
   const int64_t P = impl_->layout.section;
-  ENGINE_CHECK(static_cast<int64_t>(s.params.size()) == P && static_cast<int64_t>(s.ms.size()) == P &&
+  ENGINE_CHECK(static_cast<int64_t>(s.params.size()) == P &&
+                   static_cast<int64_t>(s.ms.size()) == P &&
                    static_cast<int64_t>(s.mom.size()) == P,
                "HeadCuda: state sections do not match the config (", P, " floats)");
   CUDA_CHECK(cudaMemset(impl_->G(), 0, sizeof(float) * P), "HeadCuda grads");
-  CUDA_CHECK(cudaMemcpy(impl_->P(), s.params.data(), sizeof(float) * P, cudaMemcpyHostToDevice), "HeadCuda params");
-  CUDA_CHECK(cudaMemcpy(impl_->MS(), s.ms.data(), sizeof(float) * P, cudaMemcpyHostToDevice), "HeadCuda ms");
-  CUDA_CHECK(cudaMemcpy(impl_->MOM(), s.mom.data(), sizeof(float) * P, cudaMemcpyHostToDevice), "HeadCuda mom");
-  CUDA_CHECK(cudaMemcpy(impl_->step, &s.step, sizeof(int64_t), cudaMemcpyHostToDevice), "HeadCuda step");
+  CUDA_CHECK(cudaMemcpy(impl_->P(), s.params.data(), sizeof(float) * P, cudaMemcpyHostToDevice),
+             "HeadCuda params");
+  CUDA_CHECK(cudaMemcpy(impl_->MS(), s.ms.data(), sizeof(float) * P, cudaMemcpyHostToDevice),
+             "HeadCuda ms");
+  CUDA_CHECK(cudaMemcpy(impl_->MOM(), s.mom.data(), sizeof(float) * P, cudaMemcpyHostToDevice),
+             "HeadCuda mom");
+  CUDA_CHECK(cudaMemcpy(impl_->step, &s.step, sizeof(int64_t), cudaMemcpyHostToDevice),
+             "HeadCuda step");
 }
 
 HeadCuda::~HeadCuda() = default;
@@ -188,15 +193,19 @@ float HeadCuda::train_step(const float* x, const int32_t* y, int64_t n) {
   ENGINE_CHECK(n >= 1 && n <= m.max_batch, "HeadCuda::train_step: batch ", n, " outside [1, ",
                m.max_batch, "]");
   for (int64_t i = 0; i < n; ++i)
-    ENGINE_CHECK(y[i] >= 0 && y[i] < cfg_.classes, "HeadCuda::train_step: label ", y[i],
-                 " of row ", i, " outside [0, ", cfg_.classes, ")");
-  CUDA_CHECK(cudaMemcpyAsync(m.x, x, sizeof(float) * n * cfg_.input, cudaMemcpyHostToDevice, m.stream), "HeadCuda x");
-  CUDA_CHECK(cudaMemcpyAsync(m.y, y, sizeof(int32_t) * n, cudaMemcpyHostToDevice, m.stream), "HeadCuda y");
+    ENGINE_CHECK(y[i] >= 0 && y[i] < cfg_.classes, "HeadCuda::train_step: label ", y[i], " of row ",
+                 i, " outside [0, ", cfg_.classes, ")");
+  CUDA_CHECK(
+      cudaMemcpyAsync(m.x, x, sizeof(float) * n * cfg_.input, cudaMemcpyHostToDevice, m.stream),
+      "HeadCuda x");
+  CUDA_CHECK(cudaMemcpyAsync(m.y, y, sizeof(int32_t) * n, cudaMemcpyHostToDevice, m.stream),
+             "HeadCuda y");
   if (m.graph_batch != n) {
     m.exec.reset();
     m.graph.reset();
     m.graph_batch = 0;
-    CUDA_CHECK(cudaStreamBeginCapture(m.stream, cudaStreamCaptureModeThreadLocal), "HeadCuda capture");
+    CUDA_CHECK(cudaStreamBeginCapture(m.stream, cudaStreamCaptureModeThreadLocal),
+               "HeadCuda capture");
     try {
       enqueue_train_step(m, cfg_, n);
     } catch (...) {
@@ -215,7 +224,8 @@ float HeadCuda::train_step(const float* x, const int32_t* y, int64_t n) {
   }
   CUDA_CHECK(cudaGraphLaunch(m.exec, m.stream), "HeadCuda graph launch");
   float loss = 0.f;
-  CUDA_CHECK(cudaMemcpyAsync(&loss, m.loss, sizeof loss, cudaMemcpyDeviceToHost, m.stream), "HeadCuda loss");
+  CUDA_CHECK(cudaMemcpyAsync(&loss, m.loss, sizeof loss, cudaMemcpyDeviceToHost, m.stream),
+             "HeadCuda loss");
   CUDA_CHECK(cudaStreamSynchronize(m.stream), "HeadCuda train_step");
   return loss;
 }
@@ -225,18 +235,21 @@ void HeadCuda::predict(const float* x, int64_t n, float* probs) {
   for (int64_t r0 = 0; r0 < n; r0 += m.max_batch) {
     const int64_t b = std::min(m.max_batch, n - r0);
     CUDA_CHECK(cudaMemcpyAsync(m.x, x + r0 * cfg_.input, sizeof(float) * b * cfg_.input,
-                               cudaMemcpyHostToDevice, m.stream), "HeadCuda predict x");
+                               cudaMemcpyHostToDevice, m.stream),
+               "HeadCuda predict x");
     enqueue_forward(m, cfg_, b, false);
     softmax_cuda(m.logits, m.dlogits, b, cfg_.classes, m.stream);
-    CUDA_CHECK(cudaMemcpyAsync(probs + r0 * cfg_.classes, m.dlogits, sizeof(float) * b * cfg_.classes,
-                               cudaMemcpyDeviceToHost, m.stream), "HeadCuda predict probs");
+    CUDA_CHECK(cudaMemcpyAsync(probs + r0 * cfg_.classes, m.dlogits,
+                               sizeof(float) * b * cfg_.classes, cudaMemcpyDeviceToHost, m.stream),
+               "HeadCuda predict probs");
   }
   CUDA_CHECK(cudaStreamSynchronize(m.stream), "HeadCuda predict");
 }
 
 int64_t HeadCuda::step() const {
   int64_t s = 0;
-  CUDA_CHECK(cudaMemcpyAsync(&s, impl_->step, sizeof s, cudaMemcpyDeviceToHost, impl_->stream), "HeadCuda step");
+  CUDA_CHECK(cudaMemcpyAsync(&s, impl_->step, sizeof s, cudaMemcpyDeviceToHost, impl_->stream),
+             "HeadCuda step");
   CUDA_CHECK(cudaStreamSynchronize(impl_->stream), "HeadCuda step");
   return s;
 }
@@ -245,16 +258,19 @@ void HeadCuda::copy_arena_to(HeadParams& host) const {
   ENGINE_CHECK(host.section_size() == impl_->layout.section,
                "HeadCuda::copy_arena_to: host arena of another config");
   CUDA_CHECK(cudaMemcpyAsync(host.data(), impl_->arena, sizeof(float) * host.total(),
-                             cudaMemcpyDeviceToHost, impl_->stream), "HeadCuda arena download");
+                             cudaMemcpyDeviceToHost, impl_->stream),
+             "HeadCuda arena download");
   CUDA_CHECK(cudaStreamSynchronize(impl_->stream), "HeadCuda arena download");
 }
 
 void HeadCuda::set_layer(int l, const float* kernel, const float* bias) {
   const HeadLayer& ly = impl_->layout.layers.at(static_cast<size_t>(l));
   CUDA_CHECK(cudaMemcpy(impl_->P() + ly.kernel_off, kernel, sizeof(float) * ly.in * ly.out,
-                        cudaMemcpyHostToDevice), "HeadCuda set_layer kernel");
-  CUDA_CHECK(cudaMemcpy(impl_->P() + ly.bias_off, bias, sizeof(float) * ly.out,
-                        cudaMemcpyHostToDevice), "HeadCuda set_layer bias");
+                        cudaMemcpyHostToDevice),
+             "HeadCuda set_layer kernel");
+  CUDA_CHECK(
+      cudaMemcpy(impl_->P() + ly.bias_off, bias, sizeof(float) * ly.out, cudaMemcpyHostToDevice),
+      "HeadCuda set_layer bias");
 }
 
 void HeadCuda::save_state(const std::string& path) const {

@@ -1,7 +1,8 @@
 // models/head_keras.cpp: the Keras head file (models/head_keras.h): writer (engine/hdf5_io.h's
 // typed writers, variable-length UTF-8 strings as h5py writes them, committed durably through
-// engine/durable_file.h), reader (through engine/hdf5_io.h) and a small JSON reader for model_config, enough to check that a
-// file written by Keras is the Dense stack predict computes (relu hidden layers, softmax output).
+// engine/durable_file.h), reader (through engine/hdf5_io.h) and a small JSON reader for
+// model_config, enough to check that a file written by Keras is the Dense stack predict computes
+// (relu hidden layers, softmax output).
 #include "models/head_keras.h"
 
 #include <cstdio>
@@ -90,9 +91,12 @@ class JsonParser {
   }
 
  private:
-  [[noreturn]] void bad(const char* what) { fail(where_, ": invalid JSON at byte ", p_, ": ", what); }
+  [[noreturn]] void bad(const char* what) {
+    fail(where_, ": invalid JSON at byte ", p_, ": ", what);
+  }
   void ws() {
-    while (p_ < t_.size() && (t_[p_] == ' ' || t_[p_] == '\n' || t_[p_] == '\t' || t_[p_] == '\r')) ++p_;
+    while (p_ < t_.size() && (t_[p_] == ' ' || t_[p_] == '\n' || t_[p_] == '\t' || t_[p_] == '\r'))
+      ++p_;
   }
   bool eat(char c) {
     ws();
@@ -284,11 +288,12 @@ void write_keras_head(const std::string& path, const HeadConfig& config, const H
           const std::string where = mwhere + "/" + n + "/" + n;
           h5_write_floats(g2.get(), "kernel:0", P + ly.kernel_off,
                           {static_cast<hsize_t>(ly.in), static_cast<hsize_t>(ly.out)}, where);
-          h5_write_floats(g2.get(), "bias:0", P + ly.bias_off, {static_cast<hsize_t>(ly.out)}, where);
+          h5_write_floats(g2.get(), "bias:0", P + ly.bias_off, {static_cast<hsize_t>(ly.out)},
+                          where);
         }
       }
-      f.close();  // checked: a failed final flush (disk full) is reported
-    }  // closed here, before the commit
+      f.close();                     // checked: a failed final flush (disk full) is reported
+    }                                // closed here, before the commit
     commit_file_durable(tmp, path);  // fsync, rename, directory fsync
   } catch (...) {
     std::remove(tmp.c_str());
@@ -311,7 +316,8 @@ KerasHead read_keras_head(const std::string& path) {
   const std::string wwhere = path + ":" + (prefix.empty() ? "/" : prefix);
   const auto layers = h5_read_string_array_attr(wg.get(), "layer_names", wwhere);
   h.keras_version = optional_string_attr(r, "keras_version", path);
-  if (h.keras_version.empty()) h.keras_version = optional_string_attr(wg.get(), "keras_version", wwhere);
+  if (h.keras_version.empty())
+    h.keras_version = optional_string_attr(wg.get(), "keras_version", wwhere);
 
   int64_t in = -1;
   for (const auto& l : layers) {

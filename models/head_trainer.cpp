@@ -61,7 +61,8 @@ std::vector<int64_t> batch_indices(uint64_t seed, int64_t step, int64_t batch, S
 ClassificationMetrics evaluate_head(HeadCpu& head, const CacheContents& cache,
                                     const std::vector<int64_t>& rows) {
   const int64_t k = head.config().classes;
-  std::vector<float> x(rows.size() * kCacheFeatureSize), probs(rows.size() * static_cast<size_t>(k));
+  std::vector<float> x(rows.size() * kCacheFeatureSize),
+      probs(rows.size() * static_cast<size_t>(k));
   std::vector<int32_t> y(rows.size());
   for (size_t i = 0; i < rows.size(); ++i) {
     std::copy_n(cache.features.begin() + rows[i] * kCacheFeatureSize, kCacheFeatureSize,
@@ -74,9 +75,8 @@ ClassificationMetrics evaluate_head(HeadCpu& head, const CacheContents& cache,
 
 namespace {
 
-const std::vector<std::string> kCurveColumns = {"step",         "train_loss",
-                                                "val_loss",     "val_accuracy",
-                                                "val_balanced_accuracy", "val_auc"};
+const std::vector<std::string> kCurveColumns = {
+    "step", "train_loss", "val_loss", "val_accuracy", "val_balanced_accuracy", "val_auc"};
 
 // A metric as a CSV field: exact (round-trips), empty when not measured (NaN).
 std::string csv_num(double v) { return std::isfinite(v) ? double_roundtrip(v) : std::string(); }
@@ -162,9 +162,9 @@ HeadTrainer::HeadTrainer(HeadTrainSettings settings, const CacheContents& cache,
   const HeadConfig& a = st.config;
   const HeadConfig& b = s_.head;
   const RmsPropConfig &ao = a.optimizer, &bo = b.optimizer;
-  if (a.classes != b.classes || a.hidden != b.hidden || a.seed != b.seed || a.dropout != b.dropout ||
-      a.class_weights != b.class_weights || ao.formula != bo.formula || ao.lr != bo.lr ||
-      ao.rho != bo.rho || ao.momentum != bo.momentum || ao.eps != bo.eps ||
+  if (a.classes != b.classes || a.hidden != b.hidden || a.seed != b.seed ||
+      a.dropout != b.dropout || a.class_weights != b.class_weights || ao.formula != bo.formula ||
+      ao.lr != bo.lr || ao.rho != bo.rho || ao.momentum != bo.momentum || ao.eps != bo.eps ||
       ao.decay_rate != bo.decay_rate || ao.decay_steps != bo.decay_steps ||
       ao.staircase != bo.staircase)
     fail(ckpt, ": checkpoint does not match ", s_.out, "/train_settings.csv",
@@ -217,7 +217,8 @@ void HeadTrainer::run(const HeadTrainObserver& observer) {
     }
     const float loss = head_->train_step(x.data(), y.data(), batch);
     if (!std::isfinite(loss))
-      fail("training diverged at step ", head_->step(), " (loss ", loss, "): lower --learning-rate");
+      fail("training diverged at step ", head_->step(), " (loss ", loss,
+           "): lower --learning-rate");
     loss_sum += loss, ++loss_n;
     if (observer.on_step) observer.on_step(head_->step(), loss);
     if (head_->step() % s_.eval_every == 0 || head_->step() == s_.steps) {

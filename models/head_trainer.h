@@ -39,14 +39,14 @@ SelectMetric parse_select_metric(const std::string& name);  // "auc", "balanced_
 double select_value(SelectMetric m, const CurvePoint& p);
 
 struct HeadTrainSettings {
-  std::string out;         // the run folder (created when missing)
-  HeadConfig head;         // layers, dropout, seed, optimizer, class weights
-  int64_t steps = 4000;    // train until the head's step reaches this
+  std::string out;       // the run folder (created when missing)
+  HeadConfig head;       // layers, dropout, seed, optimizer, class weights
+  int64_t steps = 4000;  // train until the head's step reaches this
   int64_t batch = 128;
   int64_t eval_every = 100;
   Sampling sampling = Sampling::Uniform;
   SelectMetric select = SelectMetric::Auc;
-  bool resume = false;     // continue from out/checkpoint.h5 instead of starting over
+  bool resume = false;  // continue from out/checkpoint.h5 instead of starting over
 };
 
 // What the loop tells its caller as it goes (each may be empty).

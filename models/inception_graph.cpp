@@ -175,7 +175,8 @@ InceptionGraph build_graph() {
   b.block = "top";
   b.global_avg_pool(x);
   ENGINE_CHECK(b.g.conv_ops.size() == static_cast<size_t>(kInceptionConvs),
-               "inception graph: built ", b.g.conv_ops.size(), " convs, expected ", kInceptionConvs);
+               "inception graph: built ", b.g.conv_ops.size(), " convs, expected ",
+               kInceptionConvs);
   return b.g;
 }
 

@@ -31,12 +31,12 @@ enum class GraphOpType { Conv, MaxPool, AvgPool, Concat, GlobalAvgPool };
 const char* graph_op_type_name(GraphOpType t);
 
 struct GraphTensor {
-  std::string name;       // the Keras layer whose output this is ("activation_5", "mixed3", ...)
+  std::string name;  // the Keras layer whose output this is ("activation_5", "mixed3", ...)
   int64_t h = 0, w = 0, c = 0;  // per image, at a 299x299 input
-  int producer = -1;      // op index; -1 for the graph input
-  int uses = 0;           // ops reading it
-  int last_use = -1;      // index of the last op reading it (-1: the graph output)
-  std::string tap;        // "stem", "mixed0".."mixed10": a block output executors report; else ""
+  int producer = -1;            // op index; -1 for the graph input
+  int uses = 0;                 // ops reading it
+  int last_use = -1;            // index of the last op reading it (-1: the graph output)
+  std::string tap;  // "stem", "mixed0".."mixed10": a block output executors report; else ""
 };
 
 struct GraphOp {
@@ -50,9 +50,9 @@ struct GraphOp {
   int kh = 0, kw = 0, stride = 1;
   Padding padding = Padding::Valid;
   // Conv only.
-  int weight = -1;          // position in the weight table (Keras creation order, 0-based)
+  int weight = -1;  // position in the weight table (Keras creation order, 0-based)
   int64_t cin = 0, cout = 0;
-  std::string bn_name;      // the BatchNormalization layer folded in: "batch_normalization_17"
+  std::string bn_name;  // the BatchNormalization layer folded in: "batch_normalization_17"
 };
 
 struct InceptionGraph {

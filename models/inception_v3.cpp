@@ -73,21 +73,23 @@ void InceptionV3Cpu::forward(const Tensor& x, Tensor& bottleneck, const Tap& tap
   const GraphTensor& in = g.tensor(g.input);
   const int64_t out_c = g.tensor(g.output).c;
   ENGINE_CHECK(x.rank() == 4 && x.h() == in.h && x.w() == in.w && x.c() == in.c,
-               "InceptionV3Cpu::forward: input must be (N, ", in.h, ", ", in.w, ", ", in.c, "), got ",
-               x.shape().str());
-  ENGINE_CHECK(bottleneck.shape() == (Shape{x.n(), out_c}), "InceptionV3Cpu::forward: bottleneck must be (",
-               x.n(), ", ", out_c, "), got ", bottleneck.shape().str());
+               "InceptionV3Cpu::forward: input must be (N, ", in.h, ", ", in.w, ", ", in.c,
+               "), got ", x.shape().str());
+  ENGINE_CHECK(bottleneck.shape() == (Shape{x.n(), out_c}),
+               "InceptionV3Cpu::forward: bottleneck must be (", x.n(), ", ", out_c, "), got ",
+               bottleneck.shape().str());
   const int64_t image = in.h * in.w * in.c;
   const int64_t chunks = (x.n() + micro_batch_ - 1) / micro_batch_;
   auto run_chunk = [&](int64_t c) {
     const int64_t first = c * micro_batch_, n = std::min(micro_batch_, x.n() - first);
-    const Tensor xs = Tensor::view(const_cast<float*>(x.data()) + first * image,
-                                   Shape{n, in.h, in.w, in.c});
+    const Tensor xs =
+        Tensor::view(const_cast<float*>(x.data()) + first * image, Shape{n, in.h, in.w, in.c});
     Tensor bs = Tensor::view(bottleneck.data() + first * out_c, Shape{n, out_c});
     forward_chunk(xs, bs, tap, first);
   };
-  const int threads = batch_invariant_ ? omp_get_max_threads()
-                                       : static_cast<int>(std::min<int64_t>(omp_get_max_threads(), chunks));
+  const int threads = batch_invariant_
+                          ? omp_get_max_threads()
+                          : static_cast<int>(std::min<int64_t>(omp_get_max_threads(), chunks));
   // Grown only here, when no PooledTensor is alive (they point into their pool).
   if (pools_.size() < static_cast<size_t>(std::max(threads, 1)))
     pools_.resize(static_cast<size_t>(std::max(threads, 1)));

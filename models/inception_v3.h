@@ -34,15 +34,16 @@ class InceptionV3Cpu {
   int64_t micro_batch() const { return micro_batch_; }
   // Batch-invariant mode: every micro-batch runs on one thread with single-threaded primitives,
   // even when the batch has fewer micro-batches than threads, so an image's bottleneck is
-  // bit-identical whatever batch it arrives in (tools/extract: a resumed run equals an unbroken one).
+  // bit-identical whatever batch it arrives in (tools/extract: a resumed run equals an unbroken
+  // one).
   void set_batch_invariant(bool on) { batch_invariant_ = on; }
   // The Keras `predictions` top (softmax over classes) when the weight file has one.
   bool has_top() const { return has_top_; }
   int64_t top_classes() const { return top_classes_; }
   void predict_top(const Tensor& bottleneck, Tensor& probs) const;
 
-  double flops_per_image() const;  // sum over the 94 convs of 2*kh*kw*cin*cout*Ho*Wo
-  int64_t activation_bytes() const;        // over all threads' pools
+  double flops_per_image() const;    // sum over the 94 convs of 2*kh*kw*cin*cout*Ho*Wo
+  int64_t activation_bytes() const;  // over all threads' pools
   int64_t activation_allocations() const;
 
  private:

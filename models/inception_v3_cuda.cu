@@ -36,11 +36,11 @@ struct LTensor {  // a logical activation, per-image shape
 struct Op {
   OpKind kind;
   std::string name;
-  int conv = -1;            // 0-based conv index (the graph op's weight)
-  int src = -1, dst = -1;   // logical tensors
-  int64_t dst_c_off = 0;    // pools and copies write channels [dst_c_off, +src c) of dst
-  std::string tap;          // block name when dst is complete after this op
-  int k = 0, stride = 1;    // pools: window and stride
+  int conv = -1;           // 0-based conv index (the graph op's weight)
+  int src = -1, dst = -1;  // logical tensors
+  int64_t dst_c_off = 0;   // pools and copies write channels [dst_c_off, +src c) of dst
+  std::string tap;         // block name when dst is complete after this op
+  int k = 0, stride = 1;   // pools: window and stride
   Padding padding = Padding::Valid;
 };
 
@@ -103,10 +103,12 @@ struct InceptionV3Cuda::Impl {
   int conv(const GraphOp& g, int x) {
     const LTensor t = tensors.at(static_cast<size_t>(x));
     ENGINE_CHECK(g.weight == static_cast<int>(convs.size()), "InceptionV3Cuda: ", g.name,
-                 " is conv ", g.weight + 1, " of the weight table, lowered as conv ", convs.size() + 1);
+                 " is conv ", g.weight + 1, " of the weight table, lowered as conv ",
+                 convs.size() + 1);
     convs.emplace_back("conv C" + std::to_string(g.weight + 1) + " (" + g.name + ")", t.c, g.cout,
                        conv_spec(g), precision, layout, opt.plan);
-    const CudnnConvGeometry geo = cudnn_conv_geometry(t.h, t.w, convs.back().spec(), convs.back().name());
+    const CudnnConvGeometry geo =
+        cudnn_conv_geometry(t.h, t.w, convs.back().spec(), convs.back().name());
     const int y = add_tensor(geo.ho, geo.wo, g.cout);
     ops.push_back({OpKind::Conv, convs.back().name(), g.weight, x, y, 0, ""});
     return y;
@@ -133,8 +135,8 @@ struct InceptionV3Cuda::Impl {
       if (p && graph.feeds_only_concat(*p))
         pool(*p, lt.at(static_cast<size_t>(p->inputs.at(0))), y, off);
       else
-        ops.push_back({OpKind::Copy, g.block + " concat copy", -1, lt.at(static_cast<size_t>(in)), y,
-                       off, ""});
+        ops.push_back({OpKind::Copy, g.block + " concat copy", -1, lt.at(static_cast<size_t>(in)),
+                       y, off, ""});
       off += t.c;
     }
     ENGINE_CHECK(off == out.c, "InceptionV3Cuda: ", g.name, " concat fills ", off, " of ", out.c,
@@ -158,8 +160,9 @@ struct InceptionV3Cuda::Impl {
         case GraphOpType::AvgPool: y = pool(op, x); break;
         case GraphOpType::Concat: y = concat(g, op, lt); break;
         case GraphOpType::GlobalAvgPool:
-          ENGINE_CHECK(tensors[static_cast<size_t>(x)].c == kBottleneckSize, "InceptionV3Cuda: ",
-                       op.name, " reads ", tensors[static_cast<size_t>(x)].c, " channels");
+          ENGINE_CHECK(tensors[static_cast<size_t>(x)].c == kBottleneckSize,
+                       "InceptionV3Cuda: ", op.name, " reads ", tensors[static_cast<size_t>(x)].c,
+                       " channels");
           ops.push_back({OpKind::Gap, op.block + " " + op.name, -1, x, -1, 0, ""});
           break;
       }
@@ -225,10 +228,9 @@ struct InceptionV3Cuda::Impl {
     for (const Op& op : ops) {
       if (op.kind != OpKind::Conv) continue;
       const LTensor& t = tensors[static_cast<size_t>(op.src)];
-      convs[static_cast<size_t>(op.conv)].prepare(handle, n, t.h, t.w, ptr(op.src),
-                                                   wdev[static_cast<size_t>(op.conv)],
-                                                   bdev[static_cast<size_t>(op.conv)], ptr(op.dst),
-                                                   ws_limit);
+      convs[static_cast<size_t>(op.conv)].prepare(
+          handle, n, t.h, t.w, ptr(op.src), wdev[static_cast<size_t>(op.conv)],
+          bdev[static_cast<size_t>(op.conv)], ptr(op.dst), ws_limit);
     }
   }
 
@@ -241,10 +243,9 @@ struct InceptionV3Cuda::Impl {
         break;
       case OpKind::Conv: {
         const LTensor& t = tensors[static_cast<size_t>(op.src)];
-        convs[static_cast<size_t>(op.conv)].forward(handle, n, t.h, t.w, ptr(op.src),
-                                                    wdev[static_cast<size_t>(op.conv)],
-                                                    bdev[static_cast<size_t>(op.conv)], ptr(op.dst),
-                                                    workspace.data(), ws_size);
+        convs[static_cast<size_t>(op.conv)].forward(
+            handle, n, t.h, t.w, ptr(op.src), wdev[static_cast<size_t>(op.conv)],
+            bdev[static_cast<size_t>(op.conv)], ptr(op.dst), workspace.data(), ws_size);
         break;
       }
       case OpKind::MaxPool: {
@@ -254,7 +255,8 @@ struct InceptionV3Cuda::Impl {
         break;
       }
       case OpKind::AvgPool:
-        avg_pool2d_cuda(view(op.src, n), view(op.dst, n), op.k, op.stride, op.padding, stream, op.name);
+        avg_pool2d_cuda(view(op.src, n), view(op.dst, n), op.k, op.stride, op.padding, stream,
+                        op.name);
         break;
       case OpKind::Copy: {
         const StridedView x = view(op.src, n);
@@ -299,7 +301,8 @@ InceptionV3Cuda::InceptionV3Cuda(const InceptionWeights& w, Precision precision,
   ENGINE_CHECK(w.convs.size() == g.conv_ops.size(), "InceptionV3Cuda: expected ", g.conv_ops.size(),
                " convs, got ", w.convs.size());
   m.precision = precision;
-  m.layout = (precision == Precision::FP32 && options.fp32_nchw) ? TensorLayout::NCHW : TensorLayout::NHWC;
+  m.layout =
+      (precision == Precision::FP32 && options.fp32_nchw) ? TensorLayout::NCHW : TensorLayout::NHWC;
   m.dtype = dtype_of(precision);
   m.max_batch = max_batch;
   m.opt = options;
@@ -309,7 +312,8 @@ InceptionV3Cuda::InceptionV3Cuda(const InceptionWeights& w, Precision precision,
   // first conv and its zero filter channels follow from the input tensor's channel count.
   m.in_c = precision == Precision::FP16 ? std::max<int64_t>(input.c, options.fp16_input_channels)
                                         : input.c;
-  CUDA_CHECK(cudaSetDevice(options.device), "InceptionV3Cuda: select GPU " + std::to_string(options.device));
+  CUDA_CHECK(cudaSetDevice(options.device),
+             "InceptionV3Cuda: select GPU " + std::to_string(options.device));
   m.stream = CudaStream::create("InceptionV3Cuda");
   m.handle = CudnnHandle::create("InceptionV3Cuda");
   CUDNN_CHECK(cudnnSetStream(m.handle, m.stream), "InceptionV3Cuda cuDNN stream");
@@ -397,7 +401,8 @@ InceptionV3Cuda::InceptionV3Cuda(const InceptionWeights& w, Precision precision,
   for (const Op& op : m.ops)
     if (op.kind == OpKind::Conv) {
       const LTensor& t = m.tensors[static_cast<size_t>(op.src)];
-      m.ws_size = std::max(m.ws_size, m.convs[static_cast<size_t>(op.conv)].info(max_batch, t.h, t.w).workspace);
+      m.ws_size = std::max(
+          m.ws_size, m.convs[static_cast<size_t>(op.conv)].info(max_batch, t.h, t.w).workspace);
     }
   m.alloc(m.workspace, m.ws_size, "cuDNN workspace");
   CUDA_CHECK(cudaStreamSynchronize(m.stream), "InceptionV3Cuda setup");
@@ -427,7 +432,8 @@ void InceptionV3Cuda::launch_graph(int64_t n) {
   auto it = m.graphs.find(n);
   if (it == m.graphs.end()) {
     m.ensure_plans(n);
-    CUDA_CHECK(cudaStreamBeginCapture(m.stream, cudaStreamCaptureModeThreadLocal), "InceptionV3Cuda graph capture");
+    CUDA_CHECK(cudaStreamBeginCapture(m.stream, cudaStreamCaptureModeThreadLocal),
+               "InceptionV3Cuda graph capture");
     try {
       for (const Op& op : m.ops) m.run_op(op, n);
     } catch (...) {
@@ -447,7 +453,8 @@ void InceptionV3Cuda::launch_graph(int64_t n) {
     inst.exec = CudaGraphExec(exec);
     it = m.graphs.emplace(n, std::move(inst)).first;
   }
-  CUDA_CHECK(cudaGraphLaunch(it->second.exec, m.stream), "InceptionV3Cuda graph launch, batch " + std::to_string(n));
+  CUDA_CHECK(cudaGraphLaunch(it->second.exec, m.stream),
+             "InceptionV3Cuda graph launch, batch " + std::to_string(n));
 }
 
 void InceptionV3Cuda::forward_eager(const float* host_x, int64_t n, float* host_bottleneck) {
@@ -473,9 +480,10 @@ void InceptionV3Cuda::forward_blocks(const float* host_x, int64_t n, float* host
       m.alloc(m.tap_buf, bytes, "tap buffer");
       m.tap_buf_bytes = bytes;
     }
-    copy_strided_cuda(m.view(op.dst, n),
-                      packed_view(m.tap_buf.data(), DType::F32, TensorLayout::NHWC, n, t.h, t.w, t.c),
-                      m.stream, op.tap + " tap");
+    copy_strided_cuda(
+        m.view(op.dst, n),
+        packed_view(m.tap_buf.data(), DType::F32, TensorLayout::NHWC, n, t.h, t.w, t.c), m.stream,
+        op.tap + " tap");
     Tensor host(Shape{n, t.h, t.w, t.c});
     m.tap_buf.download(reinterpret_cast<char*>(host.data()), static_cast<size_t>(bytes), m.stream,
                        op.tap + " tap download");
@@ -491,7 +499,8 @@ std::vector<InceptionV3Cuda::LayerTime> InceptionV3Cuda::profile_layers(int64_t 
   m.check_batch(n, "profile_layers");
   m.ensure_plans(n);
   std::vector<CudaEvent> ev;
-  for (size_t i = 0; i <= m.ops.size(); ++i) ev.push_back(CudaEvent::create("InceptionV3Cuda profile"));
+  for (size_t i = 0; i <= m.ops.size(); ++i)
+    ev.push_back(CudaEvent::create("InceptionV3Cuda profile"));
   std::vector<LayerTime> out(m.ops.size());
   for (int it = 0; it < iters + 1; ++it) {  // iteration 0 is a warm-up
     CUDA_CHECK(cudaEventRecord(ev[0], m.stream), "profile");

@@ -19,14 +19,15 @@
 // Precision/layout: FP32 (exact, no tensor-core engines), TF32, FP16 (half activations and
 // weights, fp32 accumulation, fp32 bottleneck). Layout is an option: NHWC for TF32/FP16; FP32
 // defaults to NCHW (measured: non-tensor-core engines in NHWC were slower than PyTorch's
-// NCHW, bench/README.md "GPU"). In FP16 the 3 input channels are zero-padded to 8 (tensor-core engines want
-// C % 8 == 0), with C1's extra filter channels zero.
+// NCHW, bench/README.md "GPU"). In FP16 the 3 input channels are zero-padded to 8 (tensor-core
+// engines want C % 8 == 0), with C1's extra filter channels zero.
 //
-// forward() captures the whole forward for a batch size once in a CUDA graph (input convert .. global
-// average pool) and replays it between an async upload from pinned memory and an async bottleneck
-// download on the same stream (one call does not overlap its own upload with compute);
-// forward_eager() runs the same ops without a graph; forward_blocks() also hands each block output (stem, mixed0..mixed10) to a tap
-// as an NHWC fp32 host tensor, for the tests against the PyTorch reference.
+// forward() captures the whole forward for a batch size once in a CUDA graph (input convert ..
+// global average pool) and replays it between an async upload from pinned memory and an async
+// bottleneck download on the same stream (one call does not overlap its own upload with compute);
+// forward_eager() runs the same ops without a graph; forward_blocks() also hands each block output
+// (stem, mixed0..mixed10) to a tap as an NHWC fp32 host tensor, for the tests against the PyTorch
+// reference.
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -41,9 +42,9 @@
 namespace engine {
 
 struct InceptionCudaOptions {
-  bool fp32_nchw = true;          // FP32 mode in NCHW (else NHWC); TF32 and FP16 are always NHWC
-  int fp16_input_channels = 8;    // FP16: pad the 3 input channels to this many (3 = no padding)
-  ConvPlanOptions plan;           // engine choice per conv shape
+  bool fp32_nchw = true;        // FP32 mode in NCHW (else NHWC); TF32 and FP16 are always NHWC
+  int fp16_input_channels = 8;  // FP16: pad the 3 input channels to this many (3 = no padding)
+  ConvPlanOptions plan;         // engine choice per conv shape
   int device = 0;
 };
 
@@ -65,7 +66,7 @@ class InceptionV3Cuda {
   InceptionV3Cuda& operator=(const InceptionV3Cuda&) = delete;
 
   // host_x: n x 299 x 299 x 3 floats; host_bottleneck: n x 2048 floats. 1 <= n <= max_batch.
-  void forward(const float* host_x, int64_t n, float* host_bottleneck);        // CUDA graph
+  void forward(const float* host_x, int64_t n, float* host_bottleneck);  // CUDA graph
   // Replays the graph on the input already on the GPU (the last one uploaded) and waits; the
   // bottleneck stays on the GPU. For benchmarks comparable with PyTorch (input resident).
   void forward_resident(int64_t n);
@@ -77,12 +78,12 @@ class InceptionV3Cuda {
   Precision precision() const;
   TensorLayout layout() const;
   int64_t max_batch() const;
-  int64_t peak_device_bytes() const;   // everything this object cudaMalloc'ed, now
-  int64_t activation_bytes() const;    // the arena
+  int64_t peak_device_bytes() const;  // everything this object cudaMalloc'ed, now
+  int64_t activation_bytes() const;   // the arena
   int64_t workspace_bytes() const;
   int64_t weight_bytes() const;
-  int64_t allocations() const;         // number of cudaMalloc calls so far
-  double flops_per_image() const;      // 2*kh*kw*cin*cout*Ho*Wo over the 94 convs (unpadded)
+  int64_t allocations() const;                // number of cudaMalloc calls so far
+  double flops_per_image() const;             // 2*kh*kw*cin*cout*Ho*Wo over the 94 convs (unpadded)
   std::string plan_summary(int64_t n) const;  // one line per conv: engine, workspace, ms
 
   struct Impl;

@@ -20,8 +20,8 @@ std::vector<ConvDef> build_defs() {
     const GraphOp& op = g.conv(i);
     const GraphTensor& x = g.conv_input(i);
     ENGINE_CHECK(x.h == x.w, "inception graph: ", op.name, " reads a non-square input");
-    d.push_back({i + 1, op.cin, op.cout, op.kh, op.kw, op.stride, op.padding, x.h, op.name,
-                 op.bn_name});
+    d.push_back(
+        {i + 1, op.cin, op.cout, op.kh, op.kw, op.stride, op.padding, x.h, op.name, op.bn_name});
   }
   return d;
 }
@@ -58,8 +58,8 @@ struct LayerFile {
                             bool required = true, bool* found = nullptr,
                             std::string* shown_name = nullptr) const {
     H5Id g = h5_open_group(root, layer, file.path());
-    auto names = h5_read_string_array_attr(g.get(), "weight_names",
-                                           file.path() + ": layer '" + layer + "'");
+    auto names =
+        h5_read_string_array_attr(g.get(), "weight_names", file.path() + ": layer '" + layer + "'");
     for (const std::string& n : names) {
       if (n.size() >= suffix.size() &&
           n.compare(n.size() - suffix.size(), suffix.size(), suffix) == 0 &&
@@ -96,7 +96,8 @@ const std::vector<ConvDef>& inception_v3_conv_defs() {
 
 std::string random_weights_warning(const InceptionWeights& w) {
   if (!w.random_weights) return "";
-  return "WARNING: " + w.path + " holds RANDOM Inception weights (generated for tests and the demo), "
+  return "WARNING: " + w.path +
+         " holds RANDOM Inception weights (generated for tests and the demo), "
          "not the ImageNet ones: features only make sense on the synthetic demo images. For real "
          "images place the Keras file as weights/README.md says.";
 }
@@ -141,8 +142,8 @@ InceptionWeights load_inception_v3_weights(const std::string& path) {
     conv_layer.push_back(file_layer_name(d.conv_layer, "conv2d", out.zero_based));
     bn_layer.push_back(file_layer_name(d.bn_layer, "batch_normalization", out.zero_based));
     if (!names.count(conv_layer.back()))
-      fail(where, ": missing layer '", conv_layer.back(), "' (conv ", d.index, " of ", kInceptionConvs,
-           ", ", numbering, " names) in layer_names: expected ", kInceptionConvs,
+      fail(where, ": missing layer '", conv_layer.back(), "' (conv ", d.index, " of ",
+           kInceptionConvs, ", ", numbering, " names) in layer_names: expected ", kInceptionConvs,
            " conv layers, found ", conv_numbers.size());
     if (!names.count(bn_layer.back()))
       fail(where, ": missing layer '", bn_layer.back(), "' (batch norm ", d.index, " of ",
@@ -150,8 +151,9 @@ InceptionWeights load_inception_v3_weights(const std::string& path) {
            bn_numbers.size());
   }
   if (conv_numbers.size() != kInceptionConvs || bn_numbers.size() != kInceptionConvs)
-    fail(where, ": expected ", kInceptionConvs, " conv and batch-norm layers (Inception v3), found ",
-         conv_numbers.size(), " and ", bn_numbers.size());
+    fail(where, ": expected ", kInceptionConvs,
+         " conv and batch-norm layers (Inception v3), found ", conv_numbers.size(), " and ",
+         bn_numbers.size());
 
   LayerFile lf{file, root.get(), out.under_model_weights ? "/model_weights" : ""};
   for (const ConvDef& d : defs) {
@@ -169,7 +171,8 @@ InceptionWeights load_inception_v3_weights(const std::string& path) {
     auto gamma = lf.weight(bl, "gamma:0", Shape{d.cout}, false, &has_gamma);
     for (int64_t o = 0; o < d.cout; ++o) {
       if (var[o] < 0)
-        fail(path, ": dataset '", var_name, "': expected values >= 0, found ", var[o], " at index ", o);
+        fail(path, ": dataset '", var_name, "': expected values >= 0, found ", var[o], " at index ",
+             o);
       // Fold an optional conv bias into the mean and an optional gamma into beta/scale below.
       if (has_conv_bias) mean[o] -= conv_bias[o];
     }
@@ -178,7 +181,8 @@ InceptionWeights load_inception_v3_weights(const std::string& path) {
       for (size_t i = 0; i < fc.w_hwio.size(); ++i) fc.w_hwio[i] *= gamma[i % d.cout];
       for (int64_t o = 0; o < d.cout; ++o) mean[o] *= gamma[o];
     }
-    fold_batch_norm(fc.w_hwio, d.cout, beta.data(), mean.data(), var.data(), kKerasBnEpsilon, fc.bias);
+    fold_batch_norm(fc.w_hwio, d.cout, beta.data(), mean.data(), var.data(), kKerasBnEpsilon,
+                    fc.bias);
     out.convs.push_back(std::move(fc));
   }
 
@@ -191,13 +195,15 @@ InceptionWeights load_inception_v3_weights(const std::string& path) {
       for (auto& n : wn)
         if (n.size() >= 6 && n.compare(n.size() - 6, 6, "bias:0") == 0) bias_name = n;
       if (bias_name.empty()) fail(where, ": layer 'predictions': no bias:0 in weight_names");
-      H5FloatArray b = h5_read_float_array(file.id(), lf.prefix + "/predictions/" + bias_name, path);
+      H5FloatArray b =
+          h5_read_float_array(file.id(), lf.prefix + "/predictions/" + bias_name, path);
       if (b.dims.size() != 1 || b.dims[0] < 1)
         fail(where, ": dataset '", lf.prefix, "/predictions/", bias_name,
              "': expected rank 1 (classes,), found ", Shape(b.dims).str());
       out.top_classes = b.dims[0];
       out.top_bias = lf.weight("predictions", "bias:0", Shape{out.top_classes});
-      out.top_kernel = lf.weight("predictions", "kernel:0", Shape{kBottleneckSize, out.top_classes});
+      out.top_kernel =
+          lf.weight("predictions", "kernel:0", Shape{kBottleneckSize, out.top_classes});
       out.has_top = true;
     }
   }

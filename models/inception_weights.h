@@ -34,7 +34,7 @@ struct FoldedConv {
 
 struct InceptionWeights {
   std::string path;
-  bool zero_based = false;       // tf.keras / Keras 3 names
+  bool zero_based = false;  // tf.keras / Keras 3 names
   bool under_model_weights = false;
   bool random_weights = false;    // file marked `engine_random_weights` (tests/demo generator)
   std::vector<FoldedConv> convs;  // 94, in C# order

@@ -130,7 +130,7 @@ inline void extract(BottleneckCache& cache, const Listing& l, size_t max_batches
   }
 }
 inline CacheContents run_to_end(const std::string& path, const Listing& l,
-                         const CacheSettings& s = settings_a(), bool force = false) {
+                                const CacheSettings& s = settings_a(), bool force = false) {
   BottleneckCache cache(path, s, force);
   extract(cache, l);
   cache.finalize(l.images, l.class_names, l.skipped);
@@ -179,7 +179,6 @@ inline int run_child(const std::function<void()>& body) {
 }
 inline void arm(const char* point) { setenv("ENGINE_CACHE_CRASH_AT", point, 1); }
 inline bool killed(int status) { return WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL; }
-
 
 // A consolidated cache of n images (zero-padded names: already sorted), two skipped files.
 inline CacheContents make_contents(size_t n) {

@@ -36,7 +36,8 @@ constexpr double kBottleneckAtolScale = 1e-4, kBottleneckRtol = 1e-4;
 
 // stem..mixed3 get the shallow absolute scale, deeper blocks the wider one.
 inline bool is_shallow_block(const std::string& name) {
-  return name == "stem" || name == "mixed0" || name == "mixed1" || name == "mixed2" || name == "mixed3";
+  return name == "stem" || name == "mixed0" || name == "mixed1" || name == "mixed2" ||
+         name == "mixed3";
 }
 
 }  // namespace engine::test

@@ -96,7 +96,9 @@ struct Dropout {
   }
   static Tol tol(const Case&, Device d, const Inputs&, const Output&) {
     return d == Device::CPU
-               ? Tol{0, 0, "bitwise: keep(i) from philox4x32_10 (Random123 KAT-checked), one fp32 multiply"}
+               ? Tol{0, 0,
+                     "bitwise: keep(i) from philox4x32_10 (Random123 KAT-checked), one fp32 "
+                     "multiply"}
                : Tol{0, 0, "bitwise: the same Philox words and the same fp32 multiply on the GPU"};
   }
 };
@@ -127,13 +129,15 @@ struct SoftmaxXent {
             {"n4096_k1000_w", 4096, 1000, true, false}};
   }
   static Inputs inputs(const Case& c) {
-    Inputs in{uniform(c.n * c.k, 30 + static_cast<uint64_t>(c.k), -8.f, 8.f), {}, labels(c.n, c.k, 31)};
+    Inputs in{
+        uniform(c.n * c.k, 30 + static_cast<uint64_t>(c.k), -8.f, 8.f), {}, labels(c.n, c.k, 31)};
     if (c.huge_logit) in.z[0] = 1e4f;
     if (c.weighted) in.w = uniform(c.k, 32, 0.5f, 2.f);
     return in;
   }
   static Outputs cpu(const Case& c, const Inputs& in) {
-    Outputs o{{"loss", {0.f}}, {"dlogits", std::vector<float>(in.z.size())},
+    Outputs o{{"loss", {0.f}},
+              {"dlogits", std::vector<float>(in.z.size())},
               {"probs", std::vector<float>(in.z.size())}};
     o[0].v[0] = softmax_xent_cpu(in.z.data(), in.y.data(), in.w.empty() ? nullptr : in.w.data(),
                                  c.n, c.k, o[1].v.data());
@@ -146,9 +150,11 @@ struct SoftmaxXent {
                  ? Tol{1e-7, 1e-6, "per-row lse in fp32 (1/2 ulp of |lse|), batch sums in double"}
                  : Tol{1e-7, 1e-6, "fp32 exp/log on both sides in another order; fixed-order sums"};
     return d == Device::CPU
-               ? Tol{1e-8, 1e-5, "fp32 exp(z - max): the argument's rounding (ulp 16 ~ 1e-6) is "
-                                 "~1e-6 relative; p - 1 cancels to 1 ulp of 1 times w/sum w"}
-               : Tol{1e-8, 1e-5, "fp32 exp on both sides (CUDA expf within 2 ulp), other sum order"};
+               ? Tol{1e-8, 1e-5,
+                     "fp32 exp(z - max): the argument's rounding (ulp 16 ~ 1e-6) is "
+                     "~1e-6 relative; p - 1 cancels to 1 ulp of 1 times w/sum w"}
+               : Tol{1e-8, 1e-5,
+                     "fp32 exp on both sides (CUDA expf within 2 ulp), other sum order"};
   }
 };
 
@@ -189,8 +195,10 @@ struct RmsProp {
   }
   static Inputs inputs(const Case& c) {
     const RmsPropConfig cfg = c.config();
-    Inputs in{uniform(c.n, 40), std::vector<float>(static_cast<size_t>(c.n), cfg.ms_init()),
-              std::vector<float>(static_cast<size_t>(c.n), 0.f), {}};
+    Inputs in{uniform(c.n, 40),
+              std::vector<float>(static_cast<size_t>(c.n), cfg.ms_init()),
+              std::vector<float>(static_cast<size_t>(c.n), 0.f),
+              {}};
     for (int s = 0; s < c.steps; ++s) in.g.push_back(uniform(c.n, 41 + static_cast<uint64_t>(s)));
     return in;
   }
@@ -211,8 +219,9 @@ struct RmsProp {
       return {4 * kFloatEps * c.steps * (1 + cfg.momentum) / std::sqrt(1 - cfg.rho), 1e-6,
               "torch buf: a few fp32 ulps of |g/sqrt(v)| <= 1/sqrt(1-rho) per step, absolute"};
     return d == Device::CPU
-               ? Tol{1e-7, 1e-6, "the formulas in double: fp32 fmaf/sqrt/div roundings over a few "
-                                 "steps, lr rounded to float once"}
+               ? Tol{1e-7, 1e-6,
+                     "the formulas in double: fp32 fmaf/sqrt/div roundings over a few "
+                     "steps, lr rounded to float once"}
                : Tol{0, 0, "bitwise: the same fmaf/__fsqrt_rn/__fdiv_rn sequence and the same lr"};
   }
 };
@@ -234,7 +243,8 @@ struct Dense {
   static constexpr const char* kCpuEntry = "dense_forward_cpu (dnnl_sgemm)";
   static constexpr const char* kCudaEntry = "sgemm_rowmajor_cuda + bias_act_forward_cuda(relu off)";
   static std::vector<Case> cases(Device) {
-    return {{"n5_2048x9", 5, 2048, 9}, {"n37_70x45", 37, 70, 45}, {"n128_2048x512", 128, 2048, 512}};
+    return {
+        {"n5_2048x9", 5, 2048, 9}, {"n37_70x45", 37, 70, 45}, {"n128_2048x512", 128, 2048, 512}};
   }
   // x in [-1, 1], W in [-1, 1] / sqrt(in) (Glorot-like: outputs O(1)), b in [-1, 1].
   static Inputs inputs(const Case& c) {
@@ -280,7 +290,9 @@ struct DenseGrad {
   static constexpr const char* kCudaEntry =
       "sgemm_rowmajor_cuda + bias_act_forward_cuda + relu_backward_cuda + bias_grad_cuda";
   static std::vector<Case> cases(Device) {
-    return {{"n37_70x45", 37, 70, 45}, {"n128_512x512", 128, 512, 512}, {"n128_2048x512", 128, 2048, 512}};
+    return {{"n37_70x45", 37, 70, 45},
+            {"n128_512x512", 128, 512, 512},
+            {"n128_2048x512", 128, 2048, 512}};
   }
   static Inputs inputs(const Case& c) {
     Inputs in{uniform(c.n * c.in, 50), uniform(c.in * c.out, 51), uniform(c.out, 52),
@@ -293,8 +305,10 @@ struct DenseGrad {
   }
   static Outputs cpu(const Case& c, const Inputs& in) {
     const int64_t N = c.n, I = c.in, O = c.out;
-    Outputs o{{"a", std::vector<float>(size_t(N * O))}, {"dW", std::vector<float>(size_t(I * O))},
-              {"db", std::vector<float>(size_t(O))}, {"dx", std::vector<float>(size_t(N * I))}};
+    Outputs o{{"a", std::vector<float>(size_t(N * O))},
+              {"dW", std::vector<float>(size_t(I * O))},
+              {"db", std::vector<float>(size_t(O))},
+              {"dx", std::vector<float>(size_t(N * I))}};
     std::vector<float> dz(size_t(N * O));
     float *a = o[0].v.data(), *dW = o[1].v.data(), *db = o[2].v.data(), *dx = o[3].v.data();
     sgemm_rowmajor_cpu(false, false, N, O, I, 1.f, in.x.data(), I, in.w.data(), O, 0.f, a, O, "t");

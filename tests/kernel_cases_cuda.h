@@ -50,12 +50,17 @@ inline std::vector<float> to_host_scalar(const DeviceBuffer<int64_t>& d, cudaStr
 class DropoutRun : public CudaRun {
  public:
   DropoutRun(const DropoutCase& c, const Dropout::Inputs& in, cudaStream_t s)
-      : c_(c), x_(to_device(in.x, s, "dropout x")), dy_(to_device(in.dy, s, "dropout dy")),
-        y_(in.x.size(), "dropout y"), dx_(in.dy.size(), "dropout dx"),
+      : c_(c),
+        x_(to_device(in.x, s, "dropout x")),
+        dy_(to_device(in.dy, s, "dropout dy")),
+        y_(in.x.size(), "dropout y"),
+        dx_(in.dy.size(), "dropout dx"),
         step_(to_device(std::vector<int64_t>{c.key.step}, s, "dropout step")) {}
   void launch(cudaStream_t s) override {
-    dropout_forward_cuda(x_.data(), y_.data(), c_.n, c_.p, c_.key.seed, step_.data(), c_.key.stream, s);
-    dropout_backward_cuda(dy_.data(), dx_.data(), c_.n, c_.p, c_.key.seed, step_.data(), c_.key.stream, s);
+    dropout_forward_cuda(x_.data(), y_.data(), c_.n, c_.p, c_.key.seed, step_.data(), c_.key.stream,
+                         s);
+    dropout_backward_cuda(dy_.data(), dx_.data(), c_.n, c_.p, c_.key.seed, step_.data(),
+                          c_.key.stream, s);
   }
   Outputs download(cudaStream_t s) override {
     return {{"y", to_host(y_, s, "dropout y")}, {"dx", to_host(dx_, s, "dropout dx")}};
@@ -66,7 +71,8 @@ class DropoutRun : public CudaRun {
   DeviceBuffer<float> x_, dy_, y_, dx_;
   DeviceBuffer<int64_t> step_;
 };
-inline std::unique_ptr<CudaRun> cuda_run(const DropoutCase& c, const Dropout::Inputs& in, cudaStream_t s) {
+inline std::unique_ptr<CudaRun> cuda_run(const DropoutCase& c, const Dropout::Inputs& in,
+                                         cudaStream_t s) {
   return std::make_unique<DropoutRun>(c, in, s);
 }
 
@@ -74,8 +80,12 @@ inline std::unique_ptr<CudaRun> cuda_run(const DropoutCase& c, const Dropout::In
 class SoftmaxXentRun : public CudaRun {
  public:
   SoftmaxXentRun(const SoftmaxXentCase& c, const SoftmaxXent::Inputs& in, cudaStream_t s)
-      : c_(c), z_(to_device(in.z, s, "softmax logits")), y_(to_device(in.y, s, "softmax labels")),
-        g_(in.z.size(), "softmax dlogits"), p_(in.z.size(), "softmax probs"), loss_(1, "softmax loss"),
+      : c_(c),
+        z_(to_device(in.z, s, "softmax logits")),
+        y_(to_device(in.y, s, "softmax labels")),
+        g_(in.z.size(), "softmax dlogits"),
+        p_(in.z.size(), "softmax probs"),
+        loss_(1, "softmax loss"),
         scratch_(static_cast<size_t>(2 * c.n + 2), "softmax scratch") {
     if (!in.w.empty()) w_ = to_device(in.w, s, "softmax class weights");
   }
@@ -105,13 +115,17 @@ inline std::unique_ptr<CudaRun> cuda_run(const SoftmaxXentCase& c, const Softmax
 class RmsPropRun : public CudaRun {
  public:
   RmsPropRun(const RmsPropCase& c, const RmsProp::Inputs& in, cudaStream_t s)
-      : c_(c), cfg_(c.config()), p_(to_device(in.p, s, "rmsprop params")),
-        ms_(to_device(in.ms, s, "rmsprop ms")), mom_(to_device(in.mom, s, "rmsprop mom")),
+      : c_(c),
+        cfg_(c.config()),
+        p_(to_device(in.p, s, "rmsprop params")),
+        ms_(to_device(in.ms, s, "rmsprop ms")),
+        mom_(to_device(in.mom, s, "rmsprop mom")),
         g_(static_cast<size_t>(c.n * c.steps), "rmsprop grads"),
         step_(to_device(std::vector<int64_t>{0}, s, "rmsprop step")) {
     for (int k = 0; k < c.steps; ++k)
       CUDA_CHECK(cudaMemcpyAsync(g_.data() + k * c.n, in.g[size_t(k)].data(), sizeof(float) * c.n,
-                                 cudaMemcpyHostToDevice, s), "rmsprop grads");
+                                 cudaMemcpyHostToDevice, s),
+                 "rmsprop grads");
     CUDA_CHECK(cudaStreamSynchronize(s), "rmsprop upload");
   }
   void launch(cudaStream_t s) override {
@@ -121,8 +135,10 @@ class RmsPropRun : public CudaRun {
   }
   int launches() const override { return c_.steps; }
   Outputs download(cudaStream_t s) override {
-    return {{"params", to_host(p_, s, "rmsprop params")}, {"ms", to_host(ms_, s, "rmsprop ms")},
-            {"mom", to_host(mom_, s, "rmsprop mom")}, {"step", to_host_scalar(step_, s, "rmsprop step")}};
+    return {{"params", to_host(p_, s, "rmsprop params")},
+            {"ms", to_host(ms_, s, "rmsprop ms")},
+            {"mom", to_host(mom_, s, "rmsprop mom")},
+            {"step", to_host_scalar(step_, s, "rmsprop step")}};
   }
 
  private:
@@ -132,7 +148,8 @@ class RmsPropRun : public CudaRun {
   DeviceBuffer<int64_t> step_;
   int next_ = 0;
 };
-inline std::unique_ptr<CudaRun> cuda_run(const RmsPropCase& c, const RmsProp::Inputs& in, cudaStream_t s) {
+inline std::unique_ptr<CudaRun> cuda_run(const RmsPropCase& c, const RmsProp::Inputs& in,
+                                         cudaStream_t s) {
   return std::make_unique<RmsPropRun>(c, in, s);
 }
 
@@ -147,8 +164,11 @@ inline CublasHandle fp32_cublas(cudaStream_t s, const std::string& what) {
 class DenseRun : public CudaRun {
  public:
   DenseRun(const DenseCase& c, const Dense::Inputs& in, cudaStream_t s)
-      : c_(c), h_(fp32_cublas(s, "dense")), x_(to_device(in.x, s, "dense x")),
-        w_(to_device(in.w, s, "dense W")), b_(to_device(in.b, s, "dense b")),
+      : c_(c),
+        h_(fp32_cublas(s, "dense")),
+        x_(to_device(in.x, s, "dense x")),
+        w_(to_device(in.w, s, "dense W")),
+        b_(to_device(in.b, s, "dense b")),
         y_(static_cast<size_t>(c.n * c.out), "dense y") {}
   void launch(cudaStream_t s) override {
     sgemm_rowmajor_cuda(h_, false, false, c_.n, c_.out, c_.in, 1.f, x_.data(), c_.in, w_.data(),
@@ -162,29 +182,41 @@ class DenseRun : public CudaRun {
   CublasHandle h_;
   DeviceBuffer<float> x_, w_, b_, y_;
 };
-inline std::unique_ptr<CudaRun> cuda_run(const DenseCase& c, const Dense::Inputs& in, cudaStream_t s) {
+inline std::unique_ptr<CudaRun> cuda_run(const DenseCase& c, const Dense::Inputs& in,
+                                         cudaStream_t s) {
   return std::make_unique<DenseRun>(c, in, s);
 }
 
 class DenseGradRun : public CudaRun {
  public:
   DenseGradRun(const DenseGradCase& c, const DenseGrad::Inputs& in, cudaStream_t s)
-      : c_(c), h_(fp32_cublas(s, "dense_grad")), x_(to_device(in.x, s, "dense_grad x")),
-        w_(to_device(in.w, s, "dense_grad W")), b_(to_device(in.b, s, "dense_grad b")),
-        r_(to_device(in.r, s, "dense_grad r")), a_(size_t(c.n * c.out), "dense_grad a"),
-        dz_(size_t(c.n * c.out), "dense_grad dz"), dW_(size_t(c.in * c.out), "dense_grad dW"),
-        db_(size_t(c.out), "dense_grad db"), dx_(size_t(c.n * c.in), "dense_grad dx") {}
+      : c_(c),
+        h_(fp32_cublas(s, "dense_grad")),
+        x_(to_device(in.x, s, "dense_grad x")),
+        w_(to_device(in.w, s, "dense_grad W")),
+        b_(to_device(in.b, s, "dense_grad b")),
+        r_(to_device(in.r, s, "dense_grad r")),
+        a_(size_t(c.n * c.out), "dense_grad a"),
+        dz_(size_t(c.n * c.out), "dense_grad dz"),
+        dW_(size_t(c.in * c.out), "dense_grad dW"),
+        db_(size_t(c.out), "dense_grad db"),
+        dx_(size_t(c.n * c.in), "dense_grad dx") {}
   void launch(cudaStream_t s) override {
     const int64_t N = c_.n, I = c_.in, O = c_.out;
-    sgemm_rowmajor_cuda(h_, false, false, N, O, I, 1.f, x_.data(), I, w_.data(), O, 0.f, a_.data(), O, "t");
+    sgemm_rowmajor_cuda(h_, false, false, N, O, I, 1.f, x_.data(), I, w_.data(), O, 0.f, a_.data(),
+                        O, "t");
     bias_act_forward_cuda(a_.data(), b_.data(), N, O, true, s);
     relu_backward_cuda(r_.data(), a_.data(), dz_.data(), N * O, s);
-    sgemm_rowmajor_cuda(h_, true, false, I, O, N, 1.f, x_.data(), I, dz_.data(), O, 0.f, dW_.data(), O, "t");
+    sgemm_rowmajor_cuda(h_, true, false, I, O, N, 1.f, x_.data(), I, dz_.data(), O, 0.f, dW_.data(),
+                        O, "t");
     bias_grad_cuda(dz_.data(), db_.data(), N, O, s);
-    sgemm_rowmajor_cuda(h_, false, true, N, I, O, 1.f, dz_.data(), O, w_.data(), O, 0.f, dx_.data(), I, "t");
+    sgemm_rowmajor_cuda(h_, false, true, N, I, O, 1.f, dz_.data(), O, w_.data(), O, 0.f, dx_.data(),
+                        I, "t");
   }
   Outputs download(cudaStream_t s) override {
-    return {{"a", to_host(a_, s, "a")}, {"dW", to_host(dW_, s, "dW")}, {"db", to_host(db_, s, "db")},
+    return {{"a", to_host(a_, s, "a")},
+            {"dW", to_host(dW_, s, "dW")},
+            {"db", to_host(db_, s, "db")},
             {"dx", to_host(dx_, s, "dx")}};
   }
 
@@ -200,7 +232,9 @@ inline std::unique_ptr<CudaRun> cuda_run(const DenseGradCase& c, const DenseGrad
 
 // ---- device tensors in a GpuFormat (upload/download through the copy kernel) -----------------
 inline DType format_dtype(GpuFormat f) { return is_fp16(f) ? DType::F16 : DType::F32; }
-inline TensorLayout format_layout(GpuFormat f) { return is_nchw(f) ? TensorLayout::NCHW : TensorLayout::NHWC; }
+inline TensorLayout format_layout(GpuFormat f) {
+  return is_nchw(f) ? TensorLayout::NCHW : TensorLayout::NHWC;
+}
 inline Precision format_precision(GpuFormat f) {
   return is_fp16(f) ? Precision::FP16 : is_tf32(f) ? Precision::TF32 : Precision::FP32;
 }
@@ -215,13 +249,17 @@ struct DeviceTensor {
   // Host NHWC fp32 -> device tensor of the given dtype/layout.
   DeviceTensor(const Tensor& host, DType dt, TensorLayout l, cudaStream_t s)
       : DeviceTensor(host.shape(), dt, l) {
-    const DeviceBuffer<float> tmp = to_device(std::vector<float>(host.data(), host.data() + host.numel()), s, "upload");
-    copy_strided_cuda(packed_view(tmp.data(), DType::F32, TensorLayout::NHWC, v.n, v.h, v.w, v.c), v, s, "test upload");
+    const DeviceBuffer<float> tmp =
+        to_device(std::vector<float>(host.data(), host.data() + host.numel()), s, "upload");
+    copy_strided_cuda(packed_view(tmp.data(), DType::F32, TensorLayout::NHWC, v.n, v.h, v.w, v.c),
+                      v, s, "test upload");
     CUDA_CHECK(cudaStreamSynchronize(s), "test upload");
   }
   std::vector<float> download(cudaStream_t s) const {
     DeviceBuffer<float> tmp(static_cast<size_t>(v.n * v.h * v.w * v.c), "download");
-    copy_strided_cuda(v, packed_view(tmp.data(), DType::F32, TensorLayout::NHWC, v.n, v.h, v.w, v.c), s, "test download");
+    copy_strided_cuda(v,
+                      packed_view(tmp.data(), DType::F32, TensorLayout::NHWC, v.n, v.h, v.w, v.c),
+                      s, "test download");
     return to_host(tmp, s, "download");
   }
 };
@@ -230,14 +268,18 @@ struct DeviceTensor {
 class Conv2dRun : public CudaRun {
  public:
   Conv2dRun(const Conv2dCase& c, const Conv2d::Inputs& in, cudaStream_t s)
-      : c_(c), h_(CudnnHandle::create("conv " + c.name)),
-        conv_("conv " + c.name, c.cin, c.cout, c.spec, format_precision(c.format), format_layout(c.format)),
+      : c_(c),
+        h_(CudnnHandle::create("conv " + c.name)),
+        conv_("conv " + c.name, c.cin, c.cout, c.spec, format_precision(c.format),
+              format_layout(c.format)),
         x_(in.x, format_dtype(c.format), format_layout(c.format), s),
         w_(filter_tensor(c, in), format_dtype(c.format), TensorLayout::NHWC, s),
-        b_(Tensor::view(const_cast<float*>(in.bias.data()), Shape{1, 1, 1, c.cout}), format_dtype(c.format), TensorLayout::NHWC, s),
+        b_(Tensor::view(const_cast<float*>(in.bias.data()), Shape{1, 1, 1, c.cout}),
+           format_dtype(c.format), TensorLayout::NHWC, s),
         y_(c.y_shape(), format_dtype(c.format), format_layout(c.format)) {
     CUDNN_CHECK(cudnnSetStream(h_, s), conv_.name());
-    const ConvPlanInfo& info = conv_.prepare(h_, c.n, c.h, c.w, x_.v.data, w_.v.data, b_.v.data, y_.v.data);
+    const ConvPlanInfo& info =
+        conv_.prepare(h_, c.n, c.h, c.w, x_.v.data, w_.v.data, b_.v.data, y_.v.data);
     ws_ = DeviceBuffer<char>(static_cast<size_t>(info.workspace), conv_.name() + " workspace");
   }
   void launch(cudaStream_t) override {
@@ -249,8 +291,8 @@ class Conv2dRun : public CudaRun {
  private:
   // Filters go through the same upload path as an 1 x 1 x 1 x (kh*kw*cin*cout) "image".
   static Tensor filter_tensor(const Conv2dCase& c, const Conv2d::Inputs& in) {
-    const std::vector<float> f = conv_filter_for_cudnn(in.w_hwio, c.spec.kh, c.spec.kw, c.cin, c.cout,
-                                                       format_layout(c.format));
+    const std::vector<float> f = conv_filter_for_cudnn(in.w_hwio, c.spec.kh, c.spec.kw, c.cin,
+                                                       c.cout, format_layout(c.format));
     return Tensor::from(Shape{1, 1, 1, static_cast<int64_t>(f.size())}, f);
   }
   Conv2dCase c_;
@@ -259,7 +301,8 @@ class Conv2dRun : public CudaRun {
   DeviceTensor x_, w_, b_, y_;
   DeviceBuffer<char> ws_;
 };
-inline std::unique_ptr<CudaRun> cuda_run(const Conv2dCase& c, const Conv2d::Inputs& in, cudaStream_t s) {
+inline std::unique_ptr<CudaRun> cuda_run(const Conv2dCase& c, const Conv2d::Inputs& in,
+                                         cudaStream_t s) {
   return std::make_unique<Conv2dRun>(c, in, s);
 }
 
@@ -270,8 +313,10 @@ class Pool2dRun : public CudaRun {
     const DType dt = format_dtype(c.format);
     const TensorLayout l = format_layout(c.format);
     for (const Tensor& t : in.x) x_.emplace_back(t, dt, l, s);
-    if (c.op == PoolOp::GlobalAvg) gap_ = DeviceBuffer<float>(size_t(c.n * c.c), "global avg out");
-    else y_ = std::make_unique<DeviceTensor>(c.y_shape(), dt, l);
+    if (c.op == PoolOp::GlobalAvg)
+      gap_ = DeviceBuffer<float>(size_t(c.n * c.c), "global avg out");
+    else
+      y_ = std::make_unique<DeviceTensor>(c.y_shape(), dt, l);
   }
   void launch(cudaStream_t s) override {
     switch (c_.op) {
@@ -281,8 +326,11 @@ class Pool2dRun : public CudaRun {
       case PoolOp::Concat: {
         int64_t off = 0;
         for (const DeviceTensor& p : x_) {
-          copy_strided_cuda(p.v, channel_slice(y_->buf.data(), format_dtype(c_.format), format_layout(c_.format),
-                                               c_.n, c_.h, c_.w, c_.c, off, p.v.c), s, c_.name);
+          copy_strided_cuda(
+              p.v,
+              channel_slice(y_->buf.data(), format_dtype(c_.format), format_layout(c_.format), c_.n,
+                            c_.h, c_.w, c_.c, off, p.v.c),
+              s, c_.name);
           off += p.v.c;
         }
         break;
@@ -300,7 +348,8 @@ class Pool2dRun : public CudaRun {
   std::unique_ptr<DeviceTensor> y_;
   DeviceBuffer<float> gap_;
 };
-inline std::unique_ptr<CudaRun> cuda_run(const Pool2dCase& c, const Pool2d::Inputs& in, cudaStream_t s) {
+inline std::unique_ptr<CudaRun> cuda_run(const Pool2dCase& c, const Pool2d::Inputs& in,
+                                         cudaStream_t s) {
   return std::make_unique<Pool2dRun>(c, in, s);
 }
 

@@ -1,8 +1,9 @@
 // tests/kernel_cases_layers.h: the case tables of the layer kernels: conv2d (Conv2dCpu / cuDNN
 // Conv2dCudnn), pool2d (max, average, channel concat, global average; kernels/pool2d_cuda.h on
-// the GPU) and resize (CPU only: no CUDA twin yet). Same family contract as tests/kernel_cases.h (read its header first). The GPU rows add
-// precisions (fp32, tf32, fp16) and layouts (NHWC, NCHW) to the CPU rows, which are fp32 NHWC.
-// Used by tests/test_kernels_layers.cpp and bench/bench_kernels_cuda.cpp.
+// the GPU) and resize (CPU only: no CUDA twin yet). Same family contract as tests/kernel_cases.h
+// (read its header first). The GPU rows add precisions (fp32, tf32, fp16) and layouts (NHWC, NCHW)
+// to the CPU rows, which are fp32 NHWC. Used by tests/test_kernels_layers.cpp and
+// bench/bench_kernels_cuda.cpp.
 #pragma once
 #include <algorithm>
 #include <cmath>
@@ -21,7 +22,8 @@ namespace engine::kernel_cases {
 // kernels/conv2d_cudnn.h, which only CUDA builds can include.
 enum class GpuFormat { Fp32Nhwc, Fp32Nchw, Tf32Nhwc, Tf32Nchw, Fp16Nhwc, Fp16Nchw };
 inline const char* gpu_format_name(GpuFormat f) {
-  static const char* n[] = {"fp32_nhwc", "fp32_nchw", "tf32_nhwc", "tf32_nchw", "fp16_nhwc", "fp16_nchw"};
+  static const char* n[] = {"fp32_nhwc", "fp32_nchw", "tf32_nhwc",
+                            "tf32_nchw", "fp16_nhwc", "fp16_nchw"};
   return n[static_cast<int>(f)];
 }
 inline bool is_fp16(GpuFormat f) { return f == GpuFormat::Fp16Nhwc || f == GpuFormat::Fp16Nchw; }
@@ -60,14 +62,17 @@ struct Conv2dCase {
     return format_bytes(format) * double(x_shape().numel() + y_shape().numel() +
                                          int64_t(spec.kh) * spec.kw * cin * cout + cout);
   }
-  double flops() const { return 2.0 * spec.kh * spec.kw * double(cin * cout) * double(y_shape().numel() / cout); }
+  double flops() const {
+    return 2.0 * spec.kh * spec.kw * double(cin * cout) * double(y_shape().numel() / cout);
+  }
 };
 
 // Conv tolerance against the double-accumulating reference: fp32 products and fp32 accumulation
 // over K = kh*kw*cin terms: max(1e-5, 2 sqrt(K) u M), M = the largest sum|x*w| over outputs
 // (the reference conv on |x|, |w|); see tests/test_layers.cpp for the full argument.
 constexpr double kConvAtol = 1e-5, kConvRtol = 1e-5;
-inline double conv_atol(const Tensor& x, const std::vector<float>& w, int64_t cout, Conv2dSpec spec) {
+inline double conv_atol(const Tensor& x, const std::vector<float>& w, int64_t cout,
+                        Conv2dSpec spec) {
   Tensor ax = x.clone();
   for (int64_t i = 0; i < ax.numel(); ++i) ax.data()[i] = std::fabs(ax.data()[i]);
   std::vector<float> aw(w.size());
@@ -90,7 +95,8 @@ struct Conv2d {
   static constexpr bool kHasCuda = true;
   static constexpr const char* kName = "conv2d";
   static constexpr const char* kCpuEntry = "Conv2dCpu::forward (oneDNN)";
-  static constexpr const char* kCudaEntry = "Conv2dCudnn::forward (cuDNN graph API, fused bias+ReLU)";
+  static constexpr const char* kCudaEntry =
+      "Conv2dCudnn::forward (cuDNN graph API, fused bias+ReLU)";
   static std::vector<Case> cases(Device d) {
     struct G {
       const char* name;
@@ -112,14 +118,15 @@ struct Conv2d {
     for (const G& g : geoms)
       for (GpuFormat f : formats) {
         if (d == Device::CPU && f != GpuFormat::Fp32Nhwc) continue;
-        const std::string nm = d == Device::CPU ? g.name : std::string(g.name) + "_" + gpu_format_name(f);
+        const std::string nm =
+            d == Device::CPU ? g.name : std::string(g.name) + "_" + gpu_format_name(f);
         out.push_back({nm, g.n, g.h, g.w, g.cin, g.cout, g.spec, f});
       }
     return out;
   }
   static Inputs inputs(const Case& c) {
-    Inputs in{grid_tensor(c.x_shape(), 1), uniform(int64_t(c.spec.kh) * c.spec.kw * c.cin * c.cout, 2),
-              uniform(c.cout, 3)};
+    Inputs in{grid_tensor(c.x_shape(), 1),
+              uniform(int64_t(c.spec.kh) * c.spec.kw * c.cin * c.cout, 2), uniform(c.cout, 3)};
     const float s = 1.f / std::sqrt(static_cast<float>(c.spec.kh * c.spec.kw * c.cin));
     for (float& v : in.w_hwio) v *= s;  // outputs O(1) whatever K
     return in;
@@ -136,9 +143,10 @@ struct Conv2d {
               "fp32 accumulation over kh*kw*cin terms vs double: 2 sqrt(K) u max sum|x w|"};
     const double t = is_fp16(c.format) ? 3e-2 : is_tf32(c.format) ? 2e-2 : 1e-5;
     return {t * max_abs_of(want.v), t,
-            is_fp16(c.format)   ? "fp16 outputs (11-bit mantissa) and fp16 inputs/filters"
-            : is_tf32(c.format) ? "TF32 products (10-bit mantissa) with fp32 accumulation"
-                                : "fp32 engines only (no TF32/Winograd/FFT): other summation order"};
+            is_fp16(c.format) ? "fp16 outputs (11-bit mantissa) and fp16 inputs/filters"
+            : is_tf32(c.format)
+                ? "TF32 products (10-bit mantissa) with fp32 accumulation"
+                : "fp32 engines only (no TF32/Winograd/FFT): other summation order"};
   }
 };
 
@@ -176,7 +184,8 @@ struct Pool2d {
   static constexpr const char* kCpuEntry =
       "max_pool2d_forward_cpu / avg_pool2d_forward_cpu / concat_channels_cpu / global_avg_pool_cpu";
   static constexpr const char* kCudaEntry =
-      "max_pool2d_cuda / avg_pool2d_cuda / copy_strided_cuda (channel slices) / global_avg_pool_cuda";
+      "max_pool2d_cuda / avg_pool2d_cuda / copy_strided_cuda (channel slices) / "
+      "global_avg_pool_cuda";
   static std::vector<Case> cases(Device d) {
     const Case base[] = {
         {"max_3x3_s2_valid", PoolOp::Max, 3, 11, 9, 5, 3, 2, Padding::Valid, {}, {}},
@@ -186,10 +195,31 @@ struct Pool2d {
         {"concat_3_5_2", PoolOp::Concat, 3, 7, 5, 10, 0, 0, Padding::Valid, {}, {3, 5, 2}},
         {"global_avg", PoolOp::GlobalAvg, 3, 11, 9, 5, 0, 0, Padding::Valid, {}, {}},
         // Inception sizes, batch 8: mixed2 -> mixed3 max pool, a mixed-block avg pool, mixed0's
-        // concat (64 + 64 + 96 + 32 is 4 parts; 3 parts of the same 256 channels here), the final pool.
-        {"max_3x3_s2_valid_35x35x288_b8", PoolOp::Max, 8, 35, 35, 288, 3, 2, Padding::Valid, {}, {}},
+        // concat (64 + 64 + 96 + 32 is 4 parts; 3 parts of the same 256 channels here), the final
+        // pool.
+        {"max_3x3_s2_valid_35x35x288_b8",
+         PoolOp::Max,
+         8,
+         35,
+         35,
+         288,
+         3,
+         2,
+         Padding::Valid,
+         {},
+         {}},
         {"avg_3x3_s1_same_17x17x768_b8", PoolOp::Avg, 8, 17, 17, 768, 3, 1, Padding::Same, {}, {}},
-        {"concat_35x35x256_b8", PoolOp::Concat, 8, 35, 35, 256, 0, 0, Padding::Valid, {}, {64, 96, 96}},
+        {"concat_35x35x256_b8",
+         PoolOp::Concat,
+         8,
+         35,
+         35,
+         256,
+         0,
+         0,
+         Padding::Valid,
+         {},
+         {64, 96, 96}},
         {"global_avg_8x8x2048_b8", PoolOp::GlobalAvg, 8, 8, 8, 2048, 0, 0, Padding::Valid, {}, {}},
     };
     const GpuFormat formats[] = {GpuFormat::Fp32Nhwc, GpuFormat::Fp32Nchw, GpuFormat::Fp16Nhwc,
@@ -208,7 +238,8 @@ struct Pool2d {
   static Inputs inputs(const Case& c) {
     Inputs in;
     if (c.op == PoolOp::Concat)
-      for (int i = 0; i < 3; ++i) in.x.push_back(grid_tensor(Shape{c.n, c.h, c.w, c.parts[i]}, 21 + uint64_t(i)));
+      for (int i = 0; i < 3; ++i)
+        in.x.push_back(grid_tensor(Shape{c.n, c.h, c.w, c.parts[i]}, 21 + uint64_t(i)));
     else
       in.x.push_back(grid_tensor(c.x_shape(), 11));
     return in;
@@ -270,7 +301,8 @@ struct Resize {
     in.img.width = c.in_w;
     const std::vector<float> u = uniform(c.in_h * c.in_w * 3, 60, 0.f, 256.f);
     in.img.rgb.resize(u.size());
-    for (size_t i = 0; i < u.size(); ++i) in.img.rgb[i] = static_cast<uint8_t>(std::min(u[i], 255.f));
+    for (size_t i = 0; i < u.size(); ++i)
+      in.img.rgb[i] = static_cast<uint8_t>(std::min(u[i], 255.f));
     return in;
   }
   static Outputs cpu(const Case& c, const Inputs& in) {
@@ -280,9 +312,10 @@ struct Resize {
   }
   static Tol tol(const Case& c, Device, const Inputs&, const Output&) {
     if (c.filter == ResizeFilter::Tf1)  // 2 axes x (2 in u px of coordinate error) x a step <= 2
-      return {std::max(1e-5, 8.0 * double(std::max(c.in_h, c.in_w)) * kFloatEps), 0,
-              "TF1 computes src = dst * (in/out) in float: <= 2 in u pixels of coordinate error "
-              "per axis (scale and product roundings), times a pixel step of <= 2 in [-1, 1] units"};
+      return {
+          std::max(1e-5, 8.0 * double(std::max(c.in_h, c.in_w)) * kFloatEps), 0,
+          "TF1 computes src = dst * (in/out) in float: <= 2 in u pixels of coordinate error "
+          "per axis (scale and product roundings), times a pixel step of <= 2 in [-1, 1] units"};
     return {1e-5, 0, "weights rounded to fp32, fp32 sums of <= (2 scale + 1)^2 taps of |x| <= 1"};
   }
 };

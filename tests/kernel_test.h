@@ -37,8 +37,8 @@ class KernelTest : public ::testing::TestWithParam<std::tuple<Device, typename F
     const typename F::Inputs in = F::inputs(c);
     Outputs want, got;
     if (d == Device::CPU) {
-      std::printf("  %s %s: %s vs the independent reference\n", F::kName, std::string(c.name).c_str(),
-                  F::kCpuEntry);
+      std::printf("  %s %s: %s vs the independent reference\n", F::kName,
+                  std::string(c.name).c_str(), F::kCpuEntry);
       want = reference(c, in);
       got = F::cpu(c, in);
     } else if constexpr (F::kHasCuda) {
@@ -68,35 +68,37 @@ class KernelTest : public ::testing::TestWithParam<std::tuple<Device, typename F
 };
 
 template <typename F>
-std::string kernel_case_name(const ::testing::TestParamInfo<std::tuple<Device, typename F::Case>>& i) {
+std::string kernel_case_name(
+    const ::testing::TestParamInfo<std::tuple<Device, typename F::Case>>& i) {
   return std::string(std::get<1>(i.param).name);
 }
 
 }  // namespace engine::test
 
-#define ENGINE_KERNEL_TEST(Suite, Family)                                                      \
-  class Suite : public ::engine::test::KernelTest<Family> {};                                  \
-  TEST_P(Suite, MatchesOracle) {                                                               \
-    if (device() == ::engine::Device::CUDA) ENGINE_SKIP_WITHOUT_GPU(::engine::cuda_availability()); \
-    check();                                                                                   \
-  }                                                                                            \
-  INSTANTIATE_TEST_SUITE_P(                                                                    \
-      Cpu, Suite,                                                                              \
-      ::testing::Combine(::testing::Values(::engine::Device::CPU),                             \
-                         ::testing::ValuesIn(Family::cases(::engine::Device::CPU))),           \
-      ::engine::test::kernel_case_name<Family>);                                               \
-  INSTANTIATE_TEST_SUITE_P(                                                                    \
-      Cuda, Suite,                                                                             \
-      ::testing::Combine(::testing::Values(::engine::Device::CUDA),                            \
-                         ::testing::ValuesIn(Family::cases(::engine::Device::CUDA))),          \
+#define ENGINE_KERNEL_TEST(Suite, Family)                                             \
+  class Suite : public ::engine::test::KernelTest<Family> {};                         \
+  TEST_P(Suite, MatchesOracle) {                                                      \
+    if (device() == ::engine::Device::CUDA)                                           \
+      ENGINE_SKIP_WITHOUT_GPU(::engine::cuda_availability());                         \
+    check();                                                                          \
+  }                                                                                   \
+  INSTANTIATE_TEST_SUITE_P(                                                           \
+      Cpu, Suite,                                                                     \
+      ::testing::Combine(::testing::Values(::engine::Device::CPU),                    \
+                         ::testing::ValuesIn(Family::cases(::engine::Device::CPU))),  \
+      ::engine::test::kernel_case_name<Family>);                                      \
+  INSTANTIATE_TEST_SUITE_P(                                                           \
+      Cuda, Suite,                                                                    \
+      ::testing::Combine(::testing::Values(::engine::Device::CUDA),                   \
+                         ::testing::ValuesIn(Family::cases(::engine::Device::CUDA))), \
       ::engine::test::kernel_case_name<Family>)
 
 // A family without a CUDA twin (Family::kHasCuda false): the Cpu instantiation only.
-#define ENGINE_KERNEL_TEST_CPU_ONLY(Suite, Family)                                             \
-  class Suite : public ::engine::test::KernelTest<Family> {};                                  \
-  TEST_P(Suite, MatchesOracle) { check(); }                                                    \
-  INSTANTIATE_TEST_SUITE_P(                                                                    \
-      Cpu, Suite,                                                                              \
-      ::testing::Combine(::testing::Values(::engine::Device::CPU),                             \
-                         ::testing::ValuesIn(Family::cases(::engine::Device::CPU))),           \
+#define ENGINE_KERNEL_TEST_CPU_ONLY(Suite, Family)                                   \
+  class Suite : public ::engine::test::KernelTest<Family> {};                        \
+  TEST_P(Suite, MatchesOracle) { check(); }                                          \
+  INSTANTIATE_TEST_SUITE_P(                                                          \
+      Cpu, Suite,                                                                    \
+      ::testing::Combine(::testing::Values(::engine::Device::CPU),                   \
+                         ::testing::ValuesIn(Family::cases(::engine::Device::CPU))), \
       ::engine::test::kernel_case_name<Family>)

@@ -83,6 +83,7 @@ TEST(CacheTiming, TenThousandImages) {
             << "[timing] append of a 64-image piece (512 KiB + fsync + rename + dir fsync): median "
             << lat[lat.size() / 2] << " ms, max " << lat.back() << " ms; replay of 20 pieces "
             << ms(t4 - t3) << " ms\n"
-            << "[timing] finalize " << n << " (half consolidated rows, half in journal pieces): "
-            << finalize_ms << " ms, peak feature bytes " << finalize_peak << "\n";
+            << "[timing] finalize " << n
+            << " (half consolidated rows, half in journal pieces): " << finalize_ms
+            << " ms, peak feature bytes " << finalize_peak << "\n";
 }

@@ -23,7 +23,8 @@ TEST(DeviceSelection, CpuAlwaysWorksAndBadFlagIsAnError) {
     resolve_device("gpu0");
     FAIL() << "bad --device accepted";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("expected cpu, cuda or auto, got 'gpu0'"), std::string::npos);
+    EXPECT_NE(std::string(e.what()).find("expected cpu, cuda or auto, got 'gpu0'"),
+              std::string::npos);
   }
 }
 
@@ -53,7 +54,9 @@ TEST(CudaCheck, MessagesNameTheCallTheErrorAndTheContext) {
     FAIL();
   } catch (const Error& e) {
     const std::string m = e.what();
-    EXPECT_NE(m.find("layer conv C7: cudaErrorInvalidValue failed: cudaErrorInvalidValue"), std::string::npos) << m;
+    EXPECT_NE(m.find("layer conv C7: cudaErrorInvalidValue failed: cudaErrorInvalidValue"),
+              std::string::npos)
+        << m;
     EXPECT_NE(m.find("test_cuda.cpp:"), std::string::npos) << m;
   }
   try {
@@ -66,8 +69,10 @@ TEST(CudaCheck, MessagesNameTheCallTheErrorAndTheContext) {
     CUBLAS_CHECK(CUBLAS_STATUS_INVALID_VALUE, "head dense1");
     FAIL();
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("head dense1: CUBLAS_STATUS_INVALID_VALUE failed: CUBLAS_STATUS_INVALID_VALUE"),
-              std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find(
+                  "head dense1: CUBLAS_STATUS_INVALID_VALUE failed: CUBLAS_STATUS_INVALID_VALUE"),
+              std::string::npos)
+        << e.what();
   }
 }
 

@@ -2,9 +2,9 @@
 // (600x450 JPEG, class folders, an ISIC CSV), be reproducible from its seed whatever the thread
 // count, and not be separable by one global image statistic: for mean brightness, per-channel
 // means, contrast, dark fraction and blue-minus-red, the melanoma-vs-benign AUC must stay within
-// [0.3, 0.7] (measured: 0.49-0.57 on the demo's 300 images, 0.39-0.64 on this test's 100 with seed 5;
-// the bound leaves room for the small sample), so a classifier has to look at the
-// lesion, not at a colour cast.
+// [0.3, 0.7] (measured: 0.49-0.57 on the demo's 300 images, 0.39-0.64 on this test's 100 with seed
+// 5; the bound leaves room for the small sample), so a classifier has to look at the lesion, not at
+// a colour cast.
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
@@ -22,9 +22,9 @@ using namespace engine;
 
 namespace {
 std::string make(const std::string& out, int count, int threads) {
-  const std::string cmd = "OMP_NUM_THREADS=" + std::to_string(threads) + " " + std::string(ENGINE_BINARY_DIR) +
-                          "/tools/make_demo_data --out " + out + " --count " + std::to_string(count) +
-                          " --seed 5 > /dev/null 2>&1";
+  const std::string cmd = "OMP_NUM_THREADS=" + std::to_string(threads) + " " +
+                          std::string(ENGINE_BINARY_DIR) + "/tools/make_demo_data --out " + out +
+                          " --count " + std::to_string(count) + " --seed 5 > /dev/null 2>&1";
   return std::system(cmd.c_str()) == 0 ? "" : "make_demo_data failed: " + cmd;
 }
 }  // namespace
@@ -41,7 +41,8 @@ TEST(DemoData, ShapeSeedAndNoSingleStatisticSeparatesTheClasses) {
     for (const auto& e : fs::directory_iterator(tmp / "a/images" / cls)) {
       ++files;
       const std::string other = (tmp / "b/images" / cls / e.path().filename()).string();
-      EXPECT_EQ(sha256_file(e.path().string()), sha256_file(other)) << "seeded output differs with 1 thread: " << other;
+      EXPECT_EQ(sha256_file(e.path().string()), sha256_file(other))
+          << "seeded output differs with 1 thread: " << other;
       Image8 im = decode_image_file(e.path().string());
       ASSERT_EQ(im.width, 600);
       ASSERT_EQ(im.height, 450);
@@ -64,7 +65,8 @@ TEST(DemoData, ShapeSeedAndNoSingleStatisticSeparatesTheClasses) {
   }
   EXPECT_EQ(files, 100);
   EXPECT_EQ(std::count(mel.begin(), mel.end(), 1), 20);  // --melanoma-fraction 0.2
-  const char* names[6] = {"mean brightness", "mean red", "mean blue", "contrast", "dark fraction", "blue - red"};
+  const char* names[6] = {"mean brightness", "mean red",      "mean blue",
+                          "contrast",        "dark fraction", "blue - red"};
   for (int k = 0; k < 6; ++k) {
     const double auc = roc_auc(stats[static_cast<size_t>(k)], mel);
     std::printf("  %-16s AUC %.3f\n", names[k], auc);

@@ -61,8 +61,9 @@ std::string base_args(const std::string& images, const std::string& out) {
 std::map<std::string, std::vector<float>> features_by_path(const CacheContents& c) {
   std::map<std::string, std::vector<float>> m;
   for (size_t i = 0; i < c.size(); ++i)
-    m[c.paths[i]] = std::vector<float>(c.features.begin() + static_cast<long>(i * kCacheFeatureSize),
-                                       c.features.begin() + static_cast<long>((i + 1) * kCacheFeatureSize));
+    m[c.paths[i]] =
+        std::vector<float>(c.features.begin() + static_cast<long>(i * kCacheFeatureSize),
+                           c.features.begin() + static_cast<long>((i + 1) * kCacheFeatureSize));
   return m;
 }
 
@@ -102,9 +103,9 @@ TEST(Extract, BadFilesAreSkippedWithOneLineEachAndExitCode3) {
   // 6 good images + a PNG named .jpg + a JPEG named .png (format from the bytes).
   EXPECT_EQ(c.size(), 8u);
   const std::vector<std::pair<std::string, std::string>> want = {
-      {"benign/zero_bytes.jpg", "empty"},       {"benign/truncated.jpg", "truncated"},
-      {"benign/text.jpg", "not"},               {"benign/riff.webp", "webp"},
-      {"benign/scan.tiff", "tiff"},             {"benign/broken_link.jpg", "broken symbolic link"}};
+      {"benign/zero_bytes.jpg", "empty"}, {"benign/truncated.jpg", "truncated"},
+      {"benign/text.jpg", "not"},         {"benign/riff.webp", "webp"},
+      {"benign/scan.tiff", "tiff"},       {"benign/broken_link.jpg", "broken symbolic link"}};
   ASSERT_EQ(c.skipped.size(), want.size()) << r.out;
   for (const auto& [path, reason] : want) {
     bool found = false;
@@ -140,8 +141,9 @@ void expect_equal_to_reference(const std::string& cache, const std::string& what
 TEST(Extract, KillNineAtEveryCachePointThenResumeIsBitIdentical) {
   // SIGKILL raised by the process itself at exact points of the cache's write protocol (16
   // images in batches of 4: pieces 1-4, then the consolidated file and the journal deletion).
-  for (const char* point : {"piece:mid_write#1", "piece:tmp_written#2", "piece:renamed#3", "piece:mid_write#4",
-                            "consolidated:tmp_written", "consolidated:renamed", "journal:partly_deleted"}) {
+  for (const char* point :
+       {"piece:mid_write#1", "piece:tmp_written#2", "piece:renamed#3", "piece:mid_write#4",
+        "consolidated:tmp_written", "consolidated:renamed", "journal:partly_deleted"}) {
     TempDir tmp;
     const std::string out = tmp / "k.h5";
     ToolRun killed = run_tool(base_args(dataset("classes"), out) + " --workers 1", tmp, 0,
@@ -150,7 +152,8 @@ TEST(Extract, KillNineAtEveryCachePointThenResumeIsBitIdentical) {
     ToolRun done = run_tool(base_args(dataset("classes"), out), tmp);
     ASSERT_EQ(done.status, 0) << point << ": " << done.err;
     expect_equal_to_reference(out, std::string("a kill at ") + point);
-    std::printf("  killed at %-26s resumed: %s", point, done.out.substr(done.out.find("cache:")).c_str());
+    std::printf("  killed at %-26s resumed: %s", point,
+                done.out.substr(done.out.find("cache:")).c_str());
   }
 }
 
@@ -169,8 +172,8 @@ TEST(Extract, KillNineAtRandomMomentsThenResumeIsBitIdentical) {
     ToolRun done = run_tool(base_args(dataset("classes"), out), tmp);
     ASSERT_EQ(done.status, 0) << done.err;
     expect_equal_to_reference(out, "kills at " + std::to_string(frac) + " of the run");
-    std::printf("  kill -9 at %.1fs (status %d), again (status %d), resumed: %s", frac * full, a.status,
-                b.status, done.out.substr(done.out.find("cache:")).c_str());
+    std::printf("  kill -9 at %.1fs (status %d), again (status %d), resumed: %s", frac * full,
+                a.status, b.status, done.out.substr(done.out.find("cache:")).c_str());
   }
 }
 
@@ -201,7 +204,8 @@ TEST(Extract, OtherSettingsAreRefusedUnlessForced) {
   EXPECT_EQ(r.status, 1);
   EXPECT_NE(r.err.find("--force"), std::string::npos) << r.err;
   EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
-  ToolRun f = run_tool(base_args(dataset("classes"), tmp / "c.h5") + " --resize bilinear --force", tmp);
+  ToolRun f =
+      run_tool(base_args(dataset("classes"), tmp / "c.h5") + " --resize bilinear --force", tmp);
   EXPECT_EQ(f.status, 0) << f.err;
   EXPECT_EQ(read_cache(tmp / "c.h5").settings.preprocessing,
             Preprocessing::for_resize(ResizeFilter::Bilinear, false).key());
@@ -214,7 +218,8 @@ TEST(Extract, ShardsMergedEqualOneRun) {
   const size_t n1 = read_cache(tmp / "s1.h5").size(), n2 = read_cache(tmp / "s2.h5").size();
   EXPECT_GT(n1, 0u);
   EXPECT_GT(n2, 0u);
-  ToolRun m = run_tool("--merge " + (tmp / "all.h5") + " " + (tmp / "s1.h5") + " " + (tmp / "s2.h5"), tmp);
+  ToolRun m =
+      run_tool("--merge " + (tmp / "all.h5") + " " + (tmp / "s1.h5") + " " + (tmp / "s2.h5"), tmp);
   ASSERT_EQ(m.status, 0) << m.err;
   CacheContents all = read_cache(tmp / "all.h5");
   const CacheContents& ref = reference_run();
@@ -222,16 +227,17 @@ TEST(Extract, ShardsMergedEqualOneRun) {
   EXPECT_EQ(all.labels, ref.labels);
   EXPECT_EQ(all.sha256, ref.sha256);
   EXPECT_EQ(all.class_names, ref.class_names);
-  EXPECT_EQ(0, std::memcmp(all.features.data(), ref.features.data(), ref.features.size() * sizeof(float)));
+  EXPECT_EQ(0, std::memcmp(all.features.data(), ref.features.data(),
+                           ref.features.size() * sizeof(float)));
 }
 
 TEST(Extract, BadFlagsAndBadWeightsGiveOneLine) {
   TempDir tmp;
   EXPECT_EQ(run_tool("--images " + dataset("classes") + " --batch 0", tmp).status, 2);
   EXPECT_EQ(run_tool("--bogus", tmp).status, 2);
-  ToolRun w = run_tool("--images " + dataset("classes") + " --weights " + reference_file("bad/wrong_shape.h5") +
-                       " --out " + (tmp / "x.h5"),
-                   tmp);
+  ToolRun w = run_tool("--images " + dataset("classes") + " --weights " +
+                           reference_file("bad/wrong_shape.h5") + " --out " + (tmp / "x.h5"),
+                       tmp);
   EXPECT_EQ(w.status, 1);
   EXPECT_NE(w.err.find("wrong_shape.h5"), std::string::npos) << w.err;
   ToolRun d = run_tool(base_args(dataset("classes"), tmp / "y.h5") + " --device cuda", tmp);
@@ -257,7 +263,8 @@ TEST(Dataset, IsicCsvLayouts) {
   EXPECT_EQ(d17.images[4].meta.label, 1);
 
   Dataset d18 = list_dataset(flat, {csv + "/labels_2018.csv", "", "", false});
-  EXPECT_EQ(d18.class_names, (std::vector<std::string>{"MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC"}));
+  EXPECT_EQ(d18.class_names,
+            (std::vector<std::string>{"MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC"}));
   EXPECT_EQ(d18.images[0].meta.label, 0);
   EXPECT_EQ(d18.images[1].meta.label, 1);
   EXPECT_EQ(d18.images[2].meta.label, 4);
@@ -282,15 +289,20 @@ TEST(Dataset, MalformedCsvAndMissingFolderGiveOneLine) {
     list_dataset(dataset("flat"), {tmp / "q.csv", "", "", false});
     FAIL();
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("unterminated quoted field"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("unterminated quoted field"), std::string::npos)
+        << e.what();
   }
   EXPECT_THROW(list_dataset(tmp / "nope", {}), Error);
-  { std::ofstream(tmp / "rows.csv") << "image,MEL,NV\nISIC_0000000,1,1\nISIC_0000001,0,1\nISIC_9999999,1,0\n"; }
+  {
+    std::ofstream(tmp / "rows.csv")
+        << "image,MEL,NV\nISIC_0000000,1,1\nISIC_0000001,0,1\nISIC_9999999,1,0\n";
+  }
   Dataset d = list_dataset(dataset("flat"), {tmp / "rows.csv", "", "", false});
   ASSERT_EQ(d.images.size(), 1u);  // 0 has two labels set; 9999999 has no file
   bool two = false, nofile = false;
-  for (auto& n : d.notes) two |= n.find("2 one-hot labels") != std::string::npos,
-                          nofile |= n.find("ISIC_9999999 has no image file") != std::string::npos;
+  for (auto& n : d.notes)
+    two |= n.find("2 one-hot labels") != std::string::npos,
+        nofile |= n.find("ISIC_9999999 has no image file") != std::string::npos;
   EXPECT_TRUE(two);
   EXPECT_TRUE(nofile);
 }
@@ -321,33 +333,55 @@ TEST(Dataset, GroupColumnOnRealIsicHeaders) {
     const char* name;
     std::string csv;
     std::vector<std::string> classes;
-    std::string group_col;               // "" = no groups
-    std::vector<std::string> groups;     // per image, sorted by path
+    std::string group_col;            // "" = no groups
+    std::vector<std::string> groups;  // per image, sorted by path
   };
   const std::vector<Case> cases = {
-      {"2016", "ISIC_0000000,benign\nISIC_0000001,malignant\nISIC_0000002,benign\nISIC_0000003,benign\n",
-       {"benign", "malignant"}, "", {"", "", "", ""}},
-      {"2017", "image_id,melanoma,seborrheic_keratosis\nISIC_0000000,0.0,0.0\nISIC_0000001,1.0,0.0\n"
-               "ISIC_0000002,0.0,1.0\nISIC_0000003,0.0,0.0\n",
-       {"not_melanoma", "melanoma"}, "", {"", "", "", ""}},
-      {"2018", "image,MEL,NV,BCC,AKIEC,BKL,DF,VASC\nISIC_0000000,0.0,1.0,0.0,0.0,0.0,0.0,0.0\n"
-               "ISIC_0000001,1.0,0.0,0.0,0.0,0.0,0.0,0.0\nISIC_0000002,0.0,0.0,1.0,0.0,0.0,0.0,0.0\n"
-               "ISIC_0000003,0.0,0.0,0.0,0.0,0.0,0.0,1.0\n",
-       {"MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC"}, "", {"", "", "", ""}},
-      {"2019", "image,MEL,NV,BCC,AK,BKL,DF,VASC,SCC,UNK\nISIC_0000000,0.0,1.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0\n"
-               "ISIC_0000001,1.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0\nISIC_0000002,0.0,0.0,0.0,0.0,0.0,0.0,0.0,1.0,0.0\n"
-               "ISIC_0000003,0.0,0.0,0.0,1.0,0.0,0.0,0.0,0.0,0.0\n",
-       {"MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC", "SCC", "UNK"}, "", {"", "", "", ""}},
-      {"2020", "image_name,patient_id,lesion_id,sex,age_approx,anatom_site_general_challenge,diagnosis,benign_malignant,target\n"
-               "ISIC_0000000,IP_7279968,IL_7972535,male,45.0,head/neck,unknown,benign,0\n"
-               "ISIC_0000001,IP_7279968,IL_4649854,male,45.0,upper extremity,unknown,benign,0\n"
-               "ISIC_0000002,IP_3075186,IL_9087444,female,50.0,lower extremity,nevus,benign,0\n"
-               "ISIC_0000003,IP_3075186,IL_4255399,female,50.0,torso,melanoma,malignant,1\n",
-       {"benign", "malignant"}, "patient_id", {"IP_7279968", "IP_7279968", "IP_3075186", "IP_3075186"}},
-      {"HAM10000", "lesion_id,image_id,dx,dx_type,age,sex,localization\n"
-                   "HAM_0000118,ISIC_0000000,bkl,histo,80.0,male,scalp\nHAM_0000118,ISIC_0000001,bkl,histo,80.0,male,scalp\n"
-                   "HAM_0002730,ISIC_0000002,mel,histo,80.0,male,scalp\nHAM_0001466,ISIC_0000003,nv,histo,75.0,male,ear\n",
-       {"bkl", "mel", "nv"}, "lesion_id", {"HAM_0000118", "HAM_0000118", "HAM_0002730", "HAM_0001466"}},
+      {"2016",
+       "ISIC_0000000,benign\nISIC_0000001,malignant\nISIC_0000002,benign\nISIC_0000003,benign\n",
+       {"benign", "malignant"},
+       "",
+       {"", "", "", ""}},
+      {"2017",
+       "image_id,melanoma,seborrheic_keratosis\nISIC_0000000,0.0,0.0\nISIC_0000001,1.0,0.0\n"
+       "ISIC_0000002,0.0,1.0\nISIC_0000003,0.0,0.0\n",
+       {"not_melanoma", "melanoma"},
+       "",
+       {"", "", "", ""}},
+      {"2018",
+       "image,MEL,NV,BCC,AKIEC,BKL,DF,VASC\nISIC_0000000,0.0,1.0,0.0,0.0,0.0,0.0,0.0\n"
+       "ISIC_0000001,1.0,0.0,0.0,0.0,0.0,0.0,0.0\nISIC_0000002,0.0,0.0,1.0,0.0,0.0,0.0,0.0\n"
+       "ISIC_0000003,0.0,0.0,0.0,0.0,0.0,0.0,1.0\n",
+       {"MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC"},
+       "",
+       {"", "", "", ""}},
+      {"2019",
+       "image,MEL,NV,BCC,AK,BKL,DF,VASC,SCC,UNK\nISIC_0000000,0.0,1.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0\n"
+       "ISIC_0000001,1.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0\nISIC_0000002,0.0,0.0,0.0,0.0,0.0,0.0,0.0,"
+       "1.0,0.0\n"
+       "ISIC_0000003,0.0,0.0,0.0,1.0,0.0,0.0,0.0,0.0,0.0\n",
+       {"MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC", "SCC", "UNK"},
+       "",
+       {"", "", "", ""}},
+      {"2020",
+       "image_name,patient_id,lesion_id,sex,age_approx,anatom_site_general_challenge,diagnosis,"
+       "benign_malignant,target\n"
+       "ISIC_0000000,IP_7279968,IL_7972535,male,45.0,head/neck,unknown,benign,0\n"
+       "ISIC_0000001,IP_7279968,IL_4649854,male,45.0,upper extremity,unknown,benign,0\n"
+       "ISIC_0000002,IP_3075186,IL_9087444,female,50.0,lower extremity,nevus,benign,0\n"
+       "ISIC_0000003,IP_3075186,IL_4255399,female,50.0,torso,melanoma,malignant,1\n",
+       {"benign", "malignant"},
+       "patient_id",
+       {"IP_7279968", "IP_7279968", "IP_3075186", "IP_3075186"}},
+      {"HAM10000",
+       "lesion_id,image_id,dx,dx_type,age,sex,localization\n"
+       "HAM_0000118,ISIC_0000000,bkl,histo,80.0,male,scalp\nHAM_0000118,ISIC_0000001,bkl,histo,80."
+       "0,male,scalp\n"
+       "HAM_0002730,ISIC_0000002,mel,histo,80.0,male,scalp\nHAM_0001466,ISIC_0000003,nv,histo,75.0,"
+       "male,ear\n",
+       {"bkl", "mel", "nv"},
+       "lesion_id",
+       {"HAM_0000118", "HAM_0000118", "HAM_0002730", "HAM_0001466"}},
   };
   for (const auto& c : cases) {
     const std::string csv = tmp / (std::string(c.name) + ".csv");
@@ -356,19 +390,24 @@ TEST(Dataset, GroupColumnOnRealIsicHeaders) {
     EXPECT_EQ(d.class_names, c.classes) << c.name;
     ASSERT_EQ(d.images.size(), 4u) << c.name;
     EXPECT_TRUE(d.skipped.empty()) << c.name;
-    for (size_t i = 0; i < 4; ++i) EXPECT_EQ(d.images[i].meta.group, c.groups[i]) << c.name << " image " << i;
+    for (size_t i = 0; i < 4; ++i)
+      EXPECT_EQ(d.images[i].meta.group, c.groups[i]) << c.name << " image " << i;
     if (c.group_col.empty())
       EXPECT_EQ(d.group_source.rfind("none", 0), 0u) << c.name << ": " << d.group_source;
     else
-      EXPECT_NE(d.group_source.find("'" + c.group_col + "'"), std::string::npos) << c.name << ": " << d.group_source;
+      EXPECT_NE(d.group_source.find("'" + c.group_col + "'"), std::string::npos)
+          << c.name << ": " << d.group_source;
   }
   // The generated 2020 file (make_dataset.py, v2 header with lesion_id) also groups by patient.
-  Dataset d20 = list_dataset(dataset("flat"), {reference_file("dataset/labels_2020.csv"), "", "", false});
+  Dataset d20 =
+      list_dataset(dataset("flat"), {reference_file("dataset/labels_2020.csv"), "", "", false});
   EXPECT_NE(d20.group_source.find("'patient_id'"), std::string::npos) << d20.group_source;
-  Dataset ham = list_dataset(dataset("flat"), {reference_file("dataset/ham10000_metadata.csv"), "", "", false});
+  Dataset ham = list_dataset(dataset("flat"),
+                             {reference_file("dataset/ham10000_metadata.csv"), "", "", false});
   EXPECT_EQ(ham.class_names, (std::vector<std::string>{"mel", "nv"}));
   EXPECT_EQ(ham.images[1].meta.group, "HAM_0000000");
-  Dataset d19 = list_dataset(dataset("flat"), {reference_file("dataset/labels_2019.csv"), "", "", false});
+  Dataset d19 =
+      list_dataset(dataset("flat"), {reference_file("dataset/labels_2019.csv"), "", "", false});
   EXPECT_EQ(d19.class_names.size(), 9u);
 }
 
@@ -378,7 +417,8 @@ TEST(Dataset, Isic2020SplitNeverPutsAPatientInTwoSubsets) {
   TempDir tmp;
   fs::create_directories(tmp / "img");
   std::ostringstream csv;
-  csv << "image_name,patient_id,lesion_id,sex,age_approx,anatom_site_general_challenge,diagnosis,benign_malignant,target\n";
+  csv << "image_name,patient_id,lesion_id,sex,age_approx,anatom_site_general_challenge,diagnosis,"
+         "benign_malignant,target\n";
   std::map<std::string, std::string> lesion_of;
   int img = 0;
   for (int p = 0; p < 150; ++p)
@@ -389,7 +429,8 @@ TEST(Dataset, Isic2020SplitNeverPutsAPatientInTwoSubsets) {
       std::snprintf(lid, sizeof lid, "IL_%07d", 9000000 - img * 11);
       std::ofstream(tmp / ("img/" + std::string(id) + ".jpg"));
       const bool mal = img % 5 == 0;
-      csv << id << "," << pid << "," << lid << ",female,40.0,torso," << (mal ? "melanoma,malignant,1" : "nevus,benign,0") << "\n";
+      csv << id << "," << pid << "," << lid << ",female,40.0,torso,"
+          << (mal ? "melanoma,malignant,1" : "nevus,benign,0") << "\n";
       lesion_of[std::string(id) + ".jpg"] = lid;
     }
   { std::ofstream(tmp / "gt.csv") << csv.str(); }
@@ -397,16 +438,19 @@ TEST(Dataset, Isic2020SplitNeverPutsAPatientInTwoSubsets) {
   ASSERT_EQ(d.images.size(), static_cast<size_t>(img));
   std::vector<std::string> paths, groups;
   std::vector<int32_t> labels;
-  for (const auto& im : d.images) paths.push_back(im.meta.path), groups.push_back(im.meta.group), labels.push_back(im.meta.label);
+  for (const auto& im : d.images)
+    paths.push_back(im.meta.path), groups.push_back(im.meta.group), labels.push_back(im.meta.label);
   std::vector<Subset> s = split_dataset(paths, groups, labels, d.class_names, 10, 10);
   std::map<std::string, std::set<int>> subsets_of_patient, by_lesion;
   for (size_t i = 0; i < s.size(); ++i) {
     EXPECT_EQ(groups[i].rfind("IP_", 0), 0u) << groups[i];
     subsets_of_patient[groups[i]].insert(static_cast<int>(s[i]));
-    by_lesion[groups[i]].insert(static_cast<int>(assign_subset(paths[i], lesion_of[paths[i]], 10, 10)));
+    by_lesion[groups[i]].insert(
+        static_cast<int>(assign_subset(paths[i], lesion_of[paths[i]], 10, 10)));
   }
   EXPECT_EQ(subsets_of_patient.size(), 150u);
-  for (const auto& [patient, sets] : subsets_of_patient) EXPECT_EQ(sets.size(), 1u) << patient << " is in two subsets";
+  for (const auto& [patient, sets] : subsets_of_patient)
+    EXPECT_EQ(sets.size(), 1u) << patient << " is in two subsets";
   int leaking = 0;
   for (const auto& [patient, sets] : by_lesion) leaking += sets.size() > 1;
   EXPECT_GT(leaking, 0) << "the data should be able to show a lesion-grouped leak";
@@ -415,8 +459,13 @@ TEST(Dataset, Isic2020SplitNeverPutsAPatientInTwoSubsets) {
 TEST(Dataset, IdsWithDotsAreNotCutAtTheDot) {
   TempDir tmp;
   fs::create_directories(tmp / "img");
-  for (const char* f : {"img.v1.jpg", "img.v2.JPG", "ISIC_1.jpeg", "other.png", "scan.2.PNG"}) std::ofstream(tmp / ("img/" + std::string(f)));
-  { std::ofstream(tmp / "l.csv") << "image_id,benign_malignant\nimg.v1,benign\nimg.v2,malignant\nISIC_1.jpg,benign\nother.png,malignant\nscan.2,benign\n"; }
+  for (const char* f : {"img.v1.jpg", "img.v2.JPG", "ISIC_1.jpeg", "other.png", "scan.2.PNG"})
+    std::ofstream(tmp / ("img/" + std::string(f)));
+  {
+    std::ofstream(tmp / "l.csv")
+        << "image_id,benign_malignant\nimg.v1,benign\nimg.v2,malignant\nISIC_1.jpg,benign\nother."
+           "png,malignant\nscan.2,benign\n";
+  }
   Dataset d = list_dataset(tmp / "img", {tmp / "l.csv", "", "", false});
   EXPECT_EQ(d.images.size(), 5u);
   EXPECT_TRUE(d.skipped.empty()) << d.skipped[0].path << ": " << d.skipped[0].reason;
@@ -431,7 +480,8 @@ TEST(Dataset, IdsWithDotsAreNotCutAtTheDot) {
 TEST(Dataset, RowsWithoutALabelAreRecordedAsSuch) {
   TempDir tmp;
   fs::create_directories(tmp / "img");
-  for (const char* f : {"a.jpg", "b.jpg", "c.jpg", "d.jpg"}) std::ofstream(tmp / ("img/" + std::string(f)));
+  for (const char* f : {"a.jpg", "b.jpg", "c.jpg", "d.jpg"})
+    std::ofstream(tmp / ("img/" + std::string(f)));
   { std::ofstream(tmp / "l.csv") << "image_id,benign_malignant\na,benign\nb,\nc,malignant\n"; }
   Dataset d = list_dataset(tmp / "img", {tmp / "l.csv", "", "", false});
   std::map<std::string, std::string> why;
@@ -464,8 +514,9 @@ TEST(Extract, SymlinkedImagesKeepTheirListedPaths) {
   ToolRun r = run_tool(base_args(tmp / "imgs", tmp / "c.h5"), tmp);
   ASSERT_EQ(r.status, 0) << r.out << r.err;
   CacheContents c = read_cache(tmp / "c.h5");
-  EXPECT_EQ(c.paths, (std::vector<std::string>{"benign/ISIC_9000000.jpg", "melanoma/ISIC_0000004.jpg",
-                                               "melanoma/ISIC_9000000.jpg", "nevus/ISIC_0000001.jpg"}));
+  EXPECT_EQ(c.paths,
+            (std::vector<std::string>{"benign/ISIC_9000000.jpg", "melanoma/ISIC_0000004.jpg",
+                                      "melanoma/ISIC_9000000.jpg", "nevus/ISIC_0000001.jpg"}));
   EXPECT_EQ(c.class_names, (std::vector<std::string>{"benign", "melanoma", "nevus"}));
   EXPECT_EQ(c.labels, (std::vector<int32_t>{0, 1, 1, 2}));
   auto f = features_by_path(c);
@@ -481,10 +532,16 @@ TEST(Extract, PrintsWhichColumnGaveTheGroups) {
   TempDir tmp;
   fs::create_directories(tmp / "train");
   for (int i = 0; i < 2; ++i)
-    fs::copy_file(dataset("flat/ISIC_000000" + std::to_string(i) + ".jpg"), tmp / ("train/ISIC_000000" + std::to_string(i) + ".jpg"));
-  { std::ofstream(tmp / "gt.csv") << "image_name,patient_id,lesion_id,sex,age_approx,anatom_site_general_challenge,diagnosis,benign_malignant,target\n"
-                                     "ISIC_0000000,IP_1,IL_1,male,45.0,torso,nevus,benign,0\nISIC_0000001,IP_1,IL_2,male,45.0,torso,melanoma,malignant,1\n"; }
-  ToolRun r = run_tool(base_args(tmp / "train", tmp / "c.h5") + " --labels " + (tmp / "gt.csv"), tmp);
+    fs::copy_file(dataset("flat/ISIC_000000" + std::to_string(i) + ".jpg"),
+                  tmp / ("train/ISIC_000000" + std::to_string(i) + ".jpg"));
+  {
+    std::ofstream(tmp / "gt.csv") << "image_name,patient_id,lesion_id,sex,age_approx,anatom_site_"
+                                     "general_challenge,diagnosis,benign_malignant,target\n"
+                                     "ISIC_0000000,IP_1,IL_1,male,45.0,torso,nevus,benign,0\nISIC_"
+                                     "0000001,IP_1,IL_2,male,45.0,torso,melanoma,malignant,1\n";
+  }
+  ToolRun r =
+      run_tool(base_args(tmp / "train", tmp / "c.h5") + " --labels " + (tmp / "gt.csv"), tmp);
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_NE(r.out.find("groups for the split: column 'patient_id'"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("1 distinct"), std::string::npos) << r.out;

@@ -18,8 +18,8 @@
 #include "kernels/dropout.h"
 #include "kernels/rmsprop.h"
 #include "models/head.h"
-#include "tests/kernel_cases.h"
 #include "test_util.h"
+#include "tests/kernel_cases.h"
 
 using namespace engine;
 using engine::kernel_cases::labels;
@@ -27,9 +27,7 @@ using engine::kernel_cases::uniform;
 using engine::test::tensors_close;
 
 namespace {
-std::string tmp_path(const std::string& name) {
-  return ::testing::TempDir() + "test_head_" + name;
-}
+std::string tmp_path(const std::string& name) { return ::testing::TempDir() + "test_head_" + name; }
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
@@ -58,7 +56,8 @@ struct HeadRef {
       for (int64_t r = 0; r < n; ++r)
         for (int64_t o = 0; o < ly.out; ++o) {
           double z = P[ly.bias_off + o];
-          for (int64_t i = 0; i < ly.in; ++i) z += in[r * ly.in + i] * P[ly.kernel_off + i * ly.out + o];
+          for (int64_t i = 0; i < ly.in; ++i)
+            z += in[r * ly.in + i] * P[ly.kernel_off + i * ly.out + o];
           if (!last) {
             if (pattern) pattern->push_back(z > 0);
             z = z > 0 ? z : 0;
@@ -190,7 +189,8 @@ TEST(Head, GlorotInitAndArenaLayout) {
     Tensor k = h.params().kernel(HeadSection::Params, l);
     const double lim = std::sqrt(6.0 / (k.dim(0) + k.dim(1)));
     double mx = 0, ss = 0;
-    for (int64_t i = 0; i < k.numel(); ++i) mx = std::max(mx, std::fabs((double)k.data()[i])), ss += k.data()[i] * (double)k.data()[i];
+    for (int64_t i = 0; i < k.numel(); ++i)
+      mx = std::max(mx, std::fabs((double)k.data()[i])), ss += k.data()[i] * (double)k.data()[i];
     EXPECT_LE(mx, lim);
     EXPECT_GT(mx, 0.9 * lim);
     // Var of U(-lim, lim) = lim^2/3.
@@ -200,10 +200,12 @@ TEST(Head, GlorotInitAndArenaLayout) {
   }
   EXPECT_EQ(h.params().section(HeadSection::Ms)[0], 1.f);  // TF1 ms starts at one
   HeadCpu h2(c);
-  EXPECT_EQ(0, std::memcmp(h.params().data(), h2.params().data(), sizeof(float) * h.params().total()));
+  EXPECT_EQ(0,
+            std::memcmp(h.params().data(), h2.params().data(), sizeof(float) * h.params().total()));
   c.seed = 1235;
   HeadCpu h3(c);
-  EXPECT_NE(0, std::memcmp(h.params().data(), h3.params().data(), sizeof(float) * h.params().section_size()));
+  EXPECT_NE(0, std::memcmp(h.params().data(), h3.params().data(),
+                           sizeof(float) * h.params().section_size()));
 }
 
 TEST(Head, SameSeedIsBitIdenticalAfter50StepsAndCheckpointResumeIsExact) {
@@ -217,7 +219,8 @@ TEST(Head, SameSeedIsBitIdenticalAfter50StepsAndCheckpointResumeIsExact) {
   }
   EXPECT_EQ(a.step(), 50);
   EXPECT_EQ(la, lb);
-  EXPECT_EQ(0, std::memcmp(a.params().data(), b.params().data(), sizeof(float) * a.params().total()))
+  EXPECT_EQ(0,
+            std::memcmp(a.params().data(), b.params().data(), sizeof(float) * a.params().total()))
       << "two runs with the same seed differ";
   std::printf("  loss step 0 %.5f, step 49 %.5f\n", la.front(), la.back());
   EXPECT_LT(la.back(), la.front()) << "training did not reduce the loss";
@@ -234,7 +237,8 @@ TEST(Head, SameSeedIsBitIdenticalAfter50StepsAndCheckpointResumeIsExact) {
   std::vector<float> lr;
   for (int s = 20; s < 50; ++s) lr.push_back(r.train_step(B.x[s].data(), B.y[s].data(), B.n));
   EXPECT_EQ(std::vector<float>(la.begin() + 20, la.end()), lr);
-  EXPECT_EQ(0, std::memcmp(a.params().data() , r.params().data(), sizeof(float) * a.params().section_size()))
+  EXPECT_EQ(0, std::memcmp(a.params().data(), r.params().data(),
+                           sizeof(float) * a.params().section_size()))
       << "resumed parameters differ from the unbroken run";
   EXPECT_EQ(0, std::memcmp(a.params().section(HeadSection::Ms), r.params().section(HeadSection::Ms),
                            sizeof(float) * 2 * a.params().section_size()))

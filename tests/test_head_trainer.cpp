@@ -104,9 +104,11 @@ TEST(HeadTrainer, StoppedAndResumedEqualsUnbrokenBitForBit) {
   EXPECT_EQ(slurp(tmp / "a/metrics.jsonl"), slurp(tmp / "b/metrics.jsonl"));
   // Durable commits leave no temporaries behind: exactly the four files of the run folder.
   std::vector<std::string> names;
-  for (const auto& e : fs::directory_iterator(tmp / "b")) names.push_back(e.path().filename().string());
+  for (const auto& e : fs::directory_iterator(tmp / "b"))
+    names.push_back(e.path().filename().string());
   std::sort(names.begin(), names.end());
-  EXPECT_EQ(names, (std::vector<std::string>{"best.h5", "checkpoint.h5", "metrics.csv", "metrics.jsonl"}));
+  EXPECT_EQ(names,
+            (std::vector<std::string>{"best.h5", "checkpoint.h5", "metrics.csv", "metrics.jsonl"}));
 
   // A checkpoint made with another head is refused, naming what to do.
   HeadTrainSettings other = resume;
@@ -115,7 +117,8 @@ TEST(HeadTrainer, StoppedAndResumedEqualsUnbrokenBitForBit) {
     HeadTrainer bad(other, d.cache, d.split);
     FAIL() << "a checkpoint of another head was resumed";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("checkpoint does not match"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("checkpoint does not match"), std::string::npos)
+        << e.what();
   }
 }
 
@@ -133,8 +136,9 @@ TEST(HeadTrainer, BestIsTheRecordWithTheBestSelectedValue) {
   t.run(obs);
   ASSERT_EQ(t.curve().size(), 6u);
   // The lowest validation loss (the first on ties) is best; the observer saw it flagged last.
-  const auto it = std::min_element(t.curve().begin(), t.curve().end(),
-                                   [](const CurvePoint& a, const CurvePoint& b) { return a.val_loss < b.val_loss; });
+  const auto it = std::min_element(
+      t.curve().begin(), t.curve().end(),
+      [](const CurvePoint& a, const CurvePoint& b) { return a.val_loss < b.val_loss; });
   EXPECT_EQ(t.best_step(), it->step);
   ASSERT_FALSE(best_flags.empty());
   EXPECT_EQ(best_flags.back(), it->step);
@@ -144,7 +148,8 @@ TEST(HeadTrainer, BestIsTheRecordWithTheBestSelectedValue) {
   EXPECT_EQ(fin.step(), it->step);
   EXPECT_EQ(fin.config().hidden, (std::vector<int64_t>{16, 8}));
   const HeadState best = head_load_state(t.best_path());
-  EXPECT_TRUE(std::equal(best.params.begin(), best.params.end(), fin.params().section(HeadSection::Params)));
+  EXPECT_TRUE(std::equal(best.params.begin(), best.params.end(),
+                         fin.params().section(HeadSection::Params)));
   // Evaluated on the test rows it gives a full set of metrics.
   const ClassificationMetrics m = evaluate_head(fin, d.cache, d.split.test);
   EXPECT_EQ(m.n, static_cast<int64_t>(d.split.test.size()));
@@ -168,14 +173,16 @@ TEST(HeadTrainer, BatchesDependOnlyOnSeedAndStepAndBalancedSamplingEvensClasses)
   auto melanoma_share = [&](const std::vector<int64_t>& idx) {
     double m = 0;
     for (int64_t i : idx) {
-      EXPECT_TRUE(std::binary_search(d.split.train.begin(), d.split.train.end(), i)) << i << " is not a train row";
+      EXPECT_TRUE(std::binary_search(d.split.train.begin(), d.split.train.end(), i))
+          << i << " is not a train row";
       m += d.cache.labels[static_cast<size_t>(i)];
     }
     return m / static_cast<double>(idx.size());
   };
   // Uniform draws follow the train set's share (100 of 500 = 0.2); balanced ones 1/2. With
   // 4000 draws the standard error is <= 0.008, so 0.04 is 5 sigma.
-  const double train_share = static_cast<double>(d.split.train_by_class[1].size()) / static_cast<double>(d.split.train.size());
+  const double train_share = static_cast<double>(d.split.train_by_class[1].size()) /
+                             static_cast<double>(d.split.train.size());
   EXPECT_NEAR(melanoma_share(a), train_share, 0.04);
   EXPECT_NEAR(melanoma_share(batch_indices(5, 17, 4000, Sampling::Balanced, d.split)), 0.5, 0.04);
 }
@@ -191,7 +198,8 @@ TEST(HeadTrainer, RecordFilesHaveTheirExactTextAndReadBackBitForBit) {
             "100,0.25,,,,\n");
   // (The numbers are the shortest text that reads back the same double, as Python's repr.)
   EXPECT_EQ(curve_jsonl(curve),
-            "{\"step\": 50, \"train_loss\": 0.6931471805599453, \"val_loss\": 0.5, \"val_accuracy\": 0.75, "
+            "{\"step\": 50, \"train_loss\": 0.6931471805599453, \"val_loss\": 0.5, "
+            "\"val_accuracy\": 0.75, "
             "\"val_balanced_accuracy\": 0.6666666666666666, \"val_auc\": 0.8125}\n"
             "{\"step\": 100, \"train_loss\": 0.25, \"val_loss\": null, \"val_accuracy\": null, "
             "\"val_balanced_accuracy\": null, \"val_auc\": null}\n");

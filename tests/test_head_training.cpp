@@ -189,7 +189,9 @@ Scales double_pass(const std::vector<int64_t>& dims, const std::vector<const flo
   for (size_t l = 1; l <= L; ++l) {
     fe[l].resize(z[l].size());
     for (size_t i = 0; i < z[l].size(); ++i)
-      fe[l][i] = (l == L || z[l][i] > 0 || tie(l, i)) ? 16 * std::max(rel_err[l], kU / 256) * sz[l][i] : 0.0;
+      fe[l][i] = (l == L || z[l][i] > 0 || tie(l, i))
+                     ? 16 * std::max(rel_err[l], kU / 256) * sz[l][i]
+                     : 0.0;
   }
   // Loss and dlogits (weighted mean of cross-entropies, as torch's CrossEntropyLoss(weight)).
   const int64_t K = dims[L];
@@ -287,7 +289,8 @@ Scales double_pass(const std::vector<int64_t>& dims, const std::vector<const flo
           for (int64_t jj = 0; jj < out; ++jj) {
             if (a[jj] == 0) continue;
             fb[jj] += a[jj];
-            for (int64_t k = 0; k < in; ++k) fk[k * out + jj] += std::fabs(h[m - 1][b * in + k]) * a[jj];
+            for (int64_t k = 0; k < in; ++k)
+              fk[k * out + jj] += std::fabs(h[m - 1][b * in + k]) * a[jj];
           }
           if (m == 1) break;
           std::vector<double> na(in, 0.0);
@@ -347,8 +350,8 @@ TEST_P(HeadTraining, TeacherForcedStepsMatchReference) {
   c.classes = dims[L];
   c.dropout = 0.f;
   c.class_weights = h5_read_float_checked(f.id(), "class_weights", Shape{c.classes}, path);
-  c.optimizer = RmsPropConfig{v.formula, v.lr, v.rho, v.momentum, v.eps,
-                              v.decay_rate, v.decay_steps, v.staircase};
+  c.optimizer = RmsPropConfig{v.formula, v.lr,         v.rho,         v.momentum,
+                              v.eps,     v.decay_rate, v.decay_steps, v.staircase};
   const RmsPropConfig& o = c.optimizer;
   HeadCpu head(c);
   HeadParams& A = head.params();
@@ -442,14 +445,16 @@ TEST_P(HeadTraining, TeacherForcedStepsMatchReference) {
         const int64_t n = t == 0 ? dims[l] * dims[l + 1] : dims[l + 1];
         const int64_t off = s * n;
         const float* g_ref = rgrad[l][t].data() + off;
-        const float* g_our = (t == 0 ? A.kernel(HeadSection::Grads, (int)l)
-                                     : A.bias(HeadSection::Grads, (int)l)).data();
+        const float* g_our =
+            (t == 0 ? A.kernel(HeadSection::Grads, (int)l) : A.bias(HeadSection::Grads, (int)l))
+                .data();
         const float* p0 = t == 0 ? Wb[l] : bb[l];
         const float* ms_b = s == 0 ? ms0[l][t].data() : rms[l][t].data() + off - n;
         const float* mom_b = s == 0 ? mom0[l][t].data() : rmom[l][t].data() + off - n;
         const float* want[3] = {rp[l][t].data() + off, rms[l][t].data() + off,
                                 rmom[l][t].data() + off};
-        Tensor gp = t == 0 ? A.kernel(HeadSection::Params, (int)l) : A.bias(HeadSection::Params, (int)l);
+        Tensor gp =
+            t == 0 ? A.kernel(HeadSection::Params, (int)l) : A.bias(HeadSection::Params, (int)l);
         Tensor gm = t == 0 ? A.kernel(HeadSection::Ms, (int)l) : A.bias(HeadSection::Ms, (int)l);
         Tensor gv = t == 0 ? A.kernel(HeadSection::Mom, (int)l) : A.bias(HeadSection::Mom, (int)l);
         const float* got[3] = {gp.data(), gm.data(), gv.data()};
@@ -466,8 +471,8 @@ TEST_P(HeadTraining, TeacherForcedStepsMatchReference) {
         }
         c_grad.add(g_our, g_ref, tau.data(), n);
         // The formula on the reference's gradient (and at g_ref +- tau for the bracket).
-        auto update = [&](const std::vector<float>& g, std::vector<float>& p, std::vector<float>& ms,
-                          std::vector<float>& mo) {
+        auto update = [&](const std::vector<float>& g, std::vector<float>& p,
+                          std::vector<float>& ms, std::vector<float>& mo) {
           p.assign(p0, p0 + n), ms.assign(ms_b, ms_b + n), mo.assign(mom_b, mom_b + n);
           int64_t st = step;
           rmsprop_update_cpu(p.data(), g.data(), ms.data(), mo.data(), n, o, &st);
@@ -476,7 +481,8 @@ TEST_P(HeadTraining, TeacherForcedStepsMatchReference) {
         for (int64_t i = 0; i < n; ++i) {
           ghi[i] = (float)(g_ref[i] + tau[i]), glo[i] = (float)(g_ref[i] - tau[i]);
           gabs_hi[i] = std::max(std::fabs(ghi[i]), std::fabs(glo[i]));
-          gabs_lo[i] = glo[i] <= 0 && ghi[i] >= 0 ? 0.f : std::min(std::fabs(ghi[i]), std::fabs(glo[i]));
+          gabs_lo[i] =
+              glo[i] <= 0 && ghi[i] >= 0 ? 0.f : std::min(std::fabs(ghi[i]), std::fabs(glo[i]));
         }
         std::vector<float> fp, fms, fmo, hp, hms, hmo, lp, lms, lmo, ap, ams, amo, bp, bms, bmo;
         update(gr, fp, fms, fmo);
@@ -498,10 +504,12 @@ TEST_P(HeadTraining, TeacherForcedStepsMatchReference) {
           const double tmom = 8 * kU * (m * std::fabs(mom_prev) + upd) + lr_rel * upd + 1e-38;
           tol_f[2][i] = tmom;
           tol_f[1][i] = 8 * kU * std::fabs(want[1][i]) + 1e-38;
-          tol_f[0][i] = 4 * kU * std::fabs(want[0][i]) + lrf * tmom + 2 * kU * lrf * (upd + m * std::fabs(mom_prev));
-          const double br[3] = {std::max(std::fabs((double)hp[i] - fp[i]), std::fabs((double)lp[i] - fp[i])),
-                                std::max(std::fabs((double)ams[i] - fms[i]), std::fabs((double)bms[i] - fms[i])),
-                                std::max(std::fabs((double)hmo[i] - fmo[i]), std::fabs((double)lmo[i] - fmo[i]))};
+          tol_f[0][i] = 4 * kU * std::fabs(want[0][i]) + lrf * tmom +
+                        2 * kU * lrf * (upd + m * std::fabs(mom_prev));
+          const double br[3] = {
+              std::max(std::fabs((double)hp[i] - fp[i]), std::fabs((double)lp[i] - fp[i])),
+              std::max(std::fabs((double)ams[i] - fms[i]), std::fabs((double)bms[i] - fms[i])),
+              std::max(std::fabs((double)hmo[i] - fmo[i]), std::fabs((double)lmo[i] - fmo[i]))};
           for (int q = 0; q < 3; ++q) tol_s[q][i] = tol_f[q][i] + br[q];
           ++total;
           if (br[0] > 1e-2 * bound) {
@@ -534,22 +542,26 @@ TEST_P(HeadTraining, TeacherForcedStepsMatchReference) {
   }
   EXPECT_EQ(c_grad.bad, 0) << "gradients: " << c_grad.str();
   std::printf("  %s/%s %s (%lld steps from step %lld): lr max rel %.3g; loss worst |d|/tol %.3g\n",
-              v.file, v.variant, v.kase, (long long)T, (long long)step0, worst_lr_rel, worst_loss_ratio);
-  std::printf("  gradient vs reference: %s; vs the double-precision gradient, worst |d|/tol: ours %.3g, "
-              "reference %.3g; ReLU ties %lld\n",
-              c_grad.str().c_str(), worst_our_grad, worst_ref_grad, (long long)ties);
+              v.file, v.variant, v.kase, (long long)T, (long long)step0, worst_lr_rel,
+              worst_loss_ratio);
+  std::printf(
+      "  gradient vs reference: %s; vs the double-precision gradient, worst |d|/tol: ours %.3g, "
+      "reference %.3g; ReLU ties %lld\n",
+      c_grad.str().c_str(), worst_our_grad, worst_ref_grad, (long long)ties);
   const char* qn[3] = {"params", "ms", "mom"};
   for (int q = 0; q < 3; ++q) {
     if (q == 2 && !cmp_mom) continue;
     std::printf("  %-6s formula (reference gradient): %s\n  %-6s whole step (our gradient): %s\n",
                 qn[q], c_formula[q].str().c_str(), qn[q], c_state[q].str().c_str());
   }
-  std::printf("  params: %lld of %lld elements have a bracket > 1%% of the step bound (ill-conditioned);"
-              " elsewhere max |d| = %.3g step bounds\n",
-              (long long)opened, (long long)total, worst_well);
+  std::printf(
+      "  params: %lld of %lld elements have a bracket > 1%% of the step bound (ill-conditioned);"
+      " elsewhere max |d| = %.3g step bounds\n",
+      (long long)opened, (long long)total, worst_well);
 }
 
-INSTANTIATE_TEST_SUITE_P(Runs, HeadTraining, ::testing::Range(0, (int)(sizeof kRuns / sizeof kRuns[0])),
+INSTANTIATE_TEST_SUITE_P(Runs, HeadTraining,
+                         ::testing::Range(0, (int)(sizeof kRuns / sizeof kRuns[0])),
                          [](const ::testing::TestParamInfo<int>& i) {
                            const RefRun& r = kRuns[i.param];
                            return std::string(r.file == kTfFile ? "tf_" : "torchref_") + r.variant +

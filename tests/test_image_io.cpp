@@ -32,16 +32,15 @@
 namespace engine {
 namespace {
 
+using test::read_u8;
 using test::reference_file;
 using test::tensors_close;
-using test::read_u8;
 using test::U8Array;
 
 constexpr double kResizeAtol = 2e-5, kResizeRtol = 1e-5;
 
 std::string images_dir() { return reference_file("images"); }
 std::string image_path(const std::string& name) { return images_dir() + "/" + name; }
-
 
 struct ManifestRow {
   std::string file, expect, what;
@@ -87,10 +86,9 @@ H5File* ImageRef::file_ = nullptr;
       want.dims[2] != 3)
     return ::testing::AssertionFailure()
            << what << ": decoded " << got.height << " x " << got.width << ", PIL "
-           << (want.dims.size() == 3 ? std::to_string(want.dims[0]) + " x " +
-                                           std::to_string(want.dims[1])
-                                     : std::string("(rank ") + std::to_string(want.dims.size()) +
-                                           ")");
+           << (want.dims.size() == 3
+                   ? std::to_string(want.dims[0]) + " x " + std::to_string(want.dims[1])
+                   : std::string("(rank ") + std::to_string(want.dims.size()) + ")");
   int worst = 0;
   int64_t bad = 0, worst_i = 0;
   double sum = 0;
@@ -201,9 +199,9 @@ TEST_F(ImageRef, BombsRefusedBeforeDecoding) {
   // A lower limit refuses a real image the same way.
   DecodeOptions small;
   small.max_pixels = 600 * 450 - 1;
-  EXPECT_TRUE(throws_with(
-      [&] { decode_image_file(image_path("jpeg_baseline_600x450.jpg"), small); },
-      {"600 x 450", "269999"}));
+  EXPECT_TRUE(
+      throws_with([&] { decode_image_file(image_path("jpeg_baseline_600x450.jpg"), small); },
+                  {"600 x 450", "269999"}));
   EXPECT_TRUE(throws_with([&] { decode_image_file(image_path("png_rgb8_600x450.png"), small); },
                           {"600 x 450", "269999"}));
   small.max_pixels = 600 * 450;
@@ -234,8 +232,10 @@ TEST_F(ImageRef, DctScaling) {
       mx = std::max(mx, double(std::fabs(a[i] - b[i])));
       sum += std::fabs(a[i] - b[i]);
     }
-    std::printf("  1024x1024 -> 299 antialias, DCT 1/2 vs full decode: max |diff| %.4f, mean %.5f"
-                " (on [-1, 1])\n", mx, sum / double(a.size()));
+    std::printf(
+        "  1024x1024 -> 299 antialias, DCT 1/2 vs full decode: max |diff| %.4f, mean %.5f"
+        " (on [-1, 1])\n",
+        mx, sum / double(a.size()));
     EXPECT_LT(sum / double(a.size()), 0.02);
   }
   Image8 base = decode_image_file(image_path("jpeg_baseline_600x450.jpg"), o);
@@ -344,8 +344,14 @@ TEST(ImageErrors, SniffAndMemory) {
   EXPECT_EQ(sniff(std::string("MM\0*", 4)), "tiff");
   EXPECT_EQ(sniff("GIF89a"), "gif");
   EXPECT_EQ(sniff("BM...."), "bmp");
-  EXPECT_EQ(sniff(std::string("\0\0\0\x18" "ftypheic", 12)), "heic");
-  EXPECT_EQ(sniff(std::string("\0\0\0\x18" "ftypmif1", 12)), "heic");
+  EXPECT_EQ(sniff(std::string("\0\0\0\x18"
+                              "ftypheic",
+                              12)),
+            "heic");
+  EXPECT_EQ(sniff(std::string("\0\0\0\x18"
+                              "ftypmif1",
+                              12)),
+            "heic");
   EXPECT_EQ(sniff(std::string("\xFF\x4F\xFF\x51", 4)), "jpeg2000");
   EXPECT_EQ(sniff(""), "unknown");
   EXPECT_EQ(sniff(std::string("\xFF\xD8", 2)), "unknown");
@@ -375,9 +381,11 @@ TEST(Resize, FilterNames) {
 
 TEST(Resize, ConstantStaysConstant) {
   for (auto f : {ResizeFilter::Bilinear, ResizeFilter::Antialias})
-    for (auto [h, w, oh, ow] : std::vector<std::array<int64_t, 4>>{
-             {450, 600, 299, 299}, {23, 37, 299, 299}, {1024, 1024, 299, 299}, {1, 1, 5, 7},
-             {3000, 2000, 299, 299}}) {
+    for (auto [h, w, oh, ow] : std::vector<std::array<int64_t, 4>>{{450, 600, 299, 299},
+                                                                   {23, 37, 299, 299},
+                                                                   {1024, 1024, 299, 299},
+                                                                   {1, 1, 5, 7},
+                                                                   {3000, 2000, 299, 299}}) {
       Image8 im = make_image(h, w, std::vector<uint8_t>(size_t(h * w * 3), 0));
       for (int64_t i = 0; i < h * w; ++i)
         im.rgb[size_t(3 * i)] = 200, im.rgb[size_t(3 * i + 1)] = 100, im.rgb[size_t(3 * i + 2)] = 7;

@@ -10,8 +10,8 @@
 
 #include "engine/error.h"
 #include "engine/hdf5_io.h"
-#include "models/inception_v3.h"
 #include "inception_reference.h"
+#include "models/inception_v3.h"
 #include "test_util.h"
 
 using namespace engine;
@@ -19,7 +19,6 @@ using engine::test::reference_file;
 using namespace engine::test;
 
 namespace {
-
 
 void check_against_reference(const std::string& weights_file, int64_t micro_batch) {
   Reference ref = open_reference();
@@ -29,25 +28,28 @@ void check_against_reference(const std::string& weights_file, int64_t micro_batc
   ASSERT_GE(n, 2) << "reference must hold at least 2 images";
   Tensor bottleneck(Shape{n, kBottleneckSize});
   int taps_seen = 0;
-  model.forward(ref.inputs, bottleneck, [&](const std::string& name, const Tensor& t, int64_t first) {
-    // The tap sees images [first, first + t.n()) of the batch: compare with that slice.
-    Tensor all = h5_read_tensor(ref.file.id(), "/blocks/" + name, ref.file.path());
-    const int64_t per_image = all.numel() / all.dim(0);
-    std::vector<int64_t> dims = all.shape().dims();
-    dims[0] = t.n();
-    Tensor want = Tensor::view(all.data() + first * per_image, Shape(dims));
-    const double scale = is_shallow_block(name) ? kShallowAtolScale : kBlockAtolScale;
-    auto r = engine::test::tensors_close(t, want, scale * engine::test::max_abs(all), kBlockRtol,
-                                         name + " images " + std::to_string(first) + "+");
-    EXPECT_TRUE(r);
-    std::printf("  %s\n", r.message());
-    ++taps_seen;
-  });
+  model.forward(
+      ref.inputs, bottleneck, [&](const std::string& name, const Tensor& t, int64_t first) {
+        // The tap sees images [first, first + t.n()) of the batch: compare with that slice.
+        Tensor all = h5_read_tensor(ref.file.id(), "/blocks/" + name, ref.file.path());
+        const int64_t per_image = all.numel() / all.dim(0);
+        std::vector<int64_t> dims = all.shape().dims();
+        dims[0] = t.n();
+        Tensor want = Tensor::view(all.data() + first * per_image, Shape(dims));
+        const double scale = is_shallow_block(name) ? kShallowAtolScale : kBlockAtolScale;
+        auto r =
+            engine::test::tensors_close(t, want, scale * engine::test::max_abs(all), kBlockRtol,
+                                        name + " images " + std::to_string(first) + "+");
+        EXPECT_TRUE(r);
+        std::printf("  %s\n", r.message());
+        ++taps_seen;
+      });
   // stem + mixed0..mixed10, once per micro-batch
   EXPECT_EQ(taps_seen, 12 * ((n + micro_batch - 1) / micro_batch));
   Tensor want = h5_read_tensor(ref.file.id(), "/blocks/bottleneck", ref.file.path());
-  auto r = engine::test::tensors_close(
-      bottleneck, want, kBottleneckAtolScale * engine::test::max_abs(want), kBottleneckRtol, "bottleneck");
+  auto r = engine::test::tensors_close(bottleneck, want,
+                                       kBottleneckAtolScale * engine::test::max_abs(want),
+                                       kBottleneckRtol, "bottleneck");
   EXPECT_TRUE(r);
   std::printf("  %s\n", r.message());
   if (model.has_top()) {
@@ -105,7 +107,8 @@ TEST(InceptionV3Cpu, BatchInvariantModeGivesBitIdenticalBottlenecks) {
     Tensor one_in = Tensor::view(ref.inputs.data() + i * image, Shape{1, 299, 299, 3});
     Tensor one(Shape{1, kBottleneckSize});
     model.forward(one_in, one);
-    EXPECT_EQ(0, std::memcmp(one.data(), both.data() + i * kBottleneckSize, kBottleneckSize * sizeof(float)))
+    EXPECT_EQ(0, std::memcmp(one.data(), both.data() + i * kBottleneckSize,
+                             kBottleneckSize * sizeof(float)))
         << "image " << i << " alone differs from the same image in a batch of 2";
   }
 }

@@ -3,7 +3,8 @@
 // Every test that needs a GPU starts by skipping with the printed reason when there is none (CI);
 // on the GPU machine they run for real (bench/gpu/run_device.sh). The asymmetric-padding check of
 // the conv geometry needs no GPU and always runs.
-//  - fp32 (exact mode) blocks stem..mixed10 and the bottleneck vs /blocks/* of reference.h5 with the
+//  - fp32 (exact mode) blocks stem..mixed10 and the bottleneck vs /blocks/* of reference.h5 with
+//  the
 //    tolerances of tests/test_inception.cpp; fp32 in both layouts (NCHW default, NHWC).
 //  - tf32 and fp16 bottlenecks vs the fp32 GPU bottleneck: relative L2 error and cosine similarity
 //    per image. kTf32MaxRelL2 / kFp16MaxRelL2 / kMinCosine are INITIAL bounds, to be confirmed
@@ -25,10 +26,10 @@
 #include "engine/cuda_device.h"
 #include "engine/error.h"
 #include "engine/hdf5_io.h"
+#include "inception_reference.h"
 #include "kernels/conv2d.h"
 #include "kernels/conv2d_cudnn.h"
 #include "models/inception_v3_cuda.h"
-#include "inception_reference.h"
 #include "test_util.h"
 
 using namespace engine;
@@ -76,26 +77,31 @@ Agreement agreement(const float* got, const float* want, int64_t n) {
 void check_fp32_against_reference(bool nchw) {
   Reference ref = open_reference();
   const int64_t n = ref.inputs.n();
-  InceptionV3Cuda model(load_inception_v3_weights(weights_file()), Precision::FP32, n, test_options(nchw));
+  InceptionV3Cuda model(load_inception_v3_weights(weights_file()), Precision::FP32, n,
+                        test_options(nchw));
   std::printf("  fp32 %s: %lld MiB on the GPU (arena %lld MiB, workspace %lld MiB)\n",
               layout_name(model.layout()), (long long)(model.peak_device_bytes() >> 20),
-              (long long)(model.activation_bytes() >> 20), (long long)(model.workspace_bytes() >> 20));
+              (long long)(model.activation_bytes() >> 20),
+              (long long)(model.workspace_bytes() >> 20));
   std::vector<float> b(static_cast<size_t>(n * kBottleneckSize));
   int taps = 0;
-  model.forward_blocks(ref.inputs.data(), n, b.data(), [&](const std::string& name, const Tensor& t) {
-    Tensor want = h5_read_tensor(ref.file.id(), "/blocks/" + name, ref.file.path());
-    auto r = engine::test::tensors_close(t, want, (is_shallow_block(name) ? kShallowAtolScale : kBlockAtolScale) *
-                                                      engine::test::max_abs(want),
-                                         kBlockRtol, name);
-    EXPECT_TRUE(r);
-    std::printf("  %s\n", r.message());
-    ++taps;
-  });
+  model.forward_blocks(
+      ref.inputs.data(), n, b.data(), [&](const std::string& name, const Tensor& t) {
+        Tensor want = h5_read_tensor(ref.file.id(), "/blocks/" + name, ref.file.path());
+        auto r = engine::test::tensors_close(
+            t, want,
+            (is_shallow_block(name) ? kShallowAtolScale : kBlockAtolScale) *
+                engine::test::max_abs(want),
+            kBlockRtol, name);
+        EXPECT_TRUE(r);
+        std::printf("  %s\n", r.message());
+        ++taps;
+      });
   EXPECT_EQ(taps, 12);
   Tensor want = h5_read_tensor(ref.file.id(), "/blocks/bottleneck", ref.file.path());
   Tensor got = Tensor::view(b.data(), Shape{n, kBottleneckSize});
-  auto r = engine::test::tensors_close(got, want, kBottleneckAtolScale * engine::test::max_abs(want),
-                                       kBottleneckRtol, "bottleneck");
+  auto r = engine::test::tensors_close(
+      got, want, kBottleneckAtolScale * engine::test::max_abs(want), kBottleneckRtol, "bottleneck");
   EXPECT_TRUE(r);
   std::printf("  %s\n", r.message());
 }
@@ -114,8 +120,9 @@ void check_reduced_precision(Precision p, double max_rel_l2) {
   for (int64_t i = 0; i < n; ++i) {
     const Agreement a = agreement(bp.data() + i * kBottleneckSize, b32.data() + i * kBottleneckSize,
                                   kBottleneckSize);
-    std::printf("  %s vs fp32, image %lld: relative L2 %.3g (bound %.3g), cosine %.7f (bound %.4f)\n",
-                precision_name(p), (long long)i, a.rel_l2, max_rel_l2, a.cosine, kMinCosine);
+    std::printf(
+        "  %s vs fp32, image %lld: relative L2 %.3g (bound %.3g), cosine %.7f (bound %.4f)\n",
+        precision_name(p), (long long)i, a.rel_l2, max_rel_l2, a.cosine, kMinCosine);
     EXPECT_LT(a.rel_l2, max_rel_l2) << precision_name(p) << " image " << i;
     EXPECT_GT(a.cosine, kMinCosine) << precision_name(p) << " image " << i;
   }
@@ -170,7 +177,8 @@ TEST(InceptionV3Cuda, GraphReplayEqualsEagerBitwiseFp32) {
   SKIP_WITHOUT_GPU();
   Reference ref = open_reference();
   const int64_t n = ref.inputs.n();
-  InceptionV3Cuda model(load_inception_v3_weights(weights_file()), Precision::FP32, n, test_options());
+  InceptionV3Cuda model(load_inception_v3_weights(weights_file()), Precision::FP32, n,
+                        test_options());
   std::vector<float> eager(static_cast<size_t>(n * kBottleneckSize)), graph(eager.size()),
       again(eager.size());
   model.forward_eager(ref.inputs.data(), n, eager.data());
@@ -187,7 +195,8 @@ TEST(InceptionV3Cuda, GraphReplayEqualsEagerBitwiseFp32) {
 
 TEST(InceptionV3Cuda, MemoryDoesNotGrowAcrossForwards) {
   SKIP_WITHOUT_GPU();
-  InceptionV3Cuda model(load_inception_v3_weights(weights_file()), Precision::FP16, 4, test_options());
+  InceptionV3Cuda model(load_inception_v3_weights(weights_file()), Precision::FP16, 4,
+                        test_options());
   Tensor x = random_tensor(Shape{4, 299, 299, 3}, 7);
   std::vector<float> b(4 * kBottleneckSize);
   model.forward(x.data(), 4, b.data());  // first call captures the graph

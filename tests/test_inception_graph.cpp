@@ -23,7 +23,8 @@ namespace {
 
 int count_ops(GraphOpType t) {
   const auto& ops = inception_v3_graph().ops;
-  return static_cast<int>(std::count_if(ops.begin(), ops.end(), [&](const GraphOp& o) { return o.type == t; }));
+  return static_cast<int>(
+      std::count_if(ops.begin(), ops.end(), [&](const GraphOp& o) { return o.type == t; }));
 }
 
 }  // namespace
@@ -31,9 +32,9 @@ int count_ops(GraphOpType t) {
 TEST(InceptionGraph, OpCountsAndKeras2NamesInCreationOrder) {
   const InceptionGraph& g = inception_v3_graph();
   EXPECT_EQ(count_ops(GraphOpType::Conv), 94);
-  EXPECT_EQ(count_ops(GraphOpType::MaxPool), 4);   // 2 in the stem, mixed3, mixed8
-  EXPECT_EQ(count_ops(GraphOpType::AvgPool), 9);   // one per mixed0..2, 4..7, 9..10
-  EXPECT_EQ(count_ops(GraphOpType::Concat), 11);   // mixed0..mixed10
+  EXPECT_EQ(count_ops(GraphOpType::MaxPool), 4);  // 2 in the stem, mixed3, mixed8
+  EXPECT_EQ(count_ops(GraphOpType::AvgPool), 9);  // one per mixed0..2, 4..7, 9..10
+  EXPECT_EQ(count_ops(GraphOpType::Concat), 11);  // mixed0..mixed10
   EXPECT_EQ(count_ops(GraphOpType::GlobalAvgPool), 1);
   ASSERT_EQ(g.conv_ops.size(), 94u);
   for (int i = 0; i < 94; ++i) {
@@ -73,12 +74,14 @@ TEST(InceptionGraph, TopologicalAndShapeConsistent) {
         EXPECT_EQ(op.cout, y.c) << op.name;
         break;
       case GraphOpType::MaxPool:  // 3x3 stride 2 'valid': (h - 3) / 2 + 1
-        EXPECT_TRUE(op.kh == 3 && op.kw == 3 && op.stride == 2 && op.padding == Padding::Valid) << op.name;
+        EXPECT_TRUE(op.kh == 3 && op.kw == 3 && op.stride == 2 && op.padding == Padding::Valid)
+            << op.name;
         EXPECT_EQ(y.h, (x.h - 3) / 2 + 1) << op.name;
         EXPECT_EQ(y.c, x.c) << op.name;
         break;
       case GraphOpType::AvgPool:  // 3x3 stride 1 'same': size kept
-        EXPECT_TRUE(op.kh == 3 && op.kw == 3 && op.stride == 1 && op.padding == Padding::Same) << op.name;
+        EXPECT_TRUE(op.kh == 3 && op.kw == 3 && op.stride == 1 && op.padding == Padding::Same)
+            << op.name;
         EXPECT_EQ(y.h, x.h) << op.name;
         EXPECT_EQ(y.c, x.c) << op.name;
         break;
@@ -91,14 +94,13 @@ TEST(InceptionGraph, TopologicalAndShapeConsistent) {
         EXPECT_EQ(c, y.c) << op.name;
         break;
       }
-      case GraphOpType::GlobalAvgPool:
-        EXPECT_EQ(y.c, x.c);
-        break;
+      case GraphOpType::GlobalAvgPool: EXPECT_EQ(y.c, x.c); break;
     }
   }
   for (size_t t = 0; t < g.tensors.size(); ++t) {
     EXPECT_EQ(uses[t], g.tensors[t].uses) << g.tensors[t].name;
-    EXPECT_EQ(uses[t] == 0, static_cast<int>(t) == g.output) << g.tensors[t].name << " is never read";
+    EXPECT_EQ(uses[t] == 0, static_cast<int>(t) == g.output)
+        << g.tensors[t].name << " is never read";
   }
 }
 
@@ -106,10 +108,10 @@ TEST(InceptionGraph, BlockOutputsAreThePublishedSizes) {
   // Szegedy et al. 2016, Table 1 / keras_applications comments: 35x35x288 (after mixed0's 256),
   // 17x17x768, 8x8x1280, 8x8x2048; the stem ends at 35x35x192.
   const std::map<std::string, std::array<int64_t, 3>> want = {
-      {"stem", {35, 35, 192}},   {"mixed0", {35, 35, 256}},  {"mixed1", {35, 35, 288}},
-      {"mixed2", {35, 35, 288}}, {"mixed3", {17, 17, 768}},  {"mixed4", {17, 17, 768}},
-      {"mixed5", {17, 17, 768}}, {"mixed6", {17, 17, 768}},  {"mixed7", {17, 17, 768}},
-      {"mixed8", {8, 8, 1280}},  {"mixed9", {8, 8, 2048}},   {"mixed10", {8, 8, 2048}}};
+      {"stem", {35, 35, 192}},   {"mixed0", {35, 35, 256}}, {"mixed1", {35, 35, 288}},
+      {"mixed2", {35, 35, 288}}, {"mixed3", {17, 17, 768}}, {"mixed4", {17, 17, 768}},
+      {"mixed5", {17, 17, 768}}, {"mixed6", {17, 17, 768}}, {"mixed7", {17, 17, 768}},
+      {"mixed8", {8, 8, 1280}},  {"mixed9", {8, 8, 2048}},  {"mixed10", {8, 8, 2048}}};
   const InceptionGraph& g = inception_v3_graph();
   std::vector<std::string> taps;
   for (const GraphOp& op : g.ops) {
@@ -147,12 +149,17 @@ TEST(InceptionGraph, MultiplyAddsMatchClosedFormAndPublishedFigure) {
   auto b35 = [](int64_t cin, int64_t pf) {
     return 1225 * (cin * (64 + 48 + 64 + pf) + 25 * 48 * 64 + 9 * 64 * 96 + 9 * 96 * 96);
   };
-  auto b17 = [](int64_t c) { return 289 * (2 * 768 * 192 + 2 * 768 * c + 4 * 7 * c * c + 2 * 7 * c * 192); };
-  auto b8 = [](int64_t cin) { return 64 * (cin * (320 + 384 + 448 + 192) + 12 * 384 * 384 + 9 * 448 * 384); };
+  auto b17 = [](int64_t c) {
+    return 289 * (2 * 768 * 192 + 2 * 768 * c + 4 * 7 * c * c + 2 * 7 * c * 192);
+  };
+  auto b8 = [](int64_t cin) {
+    return 64 * (cin * (320 + 384 + 448 + 192) + 12 * 384 * 384 + 9 * 448 * 384);
+  };
   const int64_t stem = 149 * 149 * 27 * 32 + 147 * 147 * 9 * 32 * 32 + 147 * 147 * 9 * 32 * 64 +
                        73 * 73 * 64 * 80 + 71 * 71 * 9 * 80 * 192;
   const int64_t m3 = 289 * 9 * 288 * 384 + 1225 * 288 * 64 + 1225 * 9 * 64 * 96 + 289 * 9 * 96 * 96;
-  const int64_t m8 = 2 * 289 * 768 * 192 + 64 * 9 * 192 * 320 + 2 * 289 * 7 * 192 * 192 + 64 * 9 * 192 * 192;
+  const int64_t m8 =
+      2 * 289 * 768 * 192 + 64 * 9 * 192 * 320 + 2 * 289 * 7 * 192 * 192 + 64 * 9 * 192 * 192;
   const int64_t macs = stem + b35(192, 32) + b35(256, 64) + b35(288, 64) + m3 + b17(128) +
                        2 * b17(160) + b17(192) + m8 + b8(1280) + b8(2048);
   EXPECT_EQ(macs, 5711168096);
@@ -190,22 +197,27 @@ TEST(InceptionGraph, EveryNameAndKernelShapeIsInKerasOwnWeightFile) {
     if (!ours.count(n)) extra.insert(n);
   EXPECT_TRUE(missing.empty()) << "graph names absent from Keras' file, e.g. " << *missing.begin();
   // Only the inner concats of mixed9/mixed10, which the graph flattens into the block's concat.
-  EXPECT_EQ(extra, (std::set<std::string>{"mixed9_0", "concatenate_1", "mixed9_1", "concatenate_2"}));
+  EXPECT_EQ(extra,
+            (std::set<std::string>{"mixed9_0", "concatenate_1", "mixed9_1", "concatenate_2"}));
   // Keras lists pools and concats in the order it created them; so does the graph.
   std::vector<std::string> keras_order, graph_order;
   for (const std::string& n : layers)
-    if (ours.count(n) && (n.rfind("max_", 0) == 0 || n.rfind("average_", 0) == 0 || n.rfind("mixed", 0) == 0))
+    if (ours.count(n) &&
+        (n.rfind("max_", 0) == 0 || n.rfind("average_", 0) == 0 || n.rfind("mixed", 0) == 0))
       keras_order.push_back(n);
   for (const GraphOp& op : g.ops)
-    if (op.type != GraphOpType::Conv && op.type != GraphOpType::GlobalAvgPool) graph_order.push_back(op.name);
+    if (op.type != GraphOpType::Conv && op.type != GraphOpType::GlobalAvgPool)
+      graph_order.push_back(op.name);
   EXPECT_EQ(graph_order, keras_order);
   // Kernel (kh, kw, cin, cout) and batch-norm (cout) shapes as Keras stored them.
   for (int i = 0; i < 94; ++i) {
     const GraphOp& op = g.conv(i);
     H5Dataset k = h5_open_dataset(f.id(), "/" + op.name + "/" + op.name + "/kernel:0", path);
-    EXPECT_EQ(k.dims, (std::vector<hsize_t>{hsize_t(op.kh), hsize_t(op.kw), hsize_t(op.cin), hsize_t(op.cout)}))
+    EXPECT_EQ(k.dims, (std::vector<hsize_t>{hsize_t(op.kh), hsize_t(op.kw), hsize_t(op.cin),
+                                            hsize_t(op.cout)}))
         << op.name;
-    H5Dataset b = h5_open_dataset(f.id(), "/" + op.bn_name + "/" + op.bn_name + "/moving_mean:0", path);
+    H5Dataset b =
+        h5_open_dataset(f.id(), "/" + op.bn_name + "/" + op.bn_name + "/moving_mean:0", path);
     EXPECT_EQ(b.dims, (std::vector<hsize_t>{hsize_t(op.cout)})) << op.bn_name;
   }
 }

@@ -29,8 +29,9 @@
 //  - Bottleneck vs float32 model.predict: two float32 forwards with independent rounding, so the
 //    difference is about sqrt(ours^2 + TF's^2) of the errors above (measured 1.24e-5..1.32e-5,
 //    max |diff| 4.4e-5). (Keras' eager layer-by-layer pass equals its model.predict exactly with
-//    TF_ENABLE_ONEDNN_OPTS=0: same kernels, same order; printed.) Per element: |diff| <= 1e-4 + 1e-4 |want| (values ~0..2.5);
-//    per image: relative L2 <= 4e-5 and cosine >= 1 - 1e-9 (measured 1 - 1e-10).
+//    TF_ENABLE_ONEDNN_OPTS=0: same kernels, same order; printed.) Per element: |diff| <= 1e-4 +
+//    1e-4 |want| (values ~0..2.5); per image: relative L2 <= 4e-5 and cosine >= 1 - 1e-9 (measured
+//    1 - 1e-10).
 //  - Decoded pixels: exact (same libjpeg-turbo algorithms, same settings), both flavours.
 //  - tf1 mode vs tf.io.decode_jpeg + tf.compat.v1.image.resize_bilinear + x/127.5-1: the same
 //    float operations in the same order, so max |diff| <= 1e-6 in [-1, 1] units (a few float
@@ -65,9 +66,9 @@
 namespace engine {
 namespace {
 
+using test::read_u8;
 using test::reference_file;
 using test::tensors_close;
-using test::read_u8;
 using test::U8Array;
 
 // Measured (tf 2.21, tf_keras 2.21): max |diff| 4.4e-5, relative L2 <= 1.32e-5, cosine 1 - 1e-10.
@@ -75,9 +76,9 @@ constexpr double kBottleneckAtol = 1e-4, kBottleneckRtol = 1e-4;
 constexpr double kBottleneckRelL2 = 4e-5, kBottleneckCosine = 1 - 1e-9;
 // Against the float64 Keras model (see the top of the file for the measured table).
 constexpr double kFp64RelL2 = 2.5e-5, kFp64MaxAbs = 1e-4;
-constexpr double kFp64VsTfRatio = 1.5;        // ours / TF float32's own error, per image and tap
+constexpr double kFp64VsTfRatio = 1.5;  // ours / TF float32's own error, per image and tap
 constexpr double kFp64DoubleAccumRelL2 = 2.5e-6;  // double-accumulating convs: the storage floor
-constexpr double kTf1MaxAbs = 1e-6;  // measured 0 on all 13 images
+constexpr double kTf1MaxAbs = 1e-6;               // measured 0 on all 13 images
 // TF computes the source positions in float ((i + 0.5) * float(in / out) - 0.5: ~3e-5 px off at
 // i ~ 300), we (like torch's float64 reference) in double; the pixel error is that offset times the
 // local gradient, up to ~200 levels/px at hair and ruler edges. Measured max 1.0e-4 (4:4:4 JPEG),
@@ -122,7 +123,6 @@ std::vector<double> read_f64_attr(hid_t loc, const std::string& obj, const std::
   H5Id o = h5_open_object(loc, obj, where);
   return h5_read_double_array_attr(o.get(), name, where + ": " + obj);
 }
-
 
 bool is_jpeg(const std::string& n) { return n.size() > 4 && n.substr(n.size() - 4) == ".jpg"; }
 
@@ -181,8 +181,8 @@ TEST(KerasForward, OurPixelsOfThePngsAreWhatKerasWasFed) {
   for (size_t i = 0; i < names.size(); ++i) {
     // tf1 at 299 -> 299 is TF's no-op resize followed by x / 127.5 - 1: exactly Keras' input.
     std::vector<float> tf1 = preprocess(names[i], ResizeFilter::Tf1, {});
-    EXPECT_TRUE(tensors_close(tf1.data(), want.data() + int64_t(i) * per, per, 0, 0,
-                              names[i] + " tf1"));
+    EXPECT_TRUE(
+        tensors_close(tf1.data(), want.data() + int64_t(i) * per, per, 0, 0, names[i] + " tf1"));
     // The other modes fold 1/127.5 into their weights: one float rounding away.
     for (auto f : {ResizeFilter::Bilinear, ResizeFilter::Antialias}) {
       std::vector<float> p = preprocess(names[i], f, {});
@@ -220,12 +220,15 @@ void check_forward(const std::string& weights_file, bool zero_based, const std::
   for (int64_t i = 0; i < x.n(); ++i) {
     const VecStats s = compare(eager.data() + i * kBottleneckSize,
                                want.data() + i * kBottleneckSize, kBottleneckSize);
-    std::printf("  (Keras eager vs its model.predict, image %lld: relative L2 %.3g, max |diff| "
-                "%.3g)\n", static_cast<long long>(i), s.rel_l2, s.max_abs);
+    std::printf(
+        "  (Keras eager vs its model.predict, image %lld: relative L2 %.3g, max |diff| "
+        "%.3g)\n",
+        static_cast<long long>(i), s.rel_l2, s.max_abs);
   }
   // Non-trivial: the bottlenecks of different images differ far more than our error.
   const VecStats between = compare(want.data(), want.data() + kBottleneckSize, kBottleneckSize);
-  EXPECT_GT(between.rel_l2, 100 * kBottleneckRelL2) << "reference images give near-equal bottlenecks";
+  EXPECT_GT(between.rel_l2, 100 * kBottleneckRelL2)
+      << "reference images give near-equal bottlenecks";
 }
 
 TEST(KerasForward, KerasSaveWeightsFile0BasedEqualsModelPredict) {
@@ -252,9 +255,10 @@ const Fp64Ref& fp64_ref() {
     if (dims.size() != 2 || dims[1] != kBottleneckSize)
       fail(ref().path(), ": /forward/bottleneck_fp64: expected (N, 2048)");
     f.n = dims[0];
-    f.tf_fp32_rel_l2 = read_f64_attr(ref().id(), "/forward/bottleneck_fp64", "tf_fp32_rel_l2",
-                                     ref().path());
-    if (int64_t(f.tf_fp32_rel_l2.size()) != f.n) fail(ref().path(), ": tf_fp32_rel_l2: expected N values");
+    f.tf_fp32_rel_l2 =
+        read_f64_attr(ref().id(), "/forward/bottleneck_fp64", "tf_fp32_rel_l2", ref().path());
+    if (int64_t(f.tf_fp32_rel_l2.size()) != f.n)
+      fail(ref().path(), ": tf_fp32_rel_l2: expected N values");
     return f;
   }();
   return r;
@@ -277,11 +281,13 @@ TEST(KerasForward, BottleneckVsFloat64KerasIsAsAccurateAsTfFloat32) {
     const VecStats t = compare(tf32.data() + i * kBottleneckSize, want, kBottleneckSize);
     // The attribute is the same number computed in Python: the file and this reading agree.
     EXPECT_NEAR(t.rel_l2, r.tf_fp32_rel_l2[size_t(i)], 1e-3 * t.rel_l2) << "image " << i;
-    std::printf("  image %lld vs float64 Keras: ours relative L2 %.3g (max |diff| %.3g), TF float32 "
-                "%.3g (max |diff| %.3g): ours / TF %.2f\n", static_cast<long long>(i), s.rel_l2,
-                s.max_abs, t.rel_l2, t.max_abs, s.rel_l2 / t.rel_l2);
+    std::printf(
+        "  image %lld vs float64 Keras: ours relative L2 %.3g (max |diff| %.3g), TF float32 "
+        "%.3g (max |diff| %.3g): ours / TF %.2f\n",
+        static_cast<long long>(i), s.rel_l2, s.max_abs, t.rel_l2, t.max_abs, s.rel_l2 / t.rel_l2);
     EXPECT_LE(s.rel_l2, kFp64RelL2) << "image " << i;
-    EXPECT_LE(s.rel_l2, kFp64VsTfRatio * t.rel_l2) << "image " << i << ": less accurate than TF fp32";
+    EXPECT_LE(s.rel_l2, kFp64VsTfRatio * t.rel_l2)
+        << "image " << i << ": less accurate than TF fp32";
     EXPECT_LE(s.max_abs, kFp64MaxAbs) << "image " << i;
   }
   // Where the error grows: image 0's block outputs, each against TF float32's own error there.
@@ -293,8 +299,10 @@ TEST(KerasForward, BottleneckVsFloat64KerasIsAsAccurateAsTfFloat32) {
     ASSERT_EQ(taps.count(tap), 1u) << tap;
     ASSERT_EQ(taps[tap].size(), want.size()) << tap;
     const VecStats s = compare(taps[tap].data(), want.data(), int64_t(want.size()));
-    std::printf("  image 0 tap %-8s vs float64: ours relative L2 %.3g, TF float32 %.3g: ours / TF "
-                "%.2f\n", tap, s.rel_l2, tf_err, s.rel_l2 / tf_err);
+    std::printf(
+        "  image 0 tap %-8s vs float64: ours relative L2 %.3g, TF float32 %.3g: ours / TF "
+        "%.2f\n",
+        tap, s.rel_l2, tf_err, s.rel_l2 / tf_err);
     EXPECT_LE(s.rel_l2, kFp64VsTfRatio * tf_err) << tap;
   }
 }
@@ -377,9 +385,10 @@ TEST(KerasForward, DoubleAccumulatingConvsReachTheFloat32StorageFloor) {
   for (int64_t i = 0; i < x.n(); ++i) {
     const VecStats s = compare(got.data() + i * kBottleneckSize,
                                r.bottleneck.data() + i * kBottleneckSize, kBottleneckSize);
-    std::printf("  image %lld: double-accumulating convs vs float64 Keras: relative L2 %.3g, max "
-                "|diff| %.3g (TF float32: %.3g)\n", static_cast<long long>(i), s.rel_l2, s.max_abs,
-                r.tf_fp32_rel_l2[size_t(i)]);
+    std::printf(
+        "  image %lld: double-accumulating convs vs float64 Keras: relative L2 %.3g, max "
+        "|diff| %.3g (TF float32: %.3g)\n",
+        static_cast<long long>(i), s.rel_l2, s.max_abs, r.tf_fp32_rel_l2[size_t(i)]);
     EXPECT_LE(s.rel_l2, kFp64DoubleAccumRelL2) << "image " << i;
   }
 }
@@ -453,7 +462,8 @@ TEST(TfResize, Tf1ModeEqualsDecodeJpegPlusResizeBilinear) {
   for (const std::string& name : ref_images()) {
     Tensor want = h5_read_tensor(ref().id(), "/resize/" + name + "/tf1", ref().path());
     ASSERT_EQ(want.numel(), per) << name;
-    std::vector<float> got = preprocess(name, ResizeFilter::Tf1, decode_options_for(ResizeFilter::Tf1));
+    std::vector<float> got =
+        preprocess(name, ResizeFilter::Tf1, decode_options_for(ResizeFilter::Tf1));
     auto r = tensors_close(got.data(), want.data(), per, kTf1MaxAbs, 0, name + " tf1");
     EXPECT_TRUE(r);
     std::printf("  %s\n", r.message());
@@ -505,7 +515,8 @@ TEST(KerasEndToEnd, Tf1ModeBottleneckEqualsRetrainPreprocessingPlusKeras) {
                         {"tf2_antialias", ResizeFilter::Antialias, 1 - 1e-7}};
   for (const std::string& name : names) {
     for (const Mode& m : modes) {
-      Tensor want = h5_read_tensor(ref().id(), "/bottleneck/" + name + "/" + m.pipeline, ref().path());
+      Tensor want =
+          h5_read_tensor(ref().id(), "/bottleneck/" + name + "/" + m.pipeline, ref().path());
       DecodeOptions o = decode_options_for(m.filter);
       o.apply_exif_orientation = false;
       std::vector<float> px = preprocess(name, m.filter, o);
@@ -547,8 +558,8 @@ TEST(KerasEndToEnd, ExtractResizeTf1CacheEqualsKeras) {
     Tensor want = h5_read_tensor(ref().id(), "/bottleneck/" + file + "/tf1", ref().path());
     const float* got = c.features.data() + i * size_t(kBottleneckSize);
     const VecStats s = compare(got, want.data(), kBottleneckSize);
-    std::printf("  extract --resize tf1 %s: relative L2 %.3g, max |diff| %.3g\n", c.paths[i].c_str(),
-                s.rel_l2, s.max_abs);
+    std::printf("  extract --resize tf1 %s: relative L2 %.3g, max |diff| %.3g\n",
+                c.paths[i].c_str(), s.rel_l2, s.max_abs);
     EXPECT_TRUE(tensors_close(got, want.data(), kBottleneckSize, kBottleneckAtol, kBottleneckRtol,
                               c.paths[i]));
     EXPECT_LE(s.rel_l2, kBottleneckRelL2) << c.paths[i];

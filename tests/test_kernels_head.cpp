@@ -24,9 +24,9 @@
 #include "kernels/dropout.h"
 #include "kernels/rmsprop.h"
 #include "kernels/softmax_xent.h"
+#include "test_util.h"
 #include "tests/kernel_cases.h"
 #include "tests/kernel_test.h"
-#include "test_util.h"
 
 using namespace engine;
 using engine::kernel_cases::labels;
@@ -201,7 +201,12 @@ TEST(GradCheck, DenseBiasReluBackward) {
   const double h = 1e-6;
   auto fd = [&](std::vector<double>& v, size_t i) {
     const double v0 = v[i];
-    const double g = central([&](double t) { v[i] = t; return loss(false); }, v0, h);
+    const double g = central(
+        [&](double t) {
+          v[i] = t;
+          return loss(false);
+        },
+        v0, h);
     v[i] = v0;
     return static_cast<float>(g);
   };
@@ -235,7 +240,12 @@ TEST(GradCheck, WeightedSoftmaxXentBackward) {
   std::vector<float> nd(N * K);
   for (int64_t i = 0; i < N * K; ++i) {
     const double v0 = zd[i];
-    nd[i] = static_cast<float>(central([&](double t) { zd[i] = t; return loss(); }, v0, 1e-6));
+    nd[i] = static_cast<float>(central(
+        [&](double t) {
+          zd[i] = t;
+          return loss();
+        },
+        v0, 1e-6));
     zd[i] = v0;
   }
   EXPECT_CLOSE((g.data(), nd.data(), N * K, 1e-6, 1e-4, "weighted dlogits vs FD"));
@@ -337,7 +347,6 @@ TEST(RmsProp, LearningRateDecayClosedForm) {
   EXPECT_FLOAT_EQ(rmsprop_learning_rate(c, 29), 0.025f);
 }
 
-
 // ---------------------------------------------------------------------------------------------
 // The case tables, per device. The independent references (Device::CPU's oracle).
 // ---------------------------------------------------------------------------------------------
@@ -359,7 +368,8 @@ Outputs reference(const DropoutCase& c, const Dropout::Inputs& in) {
 // The definitions in double: lse = max + log sum exp(z - max), p = exp(z - lse).
 Outputs reference(const SoftmaxXentCase& c, const SoftmaxXent::Inputs& in) {
   const size_t nk = size_t(c.n * c.k);
-  Outputs o{{"loss", {0.f}}, {"dlogits", std::vector<float>(nk)}, {"probs", std::vector<float>(nk)}};
+  Outputs o{
+      {"loss", {0.f}}, {"dlogits", std::vector<float>(nk)}, {"probs", std::vector<float>(nk)}};
   std::vector<double> p(nk);
   double num = 0, den = 0;
   for (int64_t i = 0; i < c.n; ++i) {
@@ -420,13 +430,14 @@ Outputs reference(const RmsPropCase& c, const RmsProp::Inputs& in) {
 // every pre-activation away from the kink, or float and double could take different branches.
 Outputs reference(const DenseGradCase& c, const DenseGrad::Inputs& in) {
   const int64_t N = c.n, I = c.in, O = c.out;
-  std::vector<double> a(size_t(N * O)), dz(size_t(N * O)), dW(size_t(I * O)), db(static_cast<size_t>(O)),
-      dx(size_t(N * I));
+  std::vector<double> a(size_t(N * O)), dz(size_t(N * O)), dW(size_t(I * O)),
+      db(static_cast<size_t>(O)), dx(size_t(N * I));
   double min_pre = 1e300;
   for (int64_t n = 0; n < N; ++n)
     for (int64_t o = 0; o < O; ++o) {
       double z = in.b[size_t(o)];
-      for (int64_t i = 0; i < I; ++i) z += double(in.x[size_t(n * I + i)]) * in.w[size_t(i * O + o)];
+      for (int64_t i = 0; i < I; ++i)
+        z += double(in.x[size_t(n * I + i)]) * in.w[size_t(i * O + o)];
       min_pre = std::min(min_pre, std::fabs(z));
       a[size_t(n * O + o)] = z > 0 ? z : 0;
       dz[size_t(n * O + o)] = z > 0 ? in.r[size_t(n * O + o)] : 0;
@@ -436,12 +447,14 @@ Outputs reference(const DenseGradCase& c, const DenseGrad::Inputs& in) {
   std::printf("  %s: smallest |pre-activation| %.3g\n", c.name, min_pre);
   for (int64_t i = 0; i < I; ++i)
     for (int64_t o = 0; o < O; ++o)
-      for (int64_t n = 0; n < N; ++n) dW[size_t(i * O + o)] += double(in.x[size_t(n * I + i)]) * dz[size_t(n * O + o)];
+      for (int64_t n = 0; n < N; ++n)
+        dW[size_t(i * O + o)] += double(in.x[size_t(n * I + i)]) * dz[size_t(n * O + o)];
   for (int64_t n = 0; n < N; ++n)
     for (int64_t o = 0; o < O; ++o) db[size_t(o)] += dz[size_t(n * O + o)];
   for (int64_t n = 0; n < N; ++n)
     for (int64_t i = 0; i < I; ++i)
-      for (int64_t o = 0; o < O; ++o) dx[size_t(n * I + i)] += dz[size_t(n * O + o)] * in.w[size_t(i * O + o)];
+      for (int64_t o = 0; o < O; ++o)
+        dx[size_t(n * I + i)] += dz[size_t(n * O + o)] * in.w[size_t(i * O + o)];
   auto f = [](const std::vector<double>& v) { return std::vector<float>(v.begin(), v.end()); };
   return {{"a", f(a)}, {"dW", f(dW)}, {"db", f(db)}, {"dx", f(dx)}};
 }

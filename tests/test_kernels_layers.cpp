@@ -7,7 +7,8 @@
 // layouts, the pool/copy kernels of kernels/pool2d_cuda.h, cuBLAS dense) against the CPU kernel,
 // skipped with the printed reason without a GPU. The PyTorch reference-file layer tests and the
 // closed forms of these kernels are in tests/test_layers.cpp.
-// Run: ctest -R 'Conv2dKernel|Pool2dKernel|DenseKernel|ResizeKernel' or build/tests/test_kernels_layers.
+// Run: ctest -R 'Conv2dKernel|Pool2dKernel|DenseKernel|ResizeKernel' or
+// build/tests/test_kernels_layers.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -41,7 +42,8 @@ Outputs reference(const Pool2dCase& c, const Pool2d::Inputs& in) {
     int64_t off = 0;
     for (const Tensor& t : in.x) {
       for (int64_t p = 0; p < c.n * c.h * c.w; ++p)
-        for (int64_t ch = 0; ch < t.c(); ++ch) y[size_t(p * c.c + off + ch)] = t.data()[p * t.c() + ch];
+        for (int64_t ch = 0; ch < t.c(); ++ch)
+          y[size_t(p * c.c + off + ch)] = t.data()[p * t.c() + ch];
       off += t.c();
     }
     return {{"y", y}};
@@ -56,7 +58,8 @@ Outputs reference(const Pool2dCase& c, const Pool2d::Inputs& in) {
       }
     return {{"y", y}};
   }
-  const PadInfo ph = tf_padding(c.h, c.k, c.stride, c.pad), pw = tf_padding(c.w, c.k, c.stride, c.pad);
+  const PadInfo ph = tf_padding(c.h, c.k, c.stride, c.pad),
+                pw = tf_padding(c.w, c.k, c.stride, c.pad);
   for (int64_t n = 0; n < c.n; ++n)
     for (int64_t oh = 0; oh < ph.out; ++oh)
       for (int64_t ow = 0; ow < pw.out; ++ow)
@@ -83,7 +86,8 @@ Outputs reference(const DenseCase& c, const Dense::Inputs& in) {
   for (int64_t n = 0; n < c.n; ++n)
     for (int64_t o = 0; o < c.out; ++o) {
       double s = in.b[size_t(o)];
-      for (int64_t i = 0; i < c.in; ++i) s += double(in.x[size_t(n * c.in + i)]) * in.w[size_t(i * c.out + o)];
+      for (int64_t i = 0; i < c.in; ++i)
+        s += double(in.x[size_t(n * c.in + i)]) * in.w[size_t(i * c.out + o)];
       y[size_t(n * c.out + o)] = float(s);
     }
   return {{"y", y}};
@@ -121,13 +125,17 @@ std::vector<Taps> axis_taps(int64_t in, int64_t out, ResizeFilter f) {
     const double l = src - double(i0);
     a.first = i0;
     a.w = {1 - l, 0};
-    if (i1 == i0) a.w[0] = 1; else a.w[1] = l;
+    if (i1 == i0)
+      a.w[0] = 1;
+    else
+      a.w[1] = l;
   }
   return t;
 }
 
 Outputs reference(const ResizeCase& c, const Resize::Inputs& in) {
-  const std::vector<Taps> ys = axis_taps(c.in_h, c.out_h, c.filter), xs = axis_taps(c.in_w, c.out_w, c.filter);
+  const std::vector<Taps> ys = axis_taps(c.in_h, c.out_h, c.filter),
+                          xs = axis_taps(c.in_w, c.out_w, c.filter);
   std::vector<float> y(size_t(c.out_h * c.out_w * 3));
   for (int64_t oy = 0; oy < c.out_h; ++oy)
     for (int64_t ox = 0; ox < c.out_w; ++ox)
@@ -137,7 +145,8 @@ Outputs reference(const ResizeCase& c, const Resize::Inputs& in) {
         for (size_t i = 0; i < ty.w.size(); ++i)
           for (size_t j = 0; j < tx.w.size(); ++j)
             acc += ty.w[i] * tx.w[j] *
-                   in.img.rgb[size_t(((ty.first + int64_t(i)) * c.in_w + tx.first + int64_t(j)) * 3 + ch)];
+                   in.img.rgb[size_t(
+                       ((ty.first + int64_t(i)) * c.in_w + tx.first + int64_t(j)) * 3 + ch)];
         y[size_t((oy * c.out_w + ox) * 3 + ch)] = float(acc / 127.5 - 1.0);
       }
   return {{"y", y}};

@@ -7,8 +7,8 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
-#include <cstdio>
 #include <cmath>
+#include <cstdio>
 #include <random>
 #include <string>
 #include <vector>
@@ -26,12 +26,25 @@ namespace {
 
 using test::tensors_close;
 
-const std::vector<std::string> kExpectedCases = {
-    "conv_1x1",          "conv_3x3_same",         "conv_3x3_valid",       "conv_5x5_same",
-    "conv_1x7_same",     "conv_7x1_same",         "conv_1x3_same",        "conv_3x1_same",
-    "conv_3x3_s2_valid", "conv_3x3_s2_same",      "conv_1x1_s2_valid",    "max_pool_3x3_s2_valid",
-    "max_pool_3x3_s2_same", "avg_pool_3x3_s1_same", "avg_pool_3x3_s2_same", "avg_pool_3x3_s1_valid",
-    "concat",            "global_avg_pool",       "dense"};
+const std::vector<std::string> kExpectedCases = {"conv_1x1",
+                                                 "conv_3x3_same",
+                                                 "conv_3x3_valid",
+                                                 "conv_5x5_same",
+                                                 "conv_1x7_same",
+                                                 "conv_7x1_same",
+                                                 "conv_1x3_same",
+                                                 "conv_3x1_same",
+                                                 "conv_3x3_s2_valid",
+                                                 "conv_3x3_s2_same",
+                                                 "conv_1x1_s2_valid",
+                                                 "max_pool_3x3_s2_valid",
+                                                 "max_pool_3x3_s2_same",
+                                                 "avg_pool_3x3_s1_same",
+                                                 "avg_pool_3x3_s2_same",
+                                                 "avg_pool_3x3_s1_valid",
+                                                 "concat",
+                                                 "global_avg_pool",
+                                                 "dense"};
 
 // Keras BatchNormalization epsilon (docs/ARCHITECTURE.md), also used by the generator.
 constexpr float kBnEps = 1e-3f;
@@ -229,8 +242,8 @@ TEST(TfPadding, Table) {
   };
   for (const Row& r : rows) {
     PadInfo got = tf_padding(r.in, r.k, r.s, r.p);
-    EXPECT_EQ(got.out, r.want.out) << "in=" << r.in << " k=" << r.k << " s=" << r.s << " "
-                                   << padding_name(r.p);
+    EXPECT_EQ(got.out, r.want.out)
+        << "in=" << r.in << " k=" << r.k << " s=" << r.s << " " << padding_name(r.p);
     EXPECT_EQ(got.before, r.want.before) << "in=" << r.in << " k=" << r.k << " s=" << r.s;
     EXPECT_EQ(got.after, r.want.after) << "in=" << r.in << " k=" << r.k << " s=" << r.s;
   }
@@ -314,8 +327,7 @@ TEST(Conv2dCpu, MatchesReferenceAcrossShapes) {
       conv2d_forward_ref_cpu(x, w.data(), b.data(), c.cout, spec, want);
       conv.forward(x, got);
       EXPECT_CLOSE((got, want, conv_atol(x, w, c.cout, spec), kConvRtol,
-                                "k" + std::to_string(c.kh) + "x" + std::to_string(c.kw) + " " +
-                                    xs.str()));
+                    "k" + std::to_string(c.kh) + "x" + std::to_string(c.kw) + " " + xs.str()));
     }
   }
 }

@@ -49,7 +49,8 @@ TEST(Split, GroupsStayTogetherAndTinyClassesAreAnError) {
     split_dataset(paths, {}, few, {"benign", "malignant"}, 10, 10);
     FAIL() << "tiny class accepted";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("class 'malignant' has 2 images"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("class 'malignant' has 2 images"), std::string::npos)
+        << e.what();
   }
 }
 
@@ -58,10 +59,10 @@ TEST(Metrics, BinaryClosedForm) {
   std::vector<float> probs = {0.9f, 0.1f, 0.6f, 0.4f, 0.65f, 0.35f, 0.2f, 0.8f};
   ClassificationMetrics m = evaluate_classifier(probs, {0, 0, 1, 1}, 2);
   EXPECT_DOUBLE_EQ(m.auc, 0.75);
-  EXPECT_DOUBLE_EQ(m.accuracy, 0.75);              // predictions 0 0 0 1
-  EXPECT_DOUBLE_EQ(m.sensitivity[1], 0.5);         // melanoma recall
+  EXPECT_DOUBLE_EQ(m.accuracy, 0.75);       // predictions 0 0 0 1
+  EXPECT_DOUBLE_EQ(m.sensitivity[1], 0.5);  // melanoma recall
   EXPECT_DOUBLE_EQ(m.specificity[1], 1.0);
-  EXPECT_DOUBLE_EQ(m.balanced_accuracy, 0.75);     // (1 + 0.5) / 2
+  EXPECT_DOUBLE_EQ(m.balanced_accuracy, 0.75);  // (1 + 0.5) / 2
   EXPECT_NEAR(m.loss, -(std::log(0.9) + std::log(0.6) + std::log(0.35) + std::log(0.8)) / 4, 1e-6);
   EXPECT_EQ(m.confusion, (std::vector<std::vector<int64_t>>{{2, 0}, {1, 1}}));
   ASSERT_FALSE(m.roc.empty());
@@ -82,8 +83,8 @@ TEST(Metrics, TiesImbalanceAndMulticlass) {
   EXPECT_DOUBLE_EQ(m.balanced_accuracy, 0.5);
   EXPECT_DOUBLE_EQ(m.auc, 0.5);
   // 3 classes, perfectly separated: every one-vs-rest AUC is 1.
-  ClassificationMetrics k3 = evaluate_classifier(
-      {0.8f, 0.1f, 0.1f, 0.1f, 0.8f, 0.1f, 0.1f, 0.1f, 0.8f}, {0, 1, 2}, 3);
+  ClassificationMetrics k3 =
+      evaluate_classifier({0.8f, 0.1f, 0.1f, 0.1f, 0.8f, 0.1f, 0.1f, 0.1f, 0.8f}, {0, 1, 2}, 3);
   EXPECT_DOUBLE_EQ(k3.auc, 1.0);
   EXPECT_DOUBLE_EQ(k3.balanced_accuracy, 1.0);
   EXPECT_THROW(evaluate_classifier({0.5f, 0.5f}, {2}, 2), Error);

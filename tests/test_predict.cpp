@@ -49,8 +49,8 @@ using engine::test::ToolRun;
 
 // Runs a shell command line; when `signal_when` is given, sends `sig` as soon as it returns true
 // (polled every 10 ms).
-ToolRun run_cmd(const std::string& cmdline, const TempDir& tmp, const std::function<bool()>& signal_when = {},
-                int sig = SIGTERM) {
+ToolRun run_cmd(const std::string& cmdline, const TempDir& tmp,
+                const std::function<bool()>& signal_when = {}, int sig = SIGTERM) {
   return engine::test::run_command(cmdline, tmp, signal_when, sig);
 }
 ToolRun run(const std::string& tool, const std::string& args, const TempDir& tmp,
@@ -65,12 +65,14 @@ int lines(const std::string& s) { return static_cast<int>(std::count(s.begin(), 
 std::vector<std::string> files_starting(const std::string& dir, const std::string& prefix) {
   std::vector<std::string> v;
   for (const auto& e : fs::directory_iterator(dir))
-    if (e.path().filename().string().rfind(prefix, 0) == 0) v.push_back(e.path().filename().string());
+    if (e.path().filename().string().rfind(prefix, 0) == 0)
+      v.push_back(e.path().filename().string());
   return v;
 }
 
 // A head with Glorot kernels (seeded) and random non-zero biases, so biases are tested too.
-HeadCpu random_head(std::vector<int64_t> hidden, int64_t classes, uint64_t seed, float kernel_scale = 1.f) {
+HeadCpu random_head(std::vector<int64_t> hidden, int64_t classes, uint64_t seed,
+                    float kernel_scale = 1.f) {
   HeadConfig c;
   c.hidden = std::move(hidden);
   c.classes = classes;
@@ -106,11 +108,13 @@ std::vector<float> random_features(int64_t n, uint64_t seed) {
   return x;
 }
 
-void write_dataset(hid_t loc, const std::string& name, const std::vector<float>& v, hsize_t rows, hsize_t cols) {
+void write_dataset(hid_t loc, const std::string& name, const std::vector<float>& v, hsize_t rows,
+                   hsize_t cols) {
   h5_write_floats(loc, name, v.data(), {rows, cols}, "test file");
 }
 
-void replace_string_attr(const std::string& file, const std::string& name, const std::string& value) {
+void replace_string_attr(const std::string& file, const std::string& name,
+                         const std::string& value) {
   H5File f = H5File::open_rw(file);
   h5_delete_attr(f.id(), name, file);
   h5_write_string_attr(f.id(), name, value, file);
@@ -158,14 +162,17 @@ TEST(HeadKeras, RoundTripIsBitIdentical) {
       Tensor b = h.params().bias(HeadSection::Params, static_cast<int>(l));
       ASSERT_EQ(static_cast<int64_t>(r.kernels[l].size()), k.numel());
       ASSERT_EQ(static_cast<int64_t>(r.biases[l].size()), b.numel());
-      EXPECT_EQ(0, std::memcmp(r.kernels[l].data(), k.data(), sizeof(float) * k.numel())) << "kernel " << l;
-      EXPECT_EQ(0, std::memcmp(r.biases[l].data(), b.data(), sizeof(float) * b.numel())) << "bias " << l;
+      EXPECT_EQ(0, std::memcmp(r.kernels[l].data(), k.data(), sizeof(float) * k.numel()))
+          << "kernel " << l;
+      EXPECT_EQ(0, std::memcmp(r.biases[l].data(), b.data(), sizeof(float) * b.numel()))
+          << "bias " << l;
     }
     HeadCpu back = r.to_cpu();
     std::vector<float> p0(37 * K), p1(37 * K);
     h.predict(x.data(), 37, p0.data());
     back.predict(x.data(), 37, p1.data());
-    EXPECT_EQ(0, std::memcmp(p0.data(), p1.data(), sizeof(float) * p0.size())) << "predictions differ";
+    EXPECT_EQ(0, std::memcmp(p0.data(), p1.data(), sizeof(float) * p0.size()))
+        << "predictions differ";
   }
 }
 
@@ -217,18 +224,21 @@ TEST(HeadKeras, BadFilesGiveOneLineNamingTheDataset) {
 // ---------------------------------------------------------------------------------------------
 TEST(HeadKeras, KerasLoadsOursAndWeReadKerasOwn) {
   const std::string py = ENGINE_KERAS_PYTHON_EXE;
-  ASSERT_TRUE(fs::exists(py)) << "ENGINE_KERAS_PYTHON " << py
-                              << " does not exist: run scripts/keras_env.sh or set -DENGINE_KERAS_PYTHON";
+  ASSERT_TRUE(fs::exists(py))
+      << "ENGINE_KERAS_PYTHON " << py
+      << " does not exist: run scripts/keras_env.sh or set -DENGINE_KERAS_PYTHON";
   TempDir tmp;
   const int64_t n = 64;
   const std::vector<float> x = random_features(n, 21);
   std::string args;
   // Ours, judged by Keras. Kernel scale 0.5 keeps the softmax off saturation so the comparison
   // is of numbers that move with the weights (probabilities mostly inside (0.01, 0.99)).
-  const std::vector<std::pair<std::vector<int64_t>, int64_t>> ours = {{{512, 512}, 2}, {{64}, 3}, {{64, 32, 16}, 2}};
+  const std::vector<std::pair<std::vector<int64_t>, int64_t>> ours = {
+      {{512, 512}, 2}, {{64}, 3}, {{64, 32, 16}, 2}};
   for (size_t i = 0; i < ours.size(); ++i) {
     HeadCpu h = random_head(ours[i].first, ours[i].second, 100 + i, 0.5f);
-    const std::string head = tmp / ("ours" + std::to_string(i) + ".h5"), data = tmp / ("ours" + std::to_string(i) + "_data.h5");
+    const std::string head = tmp / ("ours" + std::to_string(i) + ".h5"),
+                      data = tmp / ("ours" + std::to_string(i) + "_data.h5");
     write_keras_head(head, h.config(), h.params(), info_for(ours[i].second));
     std::vector<float> p(static_cast<size_t>(n * ours[i].second));
     h.predict(x.data(), n, p.data());
@@ -238,13 +248,14 @@ TEST(HeadKeras, KerasLoadsOursAndWeReadKerasOwn) {
     args += " --judge " + q(head) + " " + q(data);
   }
   // Keras's own files: 2048-64-32-16-3 and 2048-512-512-2.
-  const std::vector<std::pair<std::vector<int64_t>, int64_t>> theirs = {{{64, 32, 16}, 3}, {{512, 512}, 2}};
+  const std::vector<std::pair<std::vector<int64_t>, int64_t>> theirs = {{{64, 32, 16}, 3},
+                                                                        {{512, 512}, 2}};
   for (size_t i = 0; i < theirs.size(); ++i) {
     const std::string data = tmp / ("keras" + std::to_string(i) + "_data.h5");
     H5File f = H5File::create(data);
     write_dataset(f.id(), "features", x, n, kCacheFeatureSize);
-    args += " --make " + q(tmp / ("keras" + std::to_string(i) + ".h5")) + " " + q(data) + " " + std::to_string(7 + i) +
-            " " + std::to_string(theirs[i].second);
+    args += " --make " + q(tmp / ("keras" + std::to_string(i) + ".h5")) + " " + q(data) + " " +
+            std::to_string(7 + i) + " " + std::to_string(theirs[i].second);
     for (int64_t u : theirs[i].first) args += " " + std::to_string(u);
   }
   // Tolerance 1e-5 abs: both sides are float32 Dense layers (GEMMs of length 2048, 512, ...)
@@ -266,10 +277,11 @@ TEST(HeadKeras, KerasLoadsOursAndWeReadKerasOwn) {
     h.predict(x.data(), n, p.data());
     H5File d = H5File::open_read(tmp / ("keras" + std::to_string(i) + "_data.h5"));
     const auto want = h5_read_float_checked(d.id(), "keras", Shape{n, theirs[i].second}, d.path());
-    EXPECT_TRUE(engine::test::tensors_close(p.data(), want.data(), static_cast<int64_t>(p.size()), 1e-5, 0,
-                                            "ours vs keras on keras's file"));
+    EXPECT_TRUE(engine::test::tensors_close(p.data(), want.data(), static_cast<int64_t>(p.size()),
+                                            1e-5, 0, "ours vs keras on keras's file"));
     std::printf("keras-written 2048-...-%lld: %s\n", static_cast<long long>(theirs[i].second),
-                engine::test::tensors_close(p.data(), want.data(), static_cast<int64_t>(p.size()), 1e-5, 0, "ours vs keras")
+                engine::test::tensors_close(p.data(), want.data(), static_cast<int64_t>(p.size()),
+                                            1e-5, 0, "ours vs keras")
                     .message());
   }
 }
@@ -325,7 +337,10 @@ void write_training_cache(const std::string& path, const CacheSettings& s) {
 TEST(Predict, ProbabilitiesEqualNumpyOnExtractedFeatures) {
   TempDir tmp;
   make_images(tmp, tmp / "imgs");
-  ToolRun e = run("extract", "--images " + q(tmp / "imgs") + " --weights " + q(weights()) + " --out " + q(tmp / "cache.h5") + " --quiet", tmp);
+  ToolRun e = run("extract",
+                  "--images " + q(tmp / "imgs") + " --weights " + q(weights()) + " --out " +
+                      q(tmp / "cache.h5") + " --quiet",
+                  tmp);
   ASSERT_EQ(e.status, 0) << e.out << e.err;
   const CacheContents cache = read_cache(tmp / "cache.h5");
   ASSERT_EQ(cache.size(), 5u);
@@ -336,8 +351,10 @@ TEST(Predict, ProbabilitiesEqualNumpyOnExtractedFeatures) {
   std::vector<std::string> heads;
   for (const std::string hidden : {"64", "64 32 16"}) {
     const std::string out = tmp / ("run" + std::to_string(heads.size()));
-    ToolRun t = run("train", "--cache " + q(tmp / "train.h5") + " --out " + q(out) + " --hidden " + hidden +
-                                 " --steps 30 --eval-every 10 --quiet", tmp);
+    ToolRun t = run("train",
+                    "--cache " + q(tmp / "train.h5") + " --out " + q(out) + " --hidden " + hidden +
+                        " --steps 30 --eval-every 10 --quiet",
+                    tmp);
     ASSERT_EQ(t.status, 0) << t.err;
     heads.push_back(out + "/head_keras.h5");
     const KerasHead kh = read_keras_head(heads.back());  // train's file, through our reader
@@ -353,22 +370,27 @@ TEST(Predict, ProbabilitiesEqualNumpyOnExtractedFeatures) {
     const int64_t h1 = w1.shape()[1];
     std::vector<double> mean(kCacheFeatureSize, 0.0);
     for (size_t i = 0; i < cache.size(); ++i)
-      for (int d = 0; d < kCacheFeatureSize; ++d) mean[d] += cache.features[i * kCacheFeatureSize + d] / cache.size();
+      for (int d = 0; d < kCacheFeatureSize; ++d)
+        mean[d] += cache.features[i * kCacheFeatureSize + d] / cache.size();
     float* b1 = h.params().bias(HeadSection::Params, 0).data();
     for (int64_t j = 0; j < h1; ++j) {
       double z = 0;
       for (int d = 0; d < kCacheFeatureSize; ++d) z += mean[d] * w1.data()[d * h1 + j];
       b1[j] = static_cast<float>(-z);
     }
-    KerasHeadInfo info{{"benign", "mel,anoma", "say \"hi\""}, cache.settings.preprocessing, cache.settings.weights_sha256};
+    KerasHeadInfo info{{"benign", "mel,anoma", "say \"hi\""},
+                       cache.settings.preprocessing,
+                       cache.settings.weights_sha256};
     heads.push_back(tmp / "written.h5");
     write_keras_head(heads.back(), h.config(), h.params(), info);
   }
   for (size_t i = 0; i < heads.size(); ++i) {
     SCOPED_TRACE(heads[i]);
     const std::string csv = tmp / ("p" + std::to_string(i) + ".csv");
-    ToolRun p = run("predict", "--weights " + q(weights()) + " --head " + q(heads[i]) + " --out " + q(csv) +
-                                   " --batch 2 --quiet " + q(tmp / "imgs"), tmp);
+    ToolRun p = run("predict",
+                    "--weights " + q(weights()) + " --head " + q(heads[i]) + " --out " + q(csv) +
+                        " --batch 2 --quiet " + q(tmp / "imgs"),
+                    tmp);
     ASSERT_EQ(p.status, 0) << p.err;
     EXPECT_EQ(files_starting(tmp.path(), "p" + std::to_string(i) + ".csv.tmp").size(), 0u);
     // Tolerance |predict - numpy| <= 1e-6 + 1e-4 * numpy, per probability: predict recomputes
@@ -380,9 +402,11 @@ TEST(Predict, ProbabilitiesEqualNumpyOnExtractedFeatures) {
     // centred head must also give unsaturated numbers (>= 5 probabilities in (0.01, 0.99)).
     // Near 1 the complement is checked too: |(1-p) - (1-numpy)| <= 1.8e-7 (3 float32 ulps at 1)
     // + 1e-4 * (1-numpy), which a 6-significant-digit print (0.9999994 -> 0.999999) breaks.
-    ToolRun v = run_cmd(std::string(ENGINE_TORCH_PYTHON_EXE) + " " + kRefScripts + "apply_head.py --cache " +
-                            q(tmp / "cache.h5") + " --head " + q(heads[i]) + " --csv " + q(csv) +
-                            " --atol 1e-6 --rtol 1e-4" + (i == 2 ? " --min-unsaturated 5" : ""), tmp);
+    ToolRun v = run_cmd(std::string(ENGINE_TORCH_PYTHON_EXE) + " " + kRefScripts +
+                            "apply_head.py --cache " + q(tmp / "cache.h5") + " --head " +
+                            q(heads[i]) + " --csv " + q(csv) + " --atol 1e-6 --rtol 1e-4" +
+                            (i == 2 ? " --min-unsaturated 5" : ""),
+                        tmp);
     std::printf("%s", v.out.c_str());
     EXPECT_EQ(v.status, 0) << v.out << v.err;
   }
@@ -394,10 +418,13 @@ TEST(Predict, ProbabilitiesEqualNumpyOnExtractedFeatures) {
 
   // A head trained on other Inception weights' features is refused.
   HeadCpu h = random_head({64}, 2, 1);
-  write_keras_head(tmp / "other.h5", h.config(), h.params(),
-                   KerasHeadInfo{{"benign", "melanoma"}, cache.settings.preprocessing, std::string(64, 'c')});
-  ToolRun o = run("predict", "--weights " + q(weights()) + " --head " + q(tmp / "other.h5") + " --out " + q(tmp / "o.csv") +
-                                 " " + q(tmp / "imgs"), tmp);
+  write_keras_head(
+      tmp / "other.h5", h.config(), h.params(),
+      KerasHeadInfo{{"benign", "melanoma"}, cache.settings.preprocessing, std::string(64, 'c')});
+  ToolRun o = run("predict",
+                  "--weights " + q(weights()) + " --head " + q(tmp / "other.h5") + " --out " +
+                      q(tmp / "o.csv") + " " + q(tmp / "imgs"),
+                  tmp);
   EXPECT_EQ(o.status, 1);
   EXPECT_NE(o.err.find("other Inception weights"), std::string::npos) << o.err;
   EXPECT_FALSE(fs::exists(tmp / "o.csv"));
@@ -415,7 +442,8 @@ TEST(Predict, DuplicateIdsAreRefusedBeforeAnyWork) {
   fs::copy_file(img, tmp / "cls/benign/x.jpg");
   fs::copy_file(img, tmp / "cls/melanoma/x.jpg");
   // --weights and --head do not exist: the duplicate check must come first (no work done).
-  const std::string common = "--weights " + q(tmp / "no_weights.h5") + " --head " + q(tmp / "no_head.h5") + " --out " + q(tmp / "p.csv") + " ";
+  const std::string common = "--weights " + q(tmp / "no_weights.h5") + " --head " +
+                             q(tmp / "no_head.h5") + " --out " + q(tmp / "p.csv") + " ";
   ToolRun a = run("predict", common + q(tmp / "flat"), tmp);
   EXPECT_EQ(a.status, 2) << a.err;
   EXPECT_EQ(lines(a.err), 1) << a.err;
@@ -426,7 +454,8 @@ TEST(Predict, DuplicateIdsAreRefusedBeforeAnyWork) {
   EXPECT_EQ(b.status, 2) << b.err;
   EXPECT_NE(b.err.find("benign/x.jpg"), std::string::npos) << b.err;
   EXPECT_NE(b.err.find("melanoma/x.jpg"), std::string::npos) << b.err;
-  ToolRun c = run("predict", common + q(tmp / "cls/benign/x.jpg") + " " + q(tmp / "flat/gray.png"), tmp);
+  ToolRun c =
+      run("predict", common + q(tmp / "cls/benign/x.jpg") + " " + q(tmp / "flat/gray.png"), tmp);
   EXPECT_NE(c.err.find("no_head.h5"), std::string::npos) << "unique ids pass the check: " << c.err;
   EXPECT_EQ(c.status, 1);
   EXPECT_FALSE(fs::exists(tmp / "p.csv"));
@@ -436,7 +465,8 @@ TEST(Predict, UnusableOutIsRefusedBeforeAnyWorkAndHelpExitsZero) {
   TempDir tmp;
   fs::create_directories(tmp / "folder");
   const std::string img = engine::test::reference_file("dataset/flat/ISIC_0000000.jpg");
-  const std::string common = "--weights " + q(weights()) + " --head " + q(tmp / "no_head.h5") + " " + q(img) + " --out ";
+  const std::string common =
+      "--weights " + q(weights()) + " --head " + q(tmp / "no_head.h5") + " " + q(img) + " --out ";
   ToolRun a = run("predict", common + q(tmp / "folder"), tmp);
   EXPECT_EQ(a.status, 2) << a.err;
   EXPECT_EQ(lines(a.err), 1) << a.err;
@@ -468,8 +498,9 @@ TEST(Predict, SigtermMidRunLeavesNoTempFile) {
   fs::create_directories(tmp / "imgs");
   const std::string img = engine::test::reference_file("dataset/flat/ISIC_0000000.jpg");
   for (int i = 0; i < 40; ++i) fs::copy_file(img, tmp / ("imgs/i" + std::to_string(i) + ".jpg"));
-  ToolRun r = run("predict", "--weights " + q(weights()) + " --head " + q(tmp / "head.h5") + " --out " + q(tmp / "p.csv") +
-                                 " --batch 1 --quiet " + q(tmp / "imgs"),
+  ToolRun r = run("predict",
+                  "--weights " + q(weights()) + " --head " + q(tmp / "head.h5") + " --out " +
+                      q(tmp / "p.csv") + " --batch 1 --quiet " + q(tmp / "imgs"),
                   tmp, [&] { return !files_starting(tmp.path(), "p.csv.tmp.").empty(); });
   EXPECT_EQ(r.status, -SIGTERM) << r.err;
   EXPECT_EQ(files_starting(tmp.path(), "p.csv").size(), 0u) << "temp or partial CSV left behind";

@@ -26,13 +26,19 @@ struct Mode {
   const char* key;
 };
 const Mode kModes[] = {
-    {ResizeFilter::Antialias, false, "size=299;resize=antialias;dct_min_side=0;exif_orientation=1;scale=x/127.5-1"},
-    {ResizeFilter::Antialias, true, "size=299;resize=antialias;dct_min_side=299;exif_orientation=1;scale=x/127.5-1"},
-    {ResizeFilter::Bilinear, false, "size=299;resize=bilinear;dct_min_side=0;exif_orientation=1;scale=x/127.5-1"},
-    {ResizeFilter::Bilinear, true, "size=299;resize=bilinear;dct_min_side=299;exif_orientation=1;scale=x/127.5-1"},
+    {ResizeFilter::Antialias, false,
+     "size=299;resize=antialias;dct_min_side=0;exif_orientation=1;scale=x/127.5-1"},
+    {ResizeFilter::Antialias, true,
+     "size=299;resize=antialias;dct_min_side=299;exif_orientation=1;scale=x/127.5-1"},
+    {ResizeFilter::Bilinear, false,
+     "size=299;resize=bilinear;dct_min_side=0;exif_orientation=1;scale=x/127.5-1"},
+    {ResizeFilter::Bilinear, true,
+     "size=299;resize=bilinear;dct_min_side=299;exif_orientation=1;scale=x/127.5-1"},
     // tf1 ignores --dct-scale: TF decodes full size and never rotates.
-    {ResizeFilter::Tf1, false, "size=299;resize=tf1;dct_min_side=0;exif_orientation=0;scale=x/127.5-1"},
-    {ResizeFilter::Tf1, true, "size=299;resize=tf1;dct_min_side=0;exif_orientation=0;scale=x/127.5-1"},
+    {ResizeFilter::Tf1, false,
+     "size=299;resize=tf1;dct_min_side=0;exif_orientation=0;scale=x/127.5-1"},
+    {ResizeFilter::Tf1, true,
+     "size=299;resize=tf1;dct_min_side=0;exif_orientation=0;scale=x/127.5-1"},
 };
 
 TEST(Preprocessing, KeyIsWhatExtractAlwaysWrote) {
@@ -95,16 +101,19 @@ TEST(Preprocessing, RoundTripEveryValue) {
     if (m.find('\n') != std::string::npos)
       return ::testing::AssertionFailure() << "several lines: " << m;
     for (const std::string& p : std::vector<std::string>{"run/head.h5", "'" + key + "'"})
-      if (m.find(p) == std::string::npos) return ::testing::AssertionFailure() << "lacks " << p << ": " << m;
+      if (m.find(p) == std::string::npos)
+        return ::testing::AssertionFailure() << "lacks " << p << ": " << m;
     for (const std::string& p : pieces)
-      if (m.find(p) == std::string::npos) return ::testing::AssertionFailure() << "lacks " << p << ": " << m;
+      if (m.find(p) == std::string::npos)
+        return ::testing::AssertionFailure() << "lacks " << p << ": " << m;
     return ::testing::AssertionSuccess() << m;
   }
   return ::testing::AssertionFailure() << "accepted " << key;
 }
 
 TEST(Preprocessing, BadKeysAreRefusedNamingTheField) {
-  const std::string ok = "size=299;resize=antialias;dct_min_side=0;exif_orientation=1;scale=x/127.5-1";
+  const std::string ok =
+      "size=299;resize=antialias;dct_min_side=0;exif_orientation=1;scale=x/127.5-1";
   EXPECT_TRUE(refused(ok + ";gamma=2", {"unknown field 'gamma'"}));
   EXPECT_TRUE(refused("size=299;resize=antialias;dct_min_side=0;scale=x/127.5-1",
                       {"missing field 'exif_orientation'"}));
@@ -117,14 +126,17 @@ TEST(Preprocessing, BadKeysAreRefusedNamingTheField) {
     EXPECT_TRUE(refused("size=" + std::string(n) +
                             ";resize=antialias;dct_min_side=0;exif_orientation=1;scale=x/127.5-1",
                         {"size: bad number '" + std::string(n) + "'"}));
-  EXPECT_TRUE(refused("size=299;resize=antialias;dct_min_side=-299;exif_orientation=1;scale=x/127.5-1",
-                      {"dct_min_side: bad number '-299'"}));
+  EXPECT_TRUE(
+      refused("size=299;resize=antialias;dct_min_side=-299;exif_orientation=1;scale=x/127.5-1",
+              {"dct_min_side: bad number '-299'"}));
   EXPECT_TRUE(refused("size=299;resize=bicubic;dct_min_side=0;exif_orientation=1;scale=x/127.5-1",
                       {"resize: unknown resize filter 'bicubic'"}));
-  EXPECT_TRUE(refused("size=299;resize=antialias;dct_min_side=0;exif_orientation=yes;scale=x/127.5-1",
-                      {"exif_orientation: bad value 'yes'"}));
-  EXPECT_TRUE(refused("size=299;resize=antialias;dct_min_side=0;exif_orientation=1;scale=(x-128)/128",
-                      {"scale: unknown scale '(x-128)/128'"}));
+  EXPECT_TRUE(
+      refused("size=299;resize=antialias;dct_min_side=0;exif_orientation=yes;scale=x/127.5-1",
+              {"exif_orientation: bad value 'yes'"}));
+  EXPECT_TRUE(
+      refused("size=299;resize=antialias;dct_min_side=0;exif_orientation=1;scale=(x-128)/128",
+              {"scale: unknown scale '(x-128)/128'"}));
   EXPECT_TRUE(refused("size=299;resize=tf1;dct_min_side=0;exif_orientation=1;scale=x/127.5-1",
                       {"resize=tf1 implies dct_min_side=0 and exif_orientation=0"}));
   EXPECT_TRUE(refused("size=299;resize=tf1;dct_min_side=299;exif_orientation=0;scale=x/127.5-1",

@@ -32,7 +32,8 @@ TEST(Split, BalancedClassWeightsAreSklearnsFormula) {
   EXPECT_FLOAT_EQ(w[2], 1.6666666f);
   // The point of the formula: every class carries the same total weight n / K in the loss.
   const int64_t counts[3] = {50, 30, 20};
-  for (int k = 0; k < 3; ++k) EXPECT_NEAR(counts[k] * w[static_cast<size_t>(k)], 100.0 / 3, 1e-5) << k;
+  for (int k = 0; k < 3; ++k)
+    EXPECT_NEAR(counts[k] * w[static_cast<size_t>(k)], 100.0 / 3, 1e-5) << k;
   // Equal classes weigh 1.
   EXPECT_EQ(balanced_class_weights({7, 7, 7, 7}), std::vector<float>(4, 1.0f));
   // A class without train images has no finite weight: refused, naming the class.
@@ -40,7 +41,8 @@ TEST(Split, BalancedClassWeightsAreSklearnsFormula) {
     balanced_class_weights({10, 0});
     FAIL() << "a class without train images was given a weight";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("class 1 has no train image"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("class 1 has no train image"), std::string::npos)
+        << e.what();
   }
 }
 
@@ -61,9 +63,8 @@ TEST(Split, IndicesPerSubsetAndClassKeepCacheOrder) {
 }
 
 TEST(Split, CsvNamesTheClassAndQuotesFields) {
-  const std::string csv =
-      split_csv({"a,b/x.jpg", "y.jpg"}, {1, 0}, {"lesion \"7\"", ""}, {"benign", "mel"},
-                {Subset::Validation, Subset::Train});
+  const std::string csv = split_csv({"a,b/x.jpg", "y.jpg"}, {1, 0}, {"lesion \"7\"", ""},
+                                    {"benign", "mel"}, {Subset::Validation, Subset::Train});
   EXPECT_EQ(csv,
             "path,label,group,subset\n"
             "\"a,b/x.jpg\",mel,\"lesion \"\"7\"\"\",validation\n"

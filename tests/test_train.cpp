@@ -11,8 +11,8 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cstdlib>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -24,7 +24,6 @@
 #include "engine/bottleneck_cache.h"
 #include "engine/hdf5_io.h"
 #include "engine/preprocessing.h"
-#include "models/head.h"
 #include "models/head.h"
 #include "models/head_keras.h"
 #include "test_util.h"
@@ -49,9 +48,11 @@ ToolRun run(const std::string& tool, const std::string& args, const TempDir& tmp
 
 // n images, `mel` of them class 1; class 1's features are shifted by `shift` in 64 dimensions
 // (post-ReLU-like: non-negative). Paths ISIC_%07d so the retrain split is deterministic.
-void write_synthetic_cache(const std::string& path, int n, int mel, double shift, const std::string& weights_sha) {
+void write_synthetic_cache(const std::string& path, int n, int mel, double shift,
+                           const std::string& weights_sha) {
   CacheContents c;
-  c.settings = {weights_sha, Preprocessing::for_resize(ResizeFilter::Antialias, true).key(), "test"};
+  c.settings = {weights_sha, Preprocessing::for_resize(ResizeFilter::Antialias, true).key(),
+                "test"};
   c.class_names = {"benign", "melanoma"};
   std::mt19937_64 rng(7);
   std::normal_distribution<float> g(0.f, 1.f);
@@ -64,7 +65,8 @@ void write_synthetic_cache(const std::string& path, int n, int mel, double shift
     c.groups.push_back("");
     c.labels.push_back(m ? 1 : 0);
     for (int d = 0; d < kCacheFeatureSize; ++d)
-      c.features.push_back(std::max(0.f, 0.5f + 0.3f * g(rng) + (m && d < 64 ? static_cast<float>(shift) : 0.f)));
+      c.features.push_back(
+          std::max(0.f, 0.5f + 0.3f * g(rng) + (m && d < 64 ? static_cast<float>(shift) : 0.f)));
   }
   // Paths must be sorted for a valid cache.
   std::vector<size_t> idx(c.paths.size());
@@ -73,8 +75,8 @@ void write_synthetic_cache(const std::string& path, int n, int mel, double shift
   CacheContents s = c;
   for (size_t i = 0; i < idx.size(); ++i) {
     s.paths[i] = c.paths[idx[i]], s.labels[i] = c.labels[idx[i]];
-    std::copy_n(c.features.begin() + static_cast<long>(idx[i] * kCacheFeatureSize), kCacheFeatureSize,
-                s.features.begin() + static_cast<long>(i * kCacheFeatureSize));
+    std::copy_n(c.features.begin() + static_cast<long>(idx[i] * kCacheFeatureSize),
+                kCacheFeatureSize, s.features.begin() + static_cast<long>(i * kCacheFeatureSize));
   }
   write_cache_atomic(path, s);
 }
@@ -84,7 +86,10 @@ void write_synthetic_cache(const std::string& path, int n, int mel, double shift
 TEST(Train, SeparableCacheReachesHighTestAucAndWritesEveryOutput) {
   TempDir tmp;
   write_synthetic_cache(tmp / "c.h5", 600, 120, 0.25, std::string(64, 'b'));
-  ToolRun r = run("train", "--cache " + (tmp / "c.h5") + " --out " + (tmp / "run") + " --steps 300 --eval-every 100 --quiet", tmp);
+  ToolRun r = run("train",
+                  "--cache " + (tmp / "c.h5") + " --out " + (tmp / "run") +
+                      " --steps 300 --eval-every 100 --quiet",
+                  tmp);
   ASSERT_EQ(r.status, 0) << r.err;
   std::printf("%s", r.out.c_str());
   const std::string js = slurp(tmp / "run/metrics.json");
@@ -94,7 +99,8 @@ TEST(Train, SeparableCacheReachesHighTestAucAndWritesEveryOutput) {
   // Class means differ by 0.25 in 64 dims at noise 0.3: a linear score separates them with
   // d' = 0.25*8/0.3 = 6.7, i.e. AUC ~ 1; anything under 0.95 means training is broken.
   EXPECT_GT(auc, 0.95) << js;
-  for (const char* f : {"report.html", "metrics.csv", "metrics.jsonl", "split.csv", "checkpoint.h5", "best.h5", "head_keras.h5"})
+  for (const char* f : {"report.html", "metrics.csv", "metrics.jsonl", "split.csv", "checkpoint.h5",
+                        "best.h5", "head_keras.h5"})
     EXPECT_TRUE(fs::exists(tmp / ("run/" + std::string(f)))) << f;
   const std::string html = slurp(tmp / "run/report.html");
   EXPECT_NE(html.find("<svg"), std::string::npos);
@@ -114,7 +120,9 @@ TEST(Train, SeparableCacheReachesHighTestAucAndWritesEveryOutput) {
   for (int l = 0; l < 3; ++l) {
     Tensor k = best.params().kernel(HeadSection::Params, l);
     ASSERT_EQ(static_cast<int64_t>(kh.kernels[static_cast<size_t>(l)].size()), k.numel());
-    EXPECT_EQ(0, std::memcmp(kh.kernels[static_cast<size_t>(l)].data(), k.data(), sizeof(float) * k.numel())) << l;
+    EXPECT_EQ(0, std::memcmp(kh.kernels[static_cast<size_t>(l)].data(), k.data(),
+                             sizeof(float) * k.numel()))
+        << l;
   }
 }
 
@@ -128,8 +136,10 @@ TEST(Train, ReportStatesTheHeadTrained) {
   int benign = 0;
   for (auto& l : c.labels) l = l == 1 ? 2 : (benign++ % 3 == 0 ? 1 : 0);
   write_cache_atomic(tmp / "c.h5", c);
-  ToolRun r = run("train", "--cache " + (tmp / "c.h5") + " --out " + (tmp / "run") +
-                               " --hidden 64 32 16 --steps 50 --eval-every 50 --quiet", tmp);
+  ToolRun r = run("train",
+                  "--cache " + (tmp / "c.h5") + " --out " + (tmp / "run") +
+                      " --hidden 64 32 16 --steps 50 --eval-every 50 --quiet",
+                  tmp);
   ASSERT_EQ(r.status, 0) << r.err;
   const KerasHead kh = read_keras_head(tmp / "run/head_keras.h5");
   std::vector<int64_t> want{kh.config.input};
@@ -137,7 +147,8 @@ TEST(Train, ReportStatesTheHeadTrained) {
   want.push_back(kh.config.classes);
   EXPECT_EQ(want, (std::vector<int64_t>{2048, 64, 32, 16, 3}));
   // The numbers after "head: " on the console, and after "Head: Dense " in the report.
-  auto widths_after = [](const std::string& text, const std::string& key, const std::string& arrow) {
+  auto widths_after = [](const std::string& text, const std::string& key,
+                         const std::string& arrow) {
     std::vector<int64_t> w;
     size_t p = text.find(key);
     if (p == std::string::npos) return w;
@@ -157,21 +168,27 @@ TEST(Train, ReportStatesTheHeadTrained) {
 TEST(Train, KilledAndResumedEqualsUnbroken) {
   TempDir tmp;
   write_synthetic_cache(tmp / "c.h5", 400, 80, 0.2, std::string(64, 'b'));
-  const std::string common = "--cache " + (tmp / "c.h5") + " --hidden 64 64 --steps 300 --eval-every 50 --quiet --out ";
+  const std::string common =
+      "--cache " + (tmp / "c.h5") + " --hidden 64 64 --steps 300 --eval-every 50 --quiet --out ";
   ASSERT_EQ(run("train", common + (tmp / "a"), tmp).status, 0);
   // Kill once after the first checkpoint and once after the third evaluation row, mid-run.
   auto rows = [&] {
     const std::string m = slurp(tmp / "b/metrics.csv");
     return std::count(m.begin(), m.end(), '\n') - 1;
   };
-  EXPECT_EQ(run("train", common + (tmp / "b"), tmp, [&] { return fs::exists(tmp / "b/checkpoint.h5"); }).status, -SIGKILL);
+  EXPECT_EQ(
+      run("train", common + (tmp / "b"), tmp, [&] { return fs::exists(tmp / "b/checkpoint.h5"); })
+          .status,
+      -SIGKILL);
   EXPECT_EQ(run("train", common + (tmp / "b"), tmp, [&] { return rows() >= 3; }).status, -SIGKILL);
   ToolRun done = run("train", common + (tmp / "b"), tmp);
   ASSERT_EQ(done.status, 0) << done.err;
   EXPECT_NE(done.out.find("resuming from"), std::string::npos) << done.out;
-  H5File a = H5File::open_read(tmp / "a/head_keras.h5"), b = H5File::open_read(tmp / "b/head_keras.h5");
-  for (const char* d : {"/model_weights/dense_1/dense_1/kernel:0", "/model_weights/dense_2/dense_2/kernel:0",
-                        "/model_weights/dense_3/dense_3/bias:0"}) {
+  H5File a = H5File::open_read(tmp / "a/head_keras.h5"),
+         b = H5File::open_read(tmp / "b/head_keras.h5");
+  for (const char* d :
+       {"/model_weights/dense_1/dense_1/kernel:0", "/model_weights/dense_2/dense_2/kernel:0",
+        "/model_weights/dense_3/dense_3/bias:0"}) {
     auto x = h5_read_float_array(a.id(), d, a.path()), y = h5_read_float_array(b.id(), d, b.path());
     EXPECT_EQ(x.data, y.data) << d << " differs after kill + resume";
   }
@@ -188,13 +205,20 @@ TEST(Train, BadInputGivesOneLine) {
   for (auto& l : one.labels) l = 0;
   one.labels[0] = 1;
   write_cache_atomic(tmp / "one.h5", one);
-  ToolRun r = run("train", "--cache " + (tmp / "one.h5") + " --out " + (tmp / "r") + " --steps 10", tmp);
+  ToolRun r =
+      run("train", "--cache " + (tmp / "one.h5") + " --out " + (tmp / "r") + " --steps 10", tmp);
   EXPECT_EQ(r.status, 1);
   EXPECT_NE(r.err.find("class 'melanoma' has 1 images"), std::string::npos) << r.err;
   EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
   EXPECT_EQ(run("train", "--cache " + (tmp / "nope.h5") + " --out " + (tmp / "r"), tmp).status, 1);
-  EXPECT_EQ(run("train", "--cache " + (tmp / "one.h5") + " --out " + (tmp / "r") + " --steps -5", tmp).status, 2);
-  EXPECT_EQ(run("train", "--cache " + (tmp / "one.h5") + " --out " + (tmp / "r") + " --rmsprop adam", tmp).status, 2);
+  EXPECT_EQ(
+      run("train", "--cache " + (tmp / "one.h5") + " --out " + (tmp / "r") + " --steps -5", tmp)
+          .status,
+      2);
+  EXPECT_EQ(
+      run("train", "--cache " + (tmp / "one.h5") + " --out " + (tmp / "r") + " --rmsprop adam", tmp)
+          .status,
+      2);
 }
 
 // tools/predict (numbers vs numpy on extracted features, ids, errors): tests/test_predict.cpp.
@@ -208,7 +232,8 @@ namespace {
 // Runs a python3 (Debian's, real json/csv parsers) script; returns its status and output.
 ToolRun python(const std::string& script, const std::string& args, const TempDir& tmp) {
   { std::ofstream(tmp / "check.py") << script; }
-  const std::string cmd = "/usr/bin/python3 " + (tmp / "check.py") + " " + args + " > " + (tmp / "py.txt") + " 2>&1";
+  const std::string cmd =
+      "/usr/bin/python3 " + (tmp / "check.py") + " " + args + " > " + (tmp / "py.txt") + " 2>&1";
   const int st = std::system(cmd.c_str());
   return {WIFEXITED(st) ? WEXITSTATUS(st) : -1, slurp(tmp / "py.txt"), ""};
 }
@@ -220,13 +245,16 @@ int64_t lines(const std::string& s) { return std::count(s.begin(), s.end(), '\n'
 TEST(Train, NoValidationSplitFinalIsLastStepAndMetricsAreEmptyNotZero) {
   TempDir tmp;
   write_synthetic_cache(tmp / "c.h5", 400, 80, 0.25, std::string(64, 'b'));
-  ToolRun r = run("train", "--cache " + (tmp / "c.h5") + " --out " + (tmp / "run") +
-                               " --hidden 64 64 --steps 300 --eval-every 100 --validation-percent 0 --quiet", tmp);
+  ToolRun r = run("train",
+                  "--cache " + (tmp / "c.h5") + " --out " + (tmp / "run") +
+                      " --hidden 64 64 --steps 300 --eval-every 100 --validation-percent 0 --quiet",
+                  tmp);
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_NE(r.out.find("no validation split"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("last step"), std::string::npos) << r.out;
   // The final head is the last step's: best.h5 holds the same parameters as the checkpoint.
-  HeadState best = head_load_state(tmp / "run/best.h5"), last = head_load_state(tmp / "run/checkpoint.h5");
+  HeadState best = head_load_state(tmp / "run/best.h5"),
+            last = head_load_state(tmp / "run/checkpoint.h5");
   EXPECT_EQ(best.step, 300);
   EXPECT_EQ(best.params, last.params);
   ToolRun py = python(R"(
@@ -246,15 +274,18 @@ assert m["best_step"] == 300 and m["select"] is None, m
 assert "last step" in m["final_head"], m
 assert m["test"]["n"] > 0 and m["test"]["auc"] > 0.5, m
 print("ok")
-)", tmp / "run", tmp);
+)",
+                      tmp / "run", tmp);
   EXPECT_EQ(py.status, 0) << py.out;
   const std::string html = slurp(tmp / "run/report.html");
   EXPECT_NE(html.find("No validation split"), std::string::npos);
   EXPECT_NE(html.find("step 300 (last step"), std::string::npos);
 
   // No test split: said so, and null test metrics.
-  ToolRun t = run("train", "--cache " + (tmp / "c.h5") + " --out " + (tmp / "t") +
-                               " --hidden 64 64 --steps 100 --test-percent 0 --quiet", tmp);
+  ToolRun t = run("train",
+                  "--cache " + (tmp / "c.h5") + " --out " + (tmp / "t") +
+                      " --hidden 64 64 --steps 100 --test-percent 0 --quiet",
+                  tmp);
   ASSERT_EQ(t.status, 0) << t.err;
   EXPECT_NE(t.out.find("no test split"), std::string::npos) << t.out;
   EXPECT_EQ(t.out.find("AUC"), std::string::npos) << t.out;
@@ -263,7 +294,8 @@ import json, sys
 m = json.load(open(sys.argv[1] + "/metrics.json"))
 assert m["test"] is None and m["select"] == "auc" and m["best_step"] == 100, m
 print("ok")
-)", tmp / "t", tmp);
+)",
+                       tmp / "t", tmp);
   EXPECT_EQ(py2.status, 0) << py2.out;
   EXPECT_NE(slurp(tmp / "t/report.html").find("No test split"), std::string::npos);
 }
@@ -272,9 +304,12 @@ TEST(Train, ResumeRefusesFixedSettingsAndUsesTheCheckpoints) {
   TempDir tmp;
   write_synthetic_cache(tmp / "c.h5", 400, 80, 0.2, std::string(64, 'b'));
   write_synthetic_cache(tmp / "other.h5", 300, 60, 0.2, std::string(64, 'b'));
-  const std::string base = "--cache " + (tmp / "c.h5") + " --out " + (tmp / "b") + " --hidden 64 64 --quiet";
-  ASSERT_EQ(run("train", base + " --learning-rate 0.001 --steps 100 --eval-every 50", tmp).status, 0);
-  const std::string split_before = slurp(tmp / "b/split.csv"), csv_before = slurp(tmp / "b/metrics.csv");
+  const std::string base =
+      "--cache " + (tmp / "c.h5") + " --out " + (tmp / "b") + " --hidden 64 64 --quiet";
+  ASSERT_EQ(run("train", base + " --learning-rate 0.001 --steps 100 --eval-every 50", tmp).status,
+            0);
+  const std::string split_before = slurp(tmp / "b/split.csv"),
+                    csv_before = slurp(tmp / "b/metrics.csv");
   struct Refused {
     std::string flags, flag, old_value, new_value;
   };
@@ -300,7 +335,9 @@ TEST(Train, ResumeRefusesFixedSettingsAndUsesTheCheckpoints) {
   };
   for (const auto& c : refused) {
     // (--hidden is a list: given twice it would append, so that case replaces base's --hidden.)
-    const std::string args = c.flag == "--hidden" ? "--cache " + (tmp / "c.h5") + " --out " + (tmp / "b") + " --quiet" : base;
+    const std::string args =
+        c.flag == "--hidden" ? "--cache " + (tmp / "c.h5") + " --out " + (tmp / "b") + " --quiet"
+                             : base;
     ToolRun r = run("train", args + " --steps 200 " + c.flags, tmp);
     EXPECT_EQ(r.status, 2) << c.flags << ": " << r.err;
     EXPECT_EQ(lines(r.err), 1) << r.err;
@@ -308,7 +345,9 @@ TEST(Train, ResumeRefusesFixedSettingsAndUsesTheCheckpoints) {
     EXPECT_NE(r.err.find(c.flag + " " + c.old_value + ","), std::string::npos) << r.err;
   }
   // Another cache (other contents) is refused; the split and the curve are untouched.
-  ToolRun oc = run("train", "--cache " + (tmp / "other.h5") + " --out " + (tmp / "b") + " --steps 200 --quiet", tmp);
+  ToolRun oc =
+      run("train",
+          "--cache " + (tmp / "other.h5") + " --out " + (tmp / "b") + " --steps 200 --quiet", tmp);
   EXPECT_EQ(oc.status, 2) << oc.err;
   EXPECT_EQ(lines(oc.err), 1) << oc.err;
   EXPECT_NE(oc.err.find("--cache"), std::string::npos) << oc.err;
@@ -333,12 +372,16 @@ TEST(Train, ResumeRefusesFixedSettingsAndUsesTheCheckpoints) {
   EXPECT_NE(html.find("changed: --steps 100 -&gt; 200"), std::string::npos);
   const std::string m = slurp(tmp / "b/metrics.csv");
   EXPECT_EQ(lines(m), 1 + 2 + 4) << m;  // 50, 100, then 125, 150, 175, 200
-  ToolRun same = run("train", "--cache " + (tmp / "c.h5") + " --out " + (tmp / "u") +
-                                  " --hidden 64 64 --quiet --learning-rate 0.001 --steps 200 --eval-every 50", tmp);
+  ToolRun same =
+      run("train",
+          "--cache " + (tmp / "c.h5") + " --out " + (tmp / "u") +
+              " --hidden 64 64 --quiet --learning-rate 0.001 --steps 200 --eval-every 50",
+          tmp);
   ASSERT_EQ(same.status, 0) << same.err;
   // Selection by validation AUC may pick other steps in the two runs (other eval points), so
   // compare the last checkpoints: same settings, same steps -> bit-identical.
-  EXPECT_EQ(head_load_state(tmp / "u/checkpoint.h5").params, head_load_state(tmp / "b/checkpoint.h5").params);
+  EXPECT_EQ(head_load_state(tmp / "u/checkpoint.h5").params,
+            head_load_state(tmp / "b/checkpoint.h5").params);
   // Repeating the original command (same explicit flags) resumes without complaint.
   ToolRun rep = run("train", base + " --learning-rate 0.001 --steps 200 --eval-every 25", tmp);
   EXPECT_EQ(rep.status, 0) << rep.err;
@@ -356,7 +399,10 @@ TEST(Train, ClassNamesAndPathsWithCommasAndQuotesGiveValidCsvAndJson) {
   c.class_names = {"nevus, \"atypical\"", "mel\\anoma\t\"x\""};
   for (auto& p : c.paths) p = "A,b \"q\"/" + p;  // same prefix: still sorted
   write_cache_atomic(tmp / "c.h5", c);
-  ToolRun r = run("train", "--cache " + (tmp / "c.h5") + " --out " + (tmp / "run") + " --hidden 64 64 --steps 100 --eval-every 50 --quiet", tmp);
+  ToolRun r = run("train",
+                  "--cache " + (tmp / "c.h5") + " --out " + (tmp / "run") +
+                      " --hidden 64 64 --steps 100 --eval-every 50 --quiet",
+                  tmp);
   ASSERT_EQ(r.status, 0) << r.err;
   ToolRun py = python(R"(
 import csv, json, sys
@@ -377,7 +423,8 @@ for line in open(d + "/metrics.jsonl"):
 st = dict(csv.reader(open(d + "/train_settings.csv", newline="")))
 assert st["--steps"] == "100" and len(st["cache_fingerprint"]) == 64, st
 print("ok")
-)", tmp / "run", tmp);
+)",
+                      tmp / "run", tmp);
   EXPECT_EQ(py.status, 0) << py.out;
 }
 
@@ -386,9 +433,11 @@ print("ok")
 TEST(Tools, BadFlagsGiveOneLineAndStatus2) {
   TempDir tmp;
   write_synthetic_cache(tmp / "c.h5", 100, 20, 0.2, std::string(64, 'b'));
-  const std::string train = "--cache " + (tmp / "c.h5") + " --out " + (tmp / "never") + " --steps 10 --quiet ";
-  const std::string extract = "--images " + engine::test::reference_file("dataset/classes") + " --weights " + engine::test::reference_file("inception_v3_1based.h5") +
-                              " --out " + (tmp / "never.h5") + " ";
+  const std::string train =
+      "--cache " + (tmp / "c.h5") + " --out " + (tmp / "never") + " --steps 10 --quiet ";
+  const std::string extract =
+      "--images " + engine::test::reference_file("dataset/classes") + " --weights " +
+      engine::test::reference_file("inception_v3_1based.h5") + " --out " + (tmp / "never.h5") + " ";
   struct Case {
     std::string tool, args, expect;  // expect: a fragment of the one line
   };
@@ -414,7 +463,9 @@ TEST(Tools, BadFlagsGiveOneLineAndStatus2) {
       {"extract", extract + "--batch 0", "--batch"},
       {"make_demo_data", "--out " + (tmp / "never") + " --count 1", "--count"},
       {"make_demo_data", "--count 5", "--out"},
-      {"inception_forward", "--weights " + engine::test::reference_file("inception_v3_1based.h5") + " --batch 0", "--batch"},
+      {"inception_forward",
+       "--weights " + engine::test::reference_file("inception_v3_1based.h5") + " --batch 0",
+       "--batch"},
       {"inception_forward", "--images 3", "--weights"},
   };
   for (const auto& c : cases) {
@@ -432,7 +483,11 @@ TEST(Tools, BadFlagsGiveOneLineAndStatus2) {
     EXPECT_NE(h.out.find("--"), std::string::npos) << tool << ": " << h.out;
   }
   // A valid --epsilon is used as given (not replaced by the default).
-  ToolRun e = run("train", "--cache " + (tmp / "c.h5") + " --out " + (tmp / "e") + " --steps 5 --quiet --epsilon 0.001 --validation-percent 20 --test-percent 20", tmp);
+  ToolRun e =
+      run("train",
+          "--cache " + (tmp / "c.h5") + " --out " + (tmp / "e") +
+              " --steps 5 --quiet --epsilon 0.001 --validation-percent 20 --test-percent 20",
+          tmp);
   ASSERT_EQ(e.status, 0) << e.err;
   EXPECT_EQ(head_load_state(tmp / "e/checkpoint.h5").config.optimizer.eps, 0.001);
 }

@@ -60,18 +60,18 @@ inline ::testing::AssertionResult tensors_close(const float* got, const float* w
   os << what << ": " << n << " elements, max |diff| " << r.max_abs << ", max rel (|want|>1e-3) "
      << r.max_rel << " (atol " << atol << ", rtol " << rtol << ")";
   if (r.bad == 0) return ::testing::AssertionSuccess() << os.str();
-  os << "; " << r.bad << " elements out of tolerance, worst at flat index " << r.worst
-     << ": got " << got[r.worst] << ", want " << want[r.worst];
+  os << "; " << r.bad << " elements out of tolerance, worst at flat index " << r.worst << ": got "
+     << got[r.worst] << ", want " << want[r.worst];
   return ::testing::AssertionFailure() << os.str();
 }
 
 // Checks and prints the achieved max abs / rel error (also on success, so the log records the
 // margin under each tolerance): EXPECT_CLOSE((got, want, n, atol, rtol, "what")).
-#define EXPECT_CLOSE(args)                                                    \
-  do {                                                                        \
+#define EXPECT_CLOSE(args)                                                               \
+  do {                                                                                   \
     const ::testing::AssertionResult engine_close_ = ::engine::test::tensors_close args; \
-    std::printf("  %s\n", engine_close_.message());                          \
-    EXPECT_TRUE(engine_close_);                                               \
+    std::printf("  %s\n", engine_close_.message());                                      \
+    EXPECT_TRUE(engine_close_);                                                          \
   } while (0)
 
 inline double max_abs(const Tensor& t) {
@@ -94,14 +94,14 @@ inline bool gpu_required() {
   const char* r = std::getenv("ENGINE_REQUIRE_GPU");
   return r && std::string(r) == "1";
 }
-#define ENGINE_SKIP_WITHOUT_GPU(availability)                                              \
-  do {                                                                                     \
-    const auto engine_gpu_a_ = (availability);                                             \
-    if (engine_gpu_a_.devices == 0) {                                                      \
-      if (::engine::test::gpu_required())                                                  \
-        FAIL() << "ENGINE_REQUIRE_GPU=1 but no GPU: " << engine_gpu_a_.reason;             \
-      GTEST_SKIP() << "no GPU: " << engine_gpu_a_.reason;                                  \
-    }                                                                                      \
+#define ENGINE_SKIP_WITHOUT_GPU(availability)                                  \
+  do {                                                                         \
+    const auto engine_gpu_a_ = (availability);                                 \
+    if (engine_gpu_a_.devices == 0) {                                          \
+      if (::engine::test::gpu_required())                                      \
+        FAIL() << "ENGINE_REQUIRE_GPU=1 but no GPU: " << engine_gpu_a_.reason; \
+      GTEST_SKIP() << "no GPU: " << engine_gpu_a_.reason;                      \
+    }                                                                          \
   } while (0)
 
 // A uint8 HDF5 dataset (reference images) with its shape; one-line errors naming the dataset.

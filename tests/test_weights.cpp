@@ -23,7 +23,8 @@ TEST(InceptionArchitecture, ParameterCountMatchesKeras) {
   // Keras InceptionV3(include_top=False): 21,802,784 parameters, of which 34,432 non-trainable
   // (moving mean + variance, so sum(cout) = 17,216); kernels + beta make up the rest.
   int64_t kernels = 0, channels = 0;
-  for (const ConvDef& d : inception_v3_conv_defs()) kernels += d.kh * d.kw * d.cin * d.cout, channels += d.cout;
+  for (const ConvDef& d : inception_v3_conv_defs())
+    kernels += d.kh * d.kw * d.cin * d.cout, channels += d.cout;
   EXPECT_EQ(inception_v3_conv_defs().size(), 94u);
   EXPECT_EQ(2 * channels, 34432);
   EXPECT_EQ(kernels + 3 * channels, 21802784);
@@ -39,7 +40,8 @@ TEST(InceptionArchitecture, FlopsPerImageMatchesIndependentCount) {
 
 TEST(WeightLoader, OneBasedRootAndZeroBasedModelWeightsAgree) {
   InceptionWeights a = load_inception_v3_weights(reference_file("inception_v3_1based.h5"));
-  InceptionWeights b = load_inception_v3_weights(reference_file("inception_v3_0based_model_weights.h5"));
+  InceptionWeights b =
+      load_inception_v3_weights(reference_file("inception_v3_0based_model_weights.h5"));
   EXPECT_FALSE(a.zero_based);
   EXPECT_FALSE(a.under_model_weights);
   EXPECT_TRUE(a.random_weights);  // the generator marks its files; tools warn on them
@@ -105,9 +107,11 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(
         BadFile{"missing_layer.h5", {"missing layer", "conv2d_50", nullptr}},
         BadFile{"wrong_shape.h5", {"conv2d_10", "expected shape", "found"}},
-        BadFile{"wrong_dtype.h5", {"batch_normalization_3", "moving_mean", "expected float32, found float64"}},
+        BadFile{"wrong_dtype.h5",
+                {"batch_normalization_3", "moving_mean", "expected float32, found float64"}},
         BadFile{"nan_value.h5", {"conv2d_7", "expected finite values, found nan", nullptr}},
-        BadFile{"inf_value.h5", {"batch_normalization_20", "expected finite values, found inf", nullptr}},
+        BadFile{"inf_value.h5",
+                {"batch_normalization_20", "expected finite values, found inf", nullptr}},
         BadFile{"negative_variance.h5", {"batch_normalization_5", "moving_variance", ">= 0"}},
         BadFile{"truncated.h5", {"truncated", nullptr, nullptr}},
         BadFile{"not_hdf5.h5", {"not an HDF5 file", nullptr, nullptr}},
@@ -126,7 +130,8 @@ TEST(WeightLoader, MissingPathAndDirectory) {
         try {
           load_inception_v3_weights("/nonexistent/weights.h5");
         } catch (const Error& e) {
-          EXPECT_NE(std::string(e.what()).find("/nonexistent/weights.h5: cannot open"), std::string::npos);
+          EXPECT_NE(std::string(e.what()).find("/nonexistent/weights.h5: cannot open"),
+                    std::string::npos);
           throw;
         }
       },

@@ -11,9 +11,9 @@
 // --batch and --queue, never by the dataset. Bad files are skipped with one line each and listed
 // at the end and in the cache. Exit status: 0 all images extracted; 3 some were skipped;
 // 1 fatal error (or the first bad image with --strict); 2 bad flags.
-#include <CLI/CLI.hpp>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <CLI/CLI.hpp>
 
 #include <atomic>
 #include <condition_variable>
@@ -25,8 +25,8 @@
 #include <set>
 #include <thread>
 
-#include "engine/cli_status.h"
 #include "engine/bottleneck_cache.h"
+#include "engine/cli_status.h"
 #include "engine/cuda_device.h"
 #include "engine/dataset.h"
 #include "engine/error.h"
@@ -43,10 +43,10 @@ constexpr int kExitSkipped = 3;
 constexpr const char* kEngineVersion = "0.1.0";
 
 struct Item {
-  size_t index = 0;          // into the job list
+  size_t index = 0;  // into the job list
   std::string sha256;
   bool cached = false;
-  std::string error;         // non-empty: skipped
+  std::string error;          // non-empty: skipped
   std::vector<float> pixels;  // Preprocessing::floats(): 299*299*3 in [-1, 1]
 };
 
@@ -98,11 +98,13 @@ bool parse_shard(const std::string& s, int* k, int* n) {
   const size_t slash = s.find('/');
   if (slash == std::string::npos) return false;
   auto number = [](const std::string& t, int* v) {
-    if (t.empty() || t.size() > 9 || t.find_first_not_of("0123456789") != std::string::npos) return false;
+    if (t.empty() || t.size() > 9 || t.find_first_not_of("0123456789") != std::string::npos)
+      return false;
     *v = std::stoi(t);
     return true;
   };
-  return number(s.substr(0, slash), k) && number(s.substr(slash + 1), n) && *n >= 1 && *k >= 1 && *k <= *n;
+  return number(s.substr(0, slash), k) && number(s.substr(slash + 1), n) && *n >= 1 && *k >= 1 &&
+         *k <= *n;
 }
 
 struct Options {
@@ -116,7 +118,9 @@ struct Options {
 int run_extract(const Options& o) {
   const Device device = resolve_device(o.device);
   if (device == Device::CUDA && o.device == "cuda")
-    fail("--device cuda: extract does not run Inception on the GPU yet (models/inception_v3_cuda is built but not wired into the tools); use --device cpu or auto");
+    fail(
+        "--device cuda: extract does not run Inception on the GPU yet (models/inception_v3_cuda is "
+        "built but not wired into the tools); use --device cpu or auto");
   if (device == Device::CUDA)
     std::fprintf(stderr, "note: a GPU is present but extract does not use it yet: using the CPU\n");
   int shard_k = 1, shard_n = 1;
@@ -130,9 +134,10 @@ int run_extract(const Options& o) {
   for (auto& im : ds.images)
     if (in_shard(im.meta.path, shard_k, shard_n)) jobs.push_back(im);
   for (const auto& n : ds.notes) std::fprintf(stderr, "note: %s\n", n.c_str());
-  std::printf("images: %zu in %s (%s, %zu classes)%s\n", jobs.size(), o.images.c_str(),
-              ds.label_source.c_str(), ds.class_names.size(),
-              shard_n > 1 ? (" shard " + o.shard + " of " + std::to_string(ds.images.size())).c_str() : "");
+  std::printf(
+      "images: %zu in %s (%s, %zu classes)%s\n", jobs.size(), o.images.c_str(),
+      ds.label_source.c_str(), ds.class_names.size(),
+      shard_n > 1 ? (" shard " + o.shard + " of " + std::to_string(ds.images.size())).c_str() : "");
   {
     std::set<std::string> groups;
     for (const auto& im : jobs)
@@ -149,7 +154,8 @@ int run_extract(const Options& o) {
   BottleneckCache cache(o.out, settings, o.force);
 
   InceptionWeights w = load_inception_v3_weights(o.weights);
-  if (!random_weights_warning(w).empty()) std::fprintf(stderr, "%s\n", random_weights_warning(w).c_str());
+  if (!random_weights_warning(w).empty())
+    std::fprintf(stderr, "%s\n", random_weights_warning(w).c_str());
   InceptionV3Cpu model(w);
   model.set_batch_invariant(true);  // a resumed run gives bit-identical features
 
@@ -208,14 +214,16 @@ int run_extract(const Options& o) {
     const int64_t image = kInceptionInput * kInceptionInput * 3;
     Tensor x(Shape{n, kInceptionInput, kInceptionInput, 3});
     for (int64_t i = 0; i < n; ++i)
-      std::memcpy(x.data() + i * image, pending[static_cast<size_t>(i)].pixels.data(), image * sizeof(float));
+      std::memcpy(x.data() + i * image, pending[static_cast<size_t>(i)].pixels.data(),
+                  image * sizeof(float));
     Tensor b(Shape{n, kBottleneckSize});
     model.forward(x, b);
     std::vector<CacheFeature> batch;
     for (int64_t i = 0; i < n; ++i) {
       Item& it = pending[static_cast<size_t>(i)];
       batch.push_back({jobs[it.index].meta.path, it.sha256,
-                       std::vector<float>(b.data() + i * kBottleneckSize, b.data() + (i + 1) * kBottleneckSize)});
+                       std::vector<float>(b.data() + i * kBottleneckSize,
+                                          b.data() + (i + 1) * kBottleneckSize)});
       ok[it.index] = true;
     }
     {
@@ -230,8 +238,11 @@ int run_extract(const Options& o) {
     if (!item->error.empty()) {
       ++bad;
       skipped.push_back({jobs[item->index].meta.path, item->error});
-      std::fprintf(stderr, "%sskip: %s\n", isatty(fileno(stderr)) ? "\r\033[K" : "", item->error.c_str());
-      if (o.strict) fail("--strict: stopping at the first bad image (", bad, " skipped); work so far is kept in the cache journal");
+      std::fprintf(stderr, "%sskip: %s\n", isatty(fileno(stderr)) ? "\r\033[K" : "",
+                   item->error.c_str());
+      if (o.strict)
+        fail("--strict: stopping at the first bad image (", bad,
+             " skipped); work so far is kept in the cache journal");
       progress.set_note(std::to_string(bad) + " skipped");
       progress.advance(1);
     } else if (item->cached) {
@@ -249,7 +260,8 @@ int run_extract(const Options& o) {
   std::vector<ImageMeta> current;
   for (size_t i = 0; i < jobs.size(); ++i)
     if (ok[i]) current.push_back(jobs[i].meta);
-  std::sort(skipped.begin(), skipped.end(), [](const SkippedFile& a, const SkippedFile& b) { return a.path < b.path; });
+  std::sort(skipped.begin(), skipped.end(),
+            [](const SkippedFile& a, const SkippedFile& b) { return a.path < b.path; });
   cache.finalize(current, ds.class_names, skipped);
   std::printf("cache: %s: %zu images (%zu extracted now, %zu reused), %zu skipped\n", o.out.c_str(),
               current.size(), extracted, reused, skipped.size());
@@ -263,22 +275,35 @@ int run_extract(const Options& o) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"Extract Inception v3 bottlenecks of a folder of images into a resumable HDF5 cache"};
+  CLI::App app{
+      "Extract Inception v3 bottlenecks of a folder of images into a resumable HDF5 cache"};
   Options o;
   std::vector<std::string> merge;
   app.add_option("--images", o.images, "image folder: class sub-folders, or flat with --labels");
   app.add_option("--labels", o.labels, "ISIC-style labels CSV")->check(CLI::ExistingFile);
   app.add_option("--label-column", o.label_column, "label column of the CSV (default: auto)");
-  app.add_option("--group-column", o.group_column, "lesion/patient column of the CSV (default: lesion_id or patient_id if present)");
+  app.add_option("--group-column", o.group_column,
+                 "lesion/patient column of the CSV (default: lesion_id or patient_id if present)");
   app.add_option("--weights", o.weights, "Keras InceptionV3 HDF5 weights");
   app.add_option("--out", o.out, "cache file to create or update");
-  app.add_option("--device", o.device, "cpu, cuda or auto")->check(CLI::IsMember({"cpu", "cuda", "auto"}));
+  app.add_option("--device", o.device, "cpu, cuda or auto")
+      ->check(CLI::IsMember({"cpu", "cuda", "auto"}));
   app.add_option("--batch", o.batch, "images per network batch")->check(CLI::Range(1, 4096));
-  app.add_option("--workers", o.workers, "decode threads (default: all cores)")->check(CLI::Range(0, 1024));
-  app.add_option("--queue", o.queue_batches, "decoded batches queued ahead of the network")->check(CLI::Range(1, 64));
-  app.add_option("--resize", o.resize, "antialias (default; PIL/torch antialiased bilinear), bilinear (TF2 tf.image.resize), or tf1 (retrain.py exactly: tf.io.decode_jpeg's INTEGER_FAST decode, no EXIF rotation, TF1 resize_bilinear; then x/127.5-1)")->check(CLI::IsMember({"antialias", "bilinear", "tf1"}));
-  app.add_option("--dct-scale", o.dct_scale, "decode large JPEGs at 1/2 or 1/4 scale when still >= 299 (default false: it moved the bottleneck by 2% on 1024x1024 images for no measurable speed on the CPU, bench/README.md)");
-  app.add_option("--max-pixels", o.max_pixels, "largest accepted width*height")->check(CLI::Range(int64_t(1), int64_t(1) << 40));
+  app.add_option("--workers", o.workers, "decode threads (default: all cores)")
+      ->check(CLI::Range(0, 1024));
+  app.add_option("--queue", o.queue_batches, "decoded batches queued ahead of the network")
+      ->check(CLI::Range(1, 64));
+  app.add_option("--resize", o.resize,
+                 "antialias (default; PIL/torch antialiased bilinear), bilinear (TF2 "
+                 "tf.image.resize), or tf1 (retrain.py exactly: tf.io.decode_jpeg's INTEGER_FAST "
+                 "decode, no EXIF rotation, TF1 resize_bilinear; then x/127.5-1)")
+      ->check(CLI::IsMember({"antialias", "bilinear", "tf1"}));
+  app.add_option(
+      "--dct-scale", o.dct_scale,
+      "decode large JPEGs at 1/2 or 1/4 scale when still >= 299 (default false: it moved the "
+      "bottleneck by 2% on 1024x1024 images for no measurable speed on the CPU, bench/README.md)");
+  app.add_option("--max-pixels", o.max_pixels, "largest accepted width*height")
+      ->check(CLI::Range(int64_t(1), int64_t(1) << 40));
   app.add_option("--shard", o.shard, "process the K-th of N deterministic parts, e.g. 2/4");
   app.add_flag("--force", o.force, "rebuild a cache made with other weights or settings");
   app.add_flag("--strict", o.strict, "stop at the first bad image");
@@ -290,7 +315,8 @@ int main(int argc, char** argv) {
       throw CLI::RequiredError("--images, --weights and --out (or --merge)");
     int k, n;
     if (!o.shard.empty() && !parse_shard(o.shard, &k, &n))
-      throw CLI::ValidationError("--shard", "expected K/N with 1 <= K <= N (e.g. 2/4), got '" + o.shard + "'");
+      throw CLI::ValidationError("--shard",
+                                 "expected K/N with 1 <= K <= N (e.g. 2/4), got '" + o.shard + "'");
   } catch (const CLI::ParseError& e) {
     return cli_parse_error_status(app, e);  // --help: 0; a bad flag: one line, 2
   }

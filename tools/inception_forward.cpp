@@ -1,7 +1,7 @@
 // tools/inception_forward.cpp: runs the Inception v3 forward pass on the CPU over generated
 // images (a deterministic, seeded pattern in [-1, 1]) and prints the bottlenecks' shape, a
-// checksum and the speed: a smoke test of the forward pass alone (tools/extract is the real use). No
-// image files, so no decoding (engine/preprocessing.h is for those): inputs are made in [-1, 1].
+// checksum and the speed: a smoke test of the forward pass alone (tools/extract is the real use).
+// No image files, so no decoding (engine/preprocessing.h is for those): inputs are made in [-1, 1].
 //   inception_forward --weights build/reference/inception_v3_1based.h5 --images 4 --batch 2
 #include <CLI/CLI.hpp>
 
@@ -35,7 +35,8 @@ void fill_image(float* img, uint64_t seed) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"Inception v3 forward (CPU) on generated images: prints bottleneck shape and checksum"};
+  CLI::App app{
+      "Inception v3 forward (CPU) on generated images: prints bottleneck shape and checksum"};
   std::string weights;
   int images = 4, batch = 4;
   uint64_t seed = 1;
@@ -50,8 +51,10 @@ int main(int argc, char** argv) {
   }
   try {
     InceptionWeights w = load_inception_v3_weights(weights);
-    if (!random_weights_warning(w).empty()) std::fprintf(stderr, "%s\n", random_weights_warning(w).c_str());
-    std::printf("weights: %s (%s names%s, %s)\n", weights.c_str(), w.zero_based ? "0-based" : "1-based",
+    if (!random_weights_warning(w).empty())
+      std::fprintf(stderr, "%s\n", random_weights_warning(w).c_str());
+    std::printf("weights: %s (%s names%s, %s)\n", weights.c_str(),
+                w.zero_based ? "0-based" : "1-based",
                 w.under_model_weights ? ", /model_weights" : "",
                 w.has_top ? "with predictions top" : "no top");
     std::fflush(stdout);
@@ -67,19 +70,23 @@ int main(int argc, char** argv) {
       int n = std::min(batch, images - start);
       Tensor x(Shape{n, kInceptionInput, kInceptionInput, 3});
       for (int i = 0; i < n; ++i)
-        fill_image(x.data() + int64_t(i) * kInceptionInput * kInceptionInput * 3, seed * 1000003 + start + i);
-      Tensor b = Tensor::view(all.data() + int64_t(start) * kBottleneckSize, Shape{n, kBottleneckSize});
+        fill_image(x.data() + int64_t(i) * kInceptionInput * kInceptionInput * 3,
+                   seed * 1000003 + start + i);
+      Tensor b =
+          Tensor::view(all.data() + int64_t(start) * kBottleneckSize, Shape{n, kBottleneckSize});
       model.forward(x, b);
       progress.advance(n);
     }
     progress.finish();
     double sum = 0, asum = 0;
-    for (int64_t i = 0; i < all.numel(); ++i) sum += all.data()[i], asum += std::fabs(all.data()[i]);
+    for (int64_t i = 0; i < all.numel(); ++i)
+      sum += all.data()[i], asum += std::fabs(all.data()[i]);
     std::printf("bottlenecks: shape %s, sum %.6f, sum|x| %.6f, first values %.6f %.6f %.6f\n",
                 all.shape().str().c_str(), sum, asum, all.data()[0], all.data()[1], all.data()[2]);
     double rate = progress.rate();
     if (steady_images > 0)
-      rate = steady_images / std::chrono::duration<double>(std::chrono::steady_clock::now() - steady_start).count();
+      rate = steady_images /
+             std::chrono::duration<double>(std::chrono::steady_clock::now() - steady_start).count();
     std::printf("speed: %.2f img/s (%.1f GFLOP/s)%s, activation memory %.1f MiB\n", rate,
                 rate * model.flops_per_image() / 1e9,
                 steady_images > 0 ? " after the first batch" : " including one-time setup",

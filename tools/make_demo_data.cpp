@@ -6,8 +6,8 @@
 // size, darkness and skin tone overlap between the classes, so no single global statistic
 // (mean brightness, colour) separates them.
 //   make_demo_data --out demo --count 300 --melanoma-fraction 0.2 --seed 1
-#include <CLI/CLI.hpp>
 #include <jpeglib.h>
+#include <CLI/CLI.hpp>
 
 #include <cmath>
 #include <csetjmp>
@@ -77,7 +77,8 @@ std::vector<uint8_t> make_lesion(std::mt19937_64& rng, bool melanoma) {
   std::normal_distribution<float> n01(0.f, 1.f);
   // Skin: light to medium tones (overlapping between classes).
   const float tone = u(rng);
-  const Rgb skin{225 - 60 * tone + 6 * n01(rng), 185 - 65 * tone + 6 * n01(rng), 160 - 70 * tone + 6 * n01(rng)};
+  const Rgb skin{225 - 60 * tone + 6 * n01(rng), 185 - 65 * tone + 6 * n01(rng),
+                 160 - 70 * tone + 6 * n01(rng)};
   const float cx = W / 2 + 40 * n01(rng), cy = H / 2 + 30 * n01(rng);
   const float radius = 60 + 60 * u(rng);  // same size range for both classes
   const float elong = 1 + 0.25f * u(rng), rot = 6.283f * u(rng);
@@ -112,18 +113,24 @@ std::vector<uint8_t> make_lesion(std::mt19937_64& rng, bool melanoma) {
       const float mask = std::clamp((1.08f - d) / 0.16f, 0.f, 1.f);  // soft edge
       Rgb c;
       if (melanoma) {
-        const float t1 = 0.5f + 0.5f * std::sin(f1 * x + p1), t2 = 0.5f + 0.5f * std::sin(f2 * y - p1);
-        c = {brown.r * t1 + black.r * (1 - t1), brown.g * t1 + black.g * (1 - t1), brown.b * t1 + black.b * (1 - t1)};
-        c = {c.r * t2 + red.r * (1 - t2) * 0.5f + c.r * (1 - t2) * 0.5f, c.g * t2 + red.g * (1 - t2) * 0.5f + c.g * (1 - t2) * 0.5f,
+        const float t1 = 0.5f + 0.5f * std::sin(f1 * x + p1),
+                    t2 = 0.5f + 0.5f * std::sin(f2 * y - p1);
+        c = {brown.r * t1 + black.r * (1 - t1), brown.g * t1 + black.g * (1 - t1),
+             brown.b * t1 + black.b * (1 - t1)};
+        c = {c.r * t2 + red.r * (1 - t2) * 0.5f + c.r * (1 - t2) * 0.5f,
+             c.g * t2 + red.g * (1 - t2) * 0.5f + c.g * (1 - t2) * 0.5f,
              c.b * t2 + red.b * (1 - t2) * 0.5f + c.b * (1 - t2) * 0.5f};
-        const float v = std::clamp(1.2f - std::hypot(x - veil_x, y - veil_y) / veil_r, 0.f, 1.f) * 0.8f;
+        const float v =
+            std::clamp(1.2f - std::hypot(x - veil_x, y - veil_y) / veil_r, 0.f, 1.f) * 0.8f;
         c = {c.r * (1 - v) + veil.r * v, c.g * (1 - v) + veil.g * v, c.b * (1 - v) + veil.b * v};
       } else {
         const float t = two_tone ? std::clamp(1.3f - d * 1.6f, 0.f, 1.f) : 0.f;
-        c = {brown.r * (1 - t) + brown2.r * t, brown.g * (1 - t) + brown2.g * t, brown.b * (1 - t) + brown2.b * t};
+        c = {brown.r * (1 - t) + brown2.r * t, brown.g * (1 - t) + brown2.g * t,
+             brown.b * (1 - t) + brown2.b * t};
       }
       // Vignetting (dermoscope): darker towards the corners.
-      const float vig = 1 - 0.35f * std::pow(std::hypot((x - W / 2.f) / W, (y - H / 2.f) / H) * 1.6f, 2.f);
+      const float vig =
+          1 - 0.35f * std::pow(std::hypot((x - W / 2.f) / W, (y - H / 2.f) / H) * 1.6f, 2.f);
       float* px = &img[(static_cast<size_t>(y) * W + x) * 3];
       px[0] = (skin.r * (1 - mask) + c.r * mask) * vig;
       px[1] = (skin.g * (1 - mask) + c.g * mask) * vig;
@@ -143,7 +150,8 @@ std::vector<uint8_t> make_lesion(std::mt19937_64& rng, bool melanoma) {
           if (px < 0 || py < 0 || px >= W || py >= H) continue;
           const float w = std::clamp(width - std::hypot(float(ox), float(oy)), 0.f, 1.f) * 0.85f;
           float* p = &img[(static_cast<size_t>(py) * W + px) * 3];
-          p[0] = p[0] * (1 - w) + 40 * w, p[1] = p[1] * (1 - w) + 30 * w, p[2] = p[2] * (1 - w) + 25 * w;
+          p[0] = p[0] * (1 - w) + 40 * w, p[1] = p[1] * (1 - w) + 30 * w,
+          p[2] = p[2] * (1 - w) + 25 * w;
         }
     }
   }
@@ -156,14 +164,17 @@ std::vector<uint8_t> make_lesion(std::mt19937_64& rng, bool melanoma) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"Generate seeded synthetic dermoscopy-like images (600x450 JPEG) in class folders + ISIC CSV"};
+  CLI::App app{
+      "Generate seeded synthetic dermoscopy-like images (600x450 JPEG) in class folders + ISIC "
+      "CSV"};
   std::string out;
   int count = 300;
   double melanoma_fraction = 0.2;
   uint64_t seed = 1;
   app.add_option("--out", out, "output folder (created)")->required();
   app.add_option("--count", count, "number of images")->check(CLI::Range(2, 1000000));
-  app.add_option("--melanoma-fraction", melanoma_fraction, "fraction of melanoma-like images")->check(CLI::Range(0.01, 0.99));
+  app.add_option("--melanoma-fraction", melanoma_fraction, "fraction of melanoma-like images")
+      ->check(CLI::Range(0.01, 0.99));
   app.add_option("--seed", seed, "random seed");
   try {
     app.parse(argc, argv);
@@ -180,7 +191,8 @@ int main(int argc, char** argv) {
     engine::Progress progress("make_demo_data", count);
     const int n_mel = std::max(1, static_cast<int>(std::lround(count * melanoma_fraction)));
     auto is_melanoma = [&](int i) {  // melanoma images spread evenly over the ids
-      return (static_cast<int64_t>(i) * n_mel) / count != (static_cast<int64_t>(i + 1) * n_mel) / count;
+      return (static_cast<int64_t>(i) * n_mel) / count !=
+             (static_cast<int64_t>(i + 1) * n_mel) / count;
     };
     auto image_id = [](int i) {
       char id[32];
@@ -194,7 +206,8 @@ int main(int argc, char** argv) {
     for (int i = 0; i < count; ++i) {
       try {
         const bool mel = is_melanoma(i);
-        const fs::path p = fs::path(out) / "images" / (mel ? "melanoma" : "benign") / (image_id(i) + ".jpg");
+        const fs::path p =
+            fs::path(out) / "images" / (mel ? "melanoma" : "benign") / (image_id(i) + ".jpg");
         if (!fs::exists(p)) {
           std::mt19937_64 rng(seed * 0x9E3779B97F4A7C15ull + static_cast<uint64_t>(i));
           write_jpeg(p.string(), make_lesion(rng, mel), 90);
@@ -207,12 +220,14 @@ int main(int argc, char** argv) {
       progress.advance(1);
     }
     if (!error.empty()) fail(error);
-    for (int i = 0; i < count; ++i) csv << image_id(i) << "," << (is_melanoma(i) ? "malignant" : "benign") << "\n";
+    for (int i = 0; i < count; ++i)
+      csv << image_id(i) << "," << (is_melanoma(i) ? "malignant" : "benign") << "\n";
     progress.finish();
     csv.close();
     fs::rename(csv_path + ".tmp", csv_path);
-    std::printf("demo data: %d images (%d melanoma-like) in %s/images/{benign,melanoma}, labels %s\n",
-                count, n_mel, out.c_str(), csv_path.c_str());
+    std::printf(
+        "demo data: %d images (%d melanoma-like) in %s/images/{benign,melanoma}, labels %s\n",
+        count, n_mel, out.c_str(), csv_path.c_str());
   } catch (const std::exception& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 1;

@@ -13,9 +13,9 @@
 // images are skipped with one line each (exit 3); other errors exit 1. The CSV is written to
 // `<out>.tmp.<pid>` and committed durably (engine/durable_file.h: fsync, rename, directory fsync);
 // the temp file is removed on failure, SIGTERM, SIGINT.
-#include <CLI/CLI.hpp>
 #include <signal.h>
 #include <unistd.h>
+#include <CLI/CLI.hpp>
 
 #include <cstdio>
 #include <cstring>
@@ -55,8 +55,8 @@ std::string image_id(const std::string& file) {
   if (dot == std::string::npos || dot == 0) return name;
   std::string ext = name.substr(dot + 1);
   for (char& ch : ext) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
-  static const char* const kImageExt[] = {"jpg", "jpeg", "jpe", "jfif", "png", "bmp",
-                                          "gif", "tif", "tiff", "webp"};
+  static const char* const kImageExt[] = {"jpg", "jpeg", "jpe", "jfif", "png",
+                                          "bmp", "gif",  "tif", "tiff", "webp"};
   for (const char* e : kImageExt)
     if (ext == e) return name.substr(0, dot);
   return name;
@@ -65,11 +65,14 @@ std::string image_id(const std::string& file) {
 // --out must be creatable: not a folder, in an existing writable folder.
 void check_output_path(const std::string& out) {
   std::error_code ec;
-  if (fs::is_directory(out, ec)) throw UsageError("--out " + out + ": is a folder, expected a CSV file path");
+  if (fs::is_directory(out, ec))
+    throw UsageError("--out " + out + ": is a folder, expected a CSV file path");
   fs::path parent = fs::path(out).parent_path();
   if (parent.empty()) parent = ".";
-  if (!fs::exists(parent, ec)) throw UsageError("--out " + out + ": folder " + parent.string() + " does not exist");
-  if (!fs::is_directory(parent, ec)) throw UsageError("--out " + out + ": " + parent.string() + " is not a folder");
+  if (!fs::exists(parent, ec))
+    throw UsageError("--out " + out + ": folder " + parent.string() + " does not exist");
+  if (!fs::is_directory(parent, ec))
+    throw UsageError("--out " + out + ": " + parent.string() + " is not a folder");
   if (access(parent.c_str(), W_OK | X_OK) != 0)
     throw UsageError("--out " + out + ": folder " + parent.string() + " is not writable");
 }
@@ -90,11 +93,15 @@ int main(int argc, char** argv) {
   std::vector<std::string> inputs;
   int batch = 16;
   bool quiet = false;
-  app.add_option("--weights", weights, "Keras InceptionV3 HDF5 weights (the ones the head was trained with)")->required();
+  app.add_option("--weights", weights,
+                 "Keras InceptionV3 HDF5 weights (the ones the head was trained with)")
+      ->required();
   app.add_option("--head", head_path, "head_keras.h5 written by tools/train")->required();
-  app.add_option("--out", out, "CSV to write: image,<class 1>,...,<class K> (probabilities)")->required();
+  app.add_option("--out", out, "CSV to write: image,<class 1>,...,<class K> (probabilities)")
+      ->required();
   app.add_option("--batch", batch, "images per network batch")->check(CLI::Range(1, 4096));
-  app.add_option("--device", device, "cpu, cuda or auto")->check(CLI::IsMember({"cpu", "cuda", "auto"}));
+  app.add_option("--device", device, "cpu, cuda or auto")
+      ->check(CLI::IsMember({"cpu", "cuda", "auto"}));
   app.add_flag("--quiet", quiet, "no progress output");
   app.add_option("images", inputs, "image files or folders (searched recursively)")->required();
   try {
@@ -122,15 +129,19 @@ int main(int argc, char** argv) {
       ids.push_back(image_id(files[i]));
       auto [it, fresh] = first_of.emplace(ids.back(), i);
       if (!fresh)
-        throw UsageError("image id '" + ids.back() + "' twice: " + files[it->second] + " and " + files[i] +
+        throw UsageError("image id '" + ids.back() + "' twice: " + files[it->second] + " and " +
+                         files[i] +
                          " (the CSV needs unique ids; rename one or predict them separately)");
     }
 
     if (resolve_device(device) == Device::CUDA && device == "cuda")
-      fail("--device cuda: predict does not run Inception on the GPU yet (models/inception_v3_cuda is built but not wired into the tools); use --device cpu");
+      fail(
+          "--device cuda: predict does not run Inception on the GPU yet (models/inception_v3_cuda "
+          "is built but not wired into the tools); use --device cpu");
     const KerasHead kh = read_keras_head(head_path);
     if (kh.config.input != kBottleneckSize)
-      fail(head_path, ": the head takes ", kh.config.input, " inputs, the Inception bottleneck has ", kBottleneckSize);
+      fail(head_path, ": the head takes ", kh.config.input,
+           " inputs, the Inception bottleneck has ", kBottleneckSize);
     if (sha256_file(weights) != kh.info.inception_weights_sha256)
       fail(head_path, ": the head was trained on features of other Inception weights (sha256 ",
            kh.info.inception_weights_sha256.substr(0, 12), "...) than ", weights);
@@ -142,7 +153,8 @@ int main(int argc, char** argv) {
     const size_t K = static_cast<size_t>(kh.config.classes);
 
     InceptionWeights iw = load_inception_v3_weights(weights);
-    if (!random_weights_warning(iw).empty()) std::fprintf(stderr, "%s\n", random_weights_warning(iw).c_str());
+    if (!random_weights_warning(iw).empty())
+      std::fprintf(stderr, "%s\n", random_weights_warning(iw).c_str());
     InceptionV3Cpu model(iw);
 
     // A unique temp name beside --out (two runs never share one), removed on failure and by
@@ -173,7 +185,8 @@ int main(int argc, char** argv) {
       for (size_t i = 0; i < n; ++i) {
         try {
           const std::vector<uint8_t> bytes = read_image_file_bytes(files[start + i]);
-          preprocess_image(bytes, files[start + i], pre, x.data() + static_cast<int64_t>(i) * image);
+          preprocess_image(bytes, files[start + i], pre,
+                           x.data() + static_cast<int64_t>(i) * image);
         } catch (const std::exception& e) {
           errors[i] = e.what();
           std::fill_n(x.data() + static_cast<int64_t>(i) * image, image, 0.f);  // a defined input
@@ -186,7 +199,8 @@ int main(int argc, char** argv) {
       for (size_t i = 0; i < n; ++i) {
         if (!errors[i].empty()) {
           skipped.push_back(errors[i]);
-          std::fprintf(stderr, "%sskip: %s\n", isatty(fileno(stderr)) ? "\r\033[K" : "", errors[i].c_str());
+          std::fprintf(stderr, "%sskip: %s\n", isatty(fileno(stderr)) ? "\r\033[K" : "",
+                       errors[i].c_str());
           continue;
         }
         row.assign(1, ids[start + i]);
@@ -200,7 +214,8 @@ int main(int argc, char** argv) {
     if (!csv) fail(out, ": write failed (", tmp, ")");
     commit_file_durable(tmp, out);  // fsync, rename, directory fsync: a crash leaves old or new
     g_tmp_path[0] = 0;
-    std::printf("predictions: %s: %zu images, %zu skipped\n", out.c_str(), files.size() - skipped.size(), skipped.size());
+    std::printf("predictions: %s: %zu images, %zu skipped\n", out.c_str(),
+                files.size() - skipped.size(), skipped.size());
     return skipped.empty() ? 0 : 3;
   } catch (const UsageError& e) {
     std::fprintf(stderr, "%serror: %s\n", nl, e.what());
