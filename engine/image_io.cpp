@@ -26,9 +26,11 @@
 #include <cstdio>
 #include <cstring>
 
-// jpeglib.h needs size_t and FILE declared first.
-#include <jerror.h>  // JWRN_* message codes
+// jpeglib.h needs size_t and FILE declared first, and jerror.h needs jpeglib.h (own blocks, so
+// that clang-format keeps this order).
 #include <jpeglib.h>
+
+#include <jerror.h>  // JWRN_* message codes
 #include <png.h>
 
 #include "engine/error.h"
@@ -294,6 +296,18 @@ int exif_orientation_from_jpeg_markers(jpeg_decompress_struct* cinfo) {
   return 1;
 }
 
+// 4-byte CMYK pixels to 3-byte RGB ones, `pixel(s, o)` converting each; the two CMYK rules (TF's,
+// PIL's) differ only in that function.
+template <typename PixelFn>
+std::vector<uint8_t> cmyk_to_rgb(const std::vector<uint8_t>& cmyk, PixelFn pixel) {
+  const size_t n = cmyk.size() / 4;
+  std::vector<uint8_t> rgb(n * 3);
+  const uint8_t* s = cmyk.data();
+  uint8_t* o = rgb.data();
+  for (size_t i = 0; i < n; ++i, s += 4, o += 3) pixel(s, o);
+  return rgb;
+}
+
 Image8 decode_jpeg(const uint8_t* data, size_t size, const std::string& name,
                    const DecodeOptions& opt) {
   JpegJob j;
@@ -338,29 +352,21 @@ Image8 decode_jpeg(const uint8_t* data, size_t size, const std::string& name,
   } else if (tf) {
     // tensorflow/core/lib/jpeg/jpeg_mem.cc: libjpeg's raw CMYK output s, integer division.
     const bool adobe = c.saw_Adobe_marker;
-    const size_t n = size_t(j.out_w) * size_t(j.out_h);
-    img.rgb.resize(n * 3);
-    const uint8_t* s = j.pixels.data();
-    uint8_t* o = img.rgb.data();
-    for (size_t i = 0; i < n; ++i, s += 4, o += 3) {
+    img.rgb = cmyk_to_rgb(j.pixels, [adobe](const uint8_t* s, uint8_t* o) {
       const int k = s[3];
       for (int ch = 0; ch < 3; ++ch)
         o[ch] = static_cast<uint8_t>(adobe ? k * s[ch] / 255 : (255 - k) * (255 - s[ch]) / 255);
-    }
+    });
   } else {
     // Stored (Adobe-inverted) values s: c = 255 - s_c, nk = 255 - k = s_k. PIL's cmyk2rgb:
     // out = nk - MULDIV255(c, nk) with MULDIV255(a, b) = ((t >> 8) + t) >> 8, t = a * b + 128.
-    const size_t n = size_t(j.out_w) * size_t(j.out_h);
-    img.rgb.resize(n * 3);
-    const uint8_t* s = j.pixels.data();
-    uint8_t* o = img.rgb.data();
-    for (size_t i = 0; i < n; ++i, s += 4, o += 3) {
+    img.rgb = cmyk_to_rgb(j.pixels, [](const uint8_t* s, uint8_t* o) {
       const int nk = s[3];
       for (int ch = 0; ch < 3; ++ch) {
         const int t = (255 - s[ch]) * nk + 128;
         o[ch] = static_cast<uint8_t>(nk - (((t >> 8) + t) >> 8));
       }
-    }
+    });
   }
   return apply_orientation(std::move(img), j.orientation);
 }

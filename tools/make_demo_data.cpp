@@ -6,16 +6,19 @@
 // size, darkness and skin tone overlap between the classes, so no single global statistic
 // (mean brightness, colour) separates them.
 //   make_demo_data --out demo --count 300 --melanoma-fraction 0.2 --seed 1
-#include <jpeglib.h>
 #include <CLI/CLI.hpp>
 
 #include <cmath>
 #include <csetjmp>
+#include <cstddef>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <random>
 #include <vector>
+
+// jpeglib.h needs size_t and FILE declared first (the block above).
+#include <jpeglib.h>
 
 #include "engine/cli_status.h"
 #include "engine/error.h"
