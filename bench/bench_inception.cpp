@@ -9,32 +9,24 @@
 
 #include <cmath>
 #include <cstdio>
-#include <cstdlib>
 #include <memory>
 
+#include "bench/bench_util.h"
 #include "engine/hdf5_io.h"
 #include "models/inception_v3.h"
 
 using namespace engine;
 
 namespace {
-std::string reference_dir() {
-  const char* d = std::getenv("ENGINE_REFERENCE_DIR");
-  return d ? d : "build/reference";
-}
-
 InceptionV3Cpu& model() {
-  static std::unique_ptr<InceptionV3Cpu> m = [] {
-    const char* w = std::getenv("ENGINE_WEIGHTS");
-    std::string path = w ? w : reference_dir() + "/inception_v3_1based.h5";
-    return std::make_unique<InceptionV3Cpu>(load_inception_v3_weights(path));
-  }();
+  static std::unique_ptr<InceptionV3Cpu> m =
+      std::make_unique<InceptionV3Cpu>(load_inception_v3_weights(bench::weights_path()));
   return *m;
 }
 
 // Compare with the PyTorch bottleneck (same tolerance as tests/test_inception.cpp).
 bool validate() {
-  H5File f = H5File::open_read(reference_dir() + "/reference.h5");
+  H5File f = H5File::open_read(bench::reference_dir() + "/reference.h5");
   Tensor x = h5_read_tensor(f.id(), "/inputs", f.path());
   Tensor want = h5_read_tensor(f.id(), "/blocks/bottleneck", f.path());
   Tensor got(Shape{x.n(), kBottleneckSize});
@@ -78,13 +70,5 @@ BENCHMARK(BM_InceptionV3Cpu)
 
 int main(int argc, char** argv) {
   benchmark::Initialize(&argc, argv);
-  try {
-    if (!validate()) return 1;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "error: %s\n", e.what());
-    return 1;
-  }
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
+  return bench::validate_then_run(validate);
 }

@@ -16,12 +16,12 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <cstdlib>
 #include <map>
 #include <memory>
 #include <set>
 #include <string>
 
+#include "bench/bench_util.h"
 #include "engine/cuda_check.h"
 #include "engine/cuda_device.h"
 #include "engine/cuda_resources.h"
@@ -33,16 +33,8 @@ using namespace engine;
 namespace {
 constexpr int64_t kMaxBatch = 128;
 
-std::string reference_dir() {
-  const char* d = std::getenv("ENGINE_REFERENCE_DIR");
-  return d ? d : "build/reference";
-}
-
 const InceptionWeights& weights() {
-  static InceptionWeights w = [] {
-    const char* p = std::getenv("ENGINE_WEIGHTS");
-    return load_inception_v3_weights(p ? p : reference_dir() + "/inception_v3_1based.h5");
-  }();
+  static InceptionWeights w = load_inception_v3_weights(bench::weights_path());
   return w;
 }
 
@@ -165,7 +157,7 @@ BENCHMARK(BM_InceptionV3Cuda)
 
 // fp32 at batch 1 against the PyTorch reference bottleneck (tests/test_inception.cpp's bound).
 bool validate() {
-  H5File f = H5File::open_read(reference_dir() + "/reference.h5");
+  H5File f = H5File::open_read(bench::reference_dir() + "/reference.h5");
   Tensor x = h5_read_tensor(f.id(), "/inputs", f.path());
   Tensor want = h5_read_tensor(f.id(), "/blocks/bottleneck", f.path());
   InceptionV3Cuda& net = model(kFp32Nchw);
@@ -193,13 +185,5 @@ int main(int argc, char** argv) {
     return 0;
   }
   std::printf("GPU: %s\n", a.reason.c_str());
-  try {
-    if (!validate()) return 1;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "error: %s\n", e.what());
-    return 1;
-  }
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
+  return bench::validate_then_run(validate);
 }
