@@ -149,29 +149,31 @@ void BM_ResizeOnly(benchmark::State& st, int side, bool dct, ResizeFilter f) {
   set_counters(st, s);
 }
 
-constexpr auto AA = ResizeFilter::Antialias;
-constexpr auto BL = ResizeFilter::Bilinear;
-
-BENCHMARK_CAPTURE(BM_Decode, 600x450_full, 600, false)->Unit(benchmark::kMillisecond);
-BENCHMARK_CAPTURE(BM_Decode, 600x450_dct299, 600, true)->Unit(benchmark::kMillisecond);
-BENCHMARK_CAPTURE(BM_Decode, 1024x1024_full, 1024, false)->Unit(benchmark::kMillisecond);
-BENCHMARK_CAPTURE(BM_Decode, 1024x1024_dct299, 1024, true)->Unit(benchmark::kMillisecond);
-BENCHMARK_CAPTURE(BM_ResizeOnly, 600x450_antialias, 600, false, AA)->Unit(benchmark::kMillisecond);
-BENCHMARK_CAPTURE(BM_ResizeOnly, 600x450_bilinear, 600, false, BL)->Unit(benchmark::kMillisecond);
-BENCHMARK_CAPTURE(BM_ResizeOnly, 1024x1024_antialias, 1024, false, AA)
-    ->Unit(benchmark::kMillisecond);
-BENCHMARK_CAPTURE(BM_ResizeOnly, 1024x1024_bilinear, 1024, false, BL)
-    ->Unit(benchmark::kMillisecond);
-BENCHMARK_CAPTURE(BM_DecodeResize, 600x450_full_antialias, 600, false, AA)
-    ->Unit(benchmark::kMillisecond);
-BENCHMARK_CAPTURE(BM_DecodeResize, 600x450_dct299_antialias, 600, true, AA)
-    ->Unit(benchmark::kMillisecond);
-BENCHMARK_CAPTURE(BM_DecodeResize, 1024x1024_full_antialias, 1024, false, AA)
-    ->Unit(benchmark::kMillisecond);
-BENCHMARK_CAPTURE(BM_DecodeResize, 1024x1024_dct299_antialias, 1024, true, AA)
-    ->Unit(benchmark::kMillisecond);
-BENCHMARK_CAPTURE(BM_DecodeResize, 1024x1024_full_bilinear, 1024, false, BL)
-    ->Unit(benchmark::kMillisecond);
+// Registered in the order they print; names say the JPEG size, the decode (full or DCT-scaled to
+// >= 299) and the resize filter, e.g. BM_DecodeResize/600x450_dct299_antialias.
+const int kRegistered = [] {
+  constexpr auto AA = ResizeFilter::Antialias;
+  constexpr auto BL = ResizeFilter::Bilinear;
+  auto size = [](int side) { return std::string(side == 600 ? "600x450" : "1024x1024"); };
+  auto decode = [](bool dct) { return std::string(dct ? "_dct299" : "_full"); };
+  auto filter = [](ResizeFilter f) { return std::string(f == AA ? "_antialias" : "_bilinear"); };
+  auto add = [](const std::string& name, auto fn, auto... args) {
+    benchmark::RegisterBenchmark(name.c_str(), fn, args...)->Unit(benchmark::kMillisecond);
+  };
+  for (int side : {600, 1024})
+    for (bool dct : {false, true})
+      add("BM_Decode/" + size(side) + decode(dct), BM_Decode, side, dct);
+  for (int side : {600, 1024})
+    for (ResizeFilter f : {AA, BL})
+      add("BM_ResizeOnly/" + size(side) + filter(f), BM_ResizeOnly, side, false, f);
+  for (int side : {600, 1024})
+    for (bool dct : {false, true})
+      add("BM_DecodeResize/" + size(side) + decode(dct) + filter(AA), BM_DecodeResize, side, dct,
+          AA);
+  add("BM_DecodeResize/" + size(1024) + decode(false) + filter(BL), BM_DecodeResize, 1024, false,
+      BL);
+  return 0;
+}();
 
 }  // namespace
 

@@ -108,20 +108,36 @@ void set_bytes(benchmark::State& state, int64_t floats_moved) {
       benchmark::Counter::kIsRate);
 }
 
-void BM_Pool(benchmark::State& state, bool is_max, int64_t hw, int64_t c, int k, int s, Padding p) {
-  Tensor x = random_tensor(Shape{kBatch, hw, hw, c}, 15);
-  Tensor y(pool2d_output_shape(x.shape(), k, s, p));
+struct PoolShape {
+  const char* name;
+  bool is_max;
+  int64_t hw, c;
+  int k, s;
+  Padding p;
+};
+
+void BM_Pool(benchmark::State& state, PoolShape ps) {
+  Tensor x = random_tensor(Shape{kBatch, ps.hw, ps.hw, ps.c}, 15);
+  Tensor y(pool2d_output_shape(x.shape(), ps.k, ps.s, ps.p));
   for (auto _ : state) {
-    if (is_max)
-      max_pool2d_forward_cpu(x, k, s, p, y);
+    if (ps.is_max)
+      max_pool2d_forward_cpu(x, ps.k, ps.s, ps.p, y);
     else
-      avg_pool2d_forward_cpu(x, k, s, p, y);
+      avg_pool2d_forward_cpu(x, ps.k, ps.s, ps.p, y);
     benchmark::DoNotOptimize(y.data());
   }
   set_bytes(state, x.numel() + y.numel());
 }
 
-void BM_Concat(benchmark::State& state, int64_t hw, std::vector<int64_t> cs) {
+struct ConcatShape {
+  const char* name;
+  int64_t hw;
+  std::vector<int64_t> cs;  // channels of each input
+};
+
+void BM_Concat(benchmark::State& state, ConcatShape cc) {
+  const int64_t hw = cc.hw;
+  const std::vector<int64_t>& cs = cc.cs;
   std::vector<Tensor> xs;
   std::vector<const Tensor*> ptrs;
   int64_t ctot = 0;
@@ -165,6 +181,19 @@ const ConvShape kConvShapes[] = {
     {"m9_8x8_1x3_384to384", 8, 384, 384, 1, 3, 1, Padding::Same},
 };
 
+const PoolShape kPoolShapes[] = {
+    {"MaxPool/147x147x64_3x3_s2_valid", true, 147, 64, 3, 2, Padding::Valid},
+    {"MaxPool/35x35x288_3x3_s2_valid", true, 35, 288, 3, 2, Padding::Valid},
+    {"AvgPool/35x35x192_3x3_s1_same", false, 35, 192, 3, 1, Padding::Same},
+    {"AvgPool/17x17x768_3x3_s1_same", false, 17, 768, 3, 1, Padding::Same},
+    {"AvgPool/8x8x2048_3x3_s1_same", false, 8, 2048, 3, 1, Padding::Same},
+};
+
+const ConcatShape kConcatShapes[] = {
+    {"Concat/35x35_64+64+96+32", 35, {64, 64, 96, 32}},
+    {"Concat/8x8_320+768+768+192", 8, {320, 768, 768, 192}},
+};
+
 const int kRegistered = [] {
   for (const ConvShape& c : kConvShapes)
     benchmark::RegisterBenchmark((std::string("Conv2dCpu/") + c.name).c_str(), BM_Conv2dCpu, c)
@@ -174,27 +203,10 @@ const int kRegistered = [] {
                                ConvShape{"ref", 8, 384, 384, 1, 3, 1, Padding::Same})
       ->Unit(benchmark::kMillisecond)
       ->UseRealTime();
-  benchmark::RegisterBenchmark("MaxPool/147x147x64_3x3_s2_valid", BM_Pool, true, 147, 64, 3, 2,
-                               Padding::Valid)
-      ->UseRealTime();
-  benchmark::RegisterBenchmark("MaxPool/35x35x288_3x3_s2_valid", BM_Pool, true, 35, 288, 3, 2,
-                               Padding::Valid)
-      ->UseRealTime();
-  benchmark::RegisterBenchmark("AvgPool/35x35x192_3x3_s1_same", BM_Pool, false, 35, 192, 3, 1,
-                               Padding::Same)
-      ->UseRealTime();
-  benchmark::RegisterBenchmark("AvgPool/17x17x768_3x3_s1_same", BM_Pool, false, 17, 768, 3, 1,
-                               Padding::Same)
-      ->UseRealTime();
-  benchmark::RegisterBenchmark("AvgPool/8x8x2048_3x3_s1_same", BM_Pool, false, 8, 2048, 3, 1,
-                               Padding::Same)
-      ->UseRealTime();
-  benchmark::RegisterBenchmark("Concat/35x35_64+64+96+32", BM_Concat, 35,
-                               std::vector<int64_t>{64, 64, 96, 32})
-      ->UseRealTime();
-  benchmark::RegisterBenchmark("Concat/8x8_320+768+768+192", BM_Concat, 8,
-                               std::vector<int64_t>{320, 768, 768, 192})
-      ->UseRealTime();
+  for (const PoolShape& p : kPoolShapes)
+    benchmark::RegisterBenchmark(p.name, BM_Pool, p)->UseRealTime();
+  for (const ConcatShape& c : kConcatShapes)
+    benchmark::RegisterBenchmark(c.name, BM_Concat, c)->UseRealTime();
   benchmark::RegisterBenchmark("GlobalAvgPool/8x8x2048", BM_GlobalAvgPool)->UseRealTime();
   return 0;
 }();
