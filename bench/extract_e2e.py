@@ -199,15 +199,22 @@ def common_args(doc):
     return ap
 
 
+def common_setup(a):
+    """common_args' defaults resolved against --build (the work dir made) and torch's threads
+    set; returns (weights, workdir)."""
+    weights = a.weights or os.path.join(a.build, "reference", "inception_v3_1based.h5")
+    workdir = a.workdir or os.path.join(a.build, "bench_extract")
+    os.makedirs(workdir, exist_ok=True)
+    torch.set_num_threads(a.threads)
+    return weights, workdir
+
+
 def main():
     ap = common_args(__doc__)
     ap.add_argument("--torch-mode", default="eager_cl", choices=["auto", "eager_cl", "jit"])
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
-    weights = a.weights or os.path.join(a.build, "reference", "inception_v3_1based.h5")
-    workdir = a.workdir or os.path.join(a.build, "bench_extract")
-    os.makedirs(workdir, exist_ok=True)
-    torch.set_num_threads(a.threads)
+    weights, workdir = common_setup(a)
 
     t0 = time.perf_counter()
     sets = prepare_sets(a.build, workdir, a.count)

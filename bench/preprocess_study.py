@@ -33,8 +33,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from extract_e2e import (ROOT, TorchModel, common_args, compare, list_images, pil_bilinear_tensor,  # noqa: E402
-                         prepare_sets, read_features, remove_cache, run_ours)
+from extract_e2e import (ROOT, TorchModel, common_args, common_setup, compare, list_images,  # noqa: E402
+                         pil_bilinear_tensor, prepare_sets, read_features, remove_cache, run_ours)
 
 VARIANTS = [
     ("antialias+DCT", ["--resize", "antialias", "--dct-scale", "true"]),
@@ -76,10 +76,7 @@ def main():
     ap.add_argument("--no-reference", action="store_true", help="skip the PyTorch ideal reference")
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
-    weights = a.weights or os.path.join(a.build, "reference", "inception_v3_1based.h5")
-    workdir = a.workdir or os.path.join(a.build, "bench_extract")
-    os.makedirs(workdir, exist_ok=True)
-    torch.set_num_threads(a.threads)
+    weights, workdir = common_setup(a)
     sets = prepare_sets(a.build, workdir, a.count)
 
     speed = {}   # (set, variant) -> [img/s]
