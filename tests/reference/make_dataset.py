@@ -99,18 +99,16 @@ def main():
         f.write("image_id,melanoma,seborrheic_keratosis\n")
         for k, (iid, mal) in enumerate(ids):
             f.write("%s,%.1f,%.1f\n" % (iid, 1.0 if mal else 0.0, 1.0 if (not mal and k % 3 == 1) else 0.0))
-    with open(os.path.join(flat, "labels_2018.csv"), "w") as f:
-        f.write("image,MEL,NV,BCC,AKIEC,BKL,DF,VASC\n")
-        for k, (iid, mal) in enumerate(ids):
-            row = [0.0] * 7
-            row[0 if mal else (1 if k % 2 else 4)] = 1.0
-            f.write(iid + "," + ",".join("%.1f" % v for v in row) + "\n")
-    with open(os.path.join(flat, "labels_2019.csv"), "w") as f:
-        f.write("image,MEL,NV,BCC,AK,BKL,DF,VASC,SCC,UNK\n")
-        for k, (iid, mal) in enumerate(ids):
-            row = [0.0] * 9
-            row[0 if mal else (1 if k % 2 else 7)] = 1.0
-            f.write(iid + "," + ",".join("%.1f" % v for v in row) + "\n")
+    # One-hot CSVs: melanoma in column MEL, a benign image in NV (odd k) or in the column named.
+    for year, classes, even_benign in (("2018", "MEL,NV,BCC,AKIEC,BKL,DF,VASC", "BKL"),
+                                       ("2019", "MEL,NV,BCC,AK,BKL,DF,VASC,SCC,UNK", "SCC")):
+        names = classes.split(",")
+        with open(os.path.join(flat, "labels_%s.csv" % year), "w") as f:
+            f.write("image," + classes + "\n")
+            for k, (iid, mal) in enumerate(ids):
+                row = [0.0] * len(names)
+                row[names.index("MEL" if mal else ("NV" if k % 2 else even_benign))] = 1.0
+                f.write(iid + "," + ",".join("%.1f" % v for v in row) + "\n")
     with open(os.path.join(flat, "labels_2020.csv"), "w") as f:
         f.write("image_name,patient_id,lesion_id,sex,age_approx,anatom_site_general_challenge,diagnosis,"
                 "benign_malignant,target\n")
