@@ -109,19 +109,27 @@ struct SettingDef {
   std::function<void(Options&, const std::string&)> set;
 };
 
+// The plain settings: one Options member, printed and parsed the same way for every flag.
+SettingDef int_setting(const char* flag, bool may_change, int64_t Options::*m) {
+  return {flag, may_change, [m](const Options& o) { return std::to_string(o.*m); },
+          [m](Options& o, const std::string& s) {
+            o.*m = static_cast<int64_t>(std::strtoll(s.c_str(), nullptr, 10));
+          }};
+}
+SettingDef real_setting(const char* flag, bool may_change, double Options::*m) {
+  return {flag, may_change, [m](const Options& o) { return double_roundtrip(o.*m); },
+          [m](Options& o, const std::string& s) { o.*m = std::strtod(s.c_str(), nullptr); }};
+}
+SettingDef text_setting(const char* flag, bool may_change, std::string Options::*m) {
+  return {flag, may_change, [m](const Options& o) { return o.*m; },
+          [m](Options& o, const std::string& s) { o.*m = s; }};
+}
+
 const std::vector<SettingDef>& setting_defs() {
-  auto d = [](double v) { return double_roundtrip(v); };
-  auto to_d = [](const std::string& s) { return std::strtod(s.c_str(), nullptr); };
-  auto to_i = [](const std::string& s) {
-    return static_cast<int64_t>(std::strtoll(s.c_str(), nullptr, 10));
-  };
   static const std::vector<SettingDef> defs = {
-      {"--steps", true, [](const Options& o) { return std::to_string(o.steps); },
-       [=](Options& o, const std::string& s) { o.steps = to_i(s); }},
-      {"--eval-every", true, [](const Options& o) { return std::to_string(o.eval_every); },
-       [=](Options& o, const std::string& s) { o.eval_every = to_i(s); }},
-      {"--batch", false, [](const Options& o) { return std::to_string(o.batch); },
-       [=](Options& o, const std::string& s) { o.batch = to_i(s); }},
+      int_setting("--steps", true, &Options::steps),
+      int_setting("--eval-every", true, &Options::eval_every),
+      int_setting("--batch", false, &Options::batch),
       {"--hidden", false,
        [](const Options& o) {
          std::string s;
@@ -134,27 +142,21 @@ const std::vector<SettingDef>& setting_defs() {
          std::istringstream is(s);
          for (int64_t v; is >> v;) o.hidden.push_back(v);
        }},
-      {"--dropout", false, [=](const Options& o) { return d(o.dropout); },
-       [=](Options& o, const std::string& s) { o.dropout = to_d(s); }},
+      real_setting("--dropout", false, &Options::dropout),
       {"--seed", false, [](const Options& o) { return std::to_string(o.seed); },
        [](Options& o, const std::string& s) { o.seed = std::strtoull(s.c_str(), nullptr, 10); }},
-      {"--rmsprop", false, [](const Options& o) { return o.rmsprop; },
-       [](Options& o, const std::string& s) { o.rmsprop = s; }},
-      {"--learning-rate", false, [=](const Options& o) { return d(o.lr); },
-       [=](Options& o, const std::string& s) { o.lr = to_d(s); }},
-      {"--decay-rate", false, [=](const Options& o) { return d(o.decay_rate); },
-       [=](Options& o, const std::string& s) { o.decay_rate = to_d(s); }},
-      {"--decay-steps", false, [](const Options& o) { return std::to_string(o.decay_steps); },
-       [=](Options& o, const std::string& s) { o.decay_steps = to_i(s); }},
+      text_setting("--rmsprop", false, &Options::rmsprop),
+      real_setting("--learning-rate", false, &Options::lr),
+      real_setting("--decay-rate", false, &Options::decay_rate),
+      int_setting("--decay-steps", false, &Options::decay_steps),
       {"--staircase", false,
        [](const Options& o) { return std::string(o.staircase ? "true" : "false"); },
        [](Options& o, const std::string& s) { o.staircase = s == "true"; }},
-      {"--momentum", false, [=](const Options& o) { return d(o.momentum); },
-       [=](Options& o, const std::string& s) { o.momentum = to_d(s); }},
-      {"--rho", false, [=](const Options& o) { return d(o.rho); },
-       [=](Options& o, const std::string& s) { o.rho = to_d(s); }},
-      {"--epsilon", false, [=](const Options& o) { return d(effective_eps(o)); },
-       [=](Options& o, const std::string& s) { o.eps = to_d(s); }},
+      real_setting("--momentum", false, &Options::momentum),
+      real_setting("--rho", false, &Options::rho),
+      // Written as the epsilon in effect (the formula's default when none was given).
+      {"--epsilon", false, [](const Options& o) { return double_roundtrip(effective_eps(o)); },
+       [](Options& o, const std::string& s) { o.eps = std::strtod(s.c_str(), nullptr); }},
       {"--class-weights", false,
        [](const Options& o) {
          if (o.class_weights == "none" || o.class_weights == "balanced") return o.class_weights;
@@ -164,14 +166,10 @@ const std::vector<SettingDef>& setting_defs() {
          return s;
        },
        [](Options& o, const std::string& s) { o.class_weights = s; }},
-      {"--sampling", false, [](const Options& o) { return o.sampling; },
-       [](Options& o, const std::string& s) { o.sampling = s; }},
-      {"--select", false, [](const Options& o) { return o.select; },
-       [](Options& o, const std::string& s) { o.select = s; }},
-      {"--validation-percent", false, [=](const Options& o) { return d(o.validation_pct); },
-       [=](Options& o, const std::string& s) { o.validation_pct = to_d(s); }},
-      {"--test-percent", false, [=](const Options& o) { return d(o.test_pct); },
-       [=](Options& o, const std::string& s) { o.test_pct = to_d(s); }},
+      text_setting("--sampling", false, &Options::sampling),
+      text_setting("--select", false, &Options::select),
+      real_setting("--validation-percent", false, &Options::validation_pct),
+      real_setting("--test-percent", false, &Options::test_pct),
   };
   return defs;
 }
