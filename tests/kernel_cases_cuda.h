@@ -1,9 +1,10 @@
 // tests/kernel_cases_cuda.h: the CUDA side of the kernel case tables (tests/kernel_cases.h,
 // tests/kernel_cases_layers.h): for each family, cuda_run(case, inputs, stream) uploads the inputs
-// once and returns a CudaRun whose launch(stream) calls the family's CUDA entry point on
-// device-resident buffers (what the benchmark times) and whose download(stream) returns the same
-// named outputs as the family's cpu() (what the test compares). Every buffer, stream and handle
-// is an owner from engine/cuda_resources.h. Only built when ENGINE_HAVE_CUDA is defined.
+// once and returns the family's CudaRunOf<Case>, a CudaRun whose launch(stream) calls the
+// family's CUDA entry point on device-resident buffers (what the benchmark times) and whose
+// download(stream) returns the same named outputs as the family's cpu() (what the test compares).
+// Every buffer, stream and handle is an owner from engine/cuda_resources.h. Only built when
+// ENGINE_HAVE_CUDA is defined.
 #pragma once
 #ifdef ENGINE_HAVE_CUDA
 #include <memory>
@@ -46,10 +47,15 @@ inline std::vector<float> to_host_scalar(const DeviceBuffer<int64_t>& d, cudaStr
   return {static_cast<float>(to_host(d, s, what).at(0))};
 }
 
+// The run of each family, by its case type (one specialisation a family, below).
+template <typename Case>
+class CudaRunOf;
+
 // ---- dropout -------------------------------------------------------------------------------
-class DropoutRun : public CudaRun {
+template <>
+class CudaRunOf<DropoutCase> : public CudaRun {
  public:
-  DropoutRun(const DropoutCase& c, const Dropout::Inputs& in, cudaStream_t s)
+  CudaRunOf(const DropoutCase& c, const Dropout::Inputs& in, cudaStream_t s)
       : c_(c),
         x_(to_device(in.x, s, "dropout x")),
         dy_(to_device(in.dy, s, "dropout dy")),
@@ -71,15 +77,12 @@ class DropoutRun : public CudaRun {
   DeviceBuffer<float> x_, dy_, y_, dx_;
   DeviceBuffer<int64_t> step_;
 };
-inline std::unique_ptr<CudaRun> cuda_run(const DropoutCase& c, const Dropout::Inputs& in,
-                                         cudaStream_t s) {
-  return std::make_unique<DropoutRun>(c, in, s);
-}
 
 // ---- softmax_xent --------------------------------------------------------------------------
-class SoftmaxXentRun : public CudaRun {
+template <>
+class CudaRunOf<SoftmaxXentCase> : public CudaRun {
  public:
-  SoftmaxXentRun(const SoftmaxXentCase& c, const SoftmaxXent::Inputs& in, cudaStream_t s)
+  CudaRunOf(const SoftmaxXentCase& c, const SoftmaxXent::Inputs& in, cudaStream_t s)
       : c_(c),
         z_(to_device(in.z, s, "softmax logits")),
         y_(to_device(in.y, s, "softmax labels")),
@@ -106,15 +109,12 @@ class SoftmaxXentRun : public CudaRun {
   DeviceBuffer<int32_t> y_;
   DeviceBuffer<float> w_, g_, p_, loss_, scratch_;
 };
-inline std::unique_ptr<CudaRun> cuda_run(const SoftmaxXentCase& c, const SoftmaxXent::Inputs& in,
-                                         cudaStream_t s) {
-  return std::make_unique<SoftmaxXentRun>(c, in, s);
-}
 
 // ---- rmsprop: launch k applies gradient k % steps (all uploaded once) -----------------------
-class RmsPropRun : public CudaRun {
+template <>
+class CudaRunOf<RmsPropCase> : public CudaRun {
  public:
-  RmsPropRun(const RmsPropCase& c, const RmsProp::Inputs& in, cudaStream_t s)
+  CudaRunOf(const RmsPropCase& c, const RmsProp::Inputs& in, cudaStream_t s)
       : c_(c),
         cfg_(c.config()),
         p_(to_device(in.p, s, "rmsprop params")),
@@ -148,10 +148,6 @@ class RmsPropRun : public CudaRun {
   DeviceBuffer<int64_t> step_;
   int next_ = 0;
 };
-inline std::unique_ptr<CudaRun> cuda_run(const RmsPropCase& c, const RmsProp::Inputs& in,
-                                         cudaStream_t s) {
-  return std::make_unique<RmsPropRun>(c, in, s);
-}
 
 // ---- dense and dense_grad: cuBLAS in FP32 math mode on the run's stream ----------------------
 inline CublasHandle fp32_cublas(cudaStream_t s, const std::string& what) {
@@ -161,9 +157,10 @@ inline CublasHandle fp32_cublas(cudaStream_t s, const std::string& what) {
   return h;
 }
 
-class DenseRun : public CudaRun {
+template <>
+class CudaRunOf<DenseCase> : public CudaRun {
  public:
-  DenseRun(const DenseCase& c, const Dense::Inputs& in, cudaStream_t s)
+  CudaRunOf(const DenseCase& c, const Dense::Inputs& in, cudaStream_t s)
       : c_(c),
         h_(fp32_cublas(s, "dense")),
         x_(to_device(in.x, s, "dense x")),
@@ -182,14 +179,11 @@ class DenseRun : public CudaRun {
   CublasHandle h_;
   DeviceBuffer<float> x_, w_, b_, y_;
 };
-inline std::unique_ptr<CudaRun> cuda_run(const DenseCase& c, const Dense::Inputs& in,
-                                         cudaStream_t s) {
-  return std::make_unique<DenseRun>(c, in, s);
-}
 
-class DenseGradRun : public CudaRun {
+template <>
+class CudaRunOf<DenseGradCase> : public CudaRun {
  public:
-  DenseGradRun(const DenseGradCase& c, const DenseGrad::Inputs& in, cudaStream_t s)
+  CudaRunOf(const DenseGradCase& c, const DenseGrad::Inputs& in, cudaStream_t s)
       : c_(c),
         h_(fp32_cublas(s, "dense_grad")),
         x_(to_device(in.x, s, "dense_grad x")),
@@ -225,10 +219,6 @@ class DenseGradRun : public CudaRun {
   CublasHandle h_;
   DeviceBuffer<float> x_, w_, b_, r_, a_, dz_, dW_, db_, dx_;
 };
-inline std::unique_ptr<CudaRun> cuda_run(const DenseGradCase& c, const DenseGrad::Inputs& in,
-                                         cudaStream_t s) {
-  return std::make_unique<DenseGradRun>(c, in, s);
-}
 
 // ---- device tensors in a GpuFormat (upload/download through the copy kernel) -----------------
 inline DType format_dtype(GpuFormat f) { return is_fp16(f) ? DType::F16 : DType::F32; }
@@ -265,9 +255,10 @@ struct DeviceTensor {
 };
 
 // ---- conv2d: handle first, then the conv (its plans are bound to the handle), then buffers ----
-class Conv2dRun : public CudaRun {
+template <>
+class CudaRunOf<Conv2dCase> : public CudaRun {
  public:
-  Conv2dRun(const Conv2dCase& c, const Conv2d::Inputs& in, cudaStream_t s)
+  CudaRunOf(const Conv2dCase& c, const Conv2d::Inputs& in, cudaStream_t s)
       : c_(c),
         h_(CudnnHandle::create("conv " + c.name)),
         conv_("conv " + c.name, c.cin, c.cout, c.spec, format_precision(c.format),
@@ -301,15 +292,12 @@ class Conv2dRun : public CudaRun {
   DeviceTensor x_, w_, b_, y_;
   DeviceBuffer<char> ws_;
 };
-inline std::unique_ptr<CudaRun> cuda_run(const Conv2dCase& c, const Conv2d::Inputs& in,
-                                         cudaStream_t s) {
-  return std::make_unique<Conv2dRun>(c, in, s);
-}
 
 // ---- pool2d -------------------------------------------------------------------------------
-class Pool2dRun : public CudaRun {
+template <>
+class CudaRunOf<Pool2dCase> : public CudaRun {
  public:
-  Pool2dRun(const Pool2dCase& c, const Pool2d::Inputs& in, cudaStream_t s) : c_(c) {
+  CudaRunOf(const Pool2dCase& c, const Pool2d::Inputs& in, cudaStream_t s) : c_(c) {
     const DType dt = format_dtype(c.format);
     const TensorLayout l = format_layout(c.format);
     for (const Tensor& t : in.x) x_.emplace_back(t, dt, l, s);
@@ -348,9 +336,11 @@ class Pool2dRun : public CudaRun {
   std::unique_ptr<DeviceTensor> y_;
   DeviceBuffer<float> gap_;
 };
-inline std::unique_ptr<CudaRun> cuda_run(const Pool2dCase& c, const Pool2d::Inputs& in,
-                                         cudaStream_t s) {
-  return std::make_unique<Pool2dRun>(c, in, s);
+
+// The family's run for case `c`: its inputs `in` uploaded on stream `s`.
+template <typename Case, typename Inputs>
+std::unique_ptr<CudaRun> cuda_run(const Case& c, const Inputs& in, cudaStream_t s) {
+  return std::make_unique<CudaRunOf<Case>>(c, in, s);
 }
 
 }  // namespace engine::kernel_cases

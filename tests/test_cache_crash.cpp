@@ -29,6 +29,12 @@ class CacheCrash : public ::testing::Test {
     });
     ASSERT_TRUE(killed(status)) << "child status " << status << " at " << point;
   }
+  // The child appends every batch (5) and is killed at `point` inside finalize.
+  void crash_finalizing(const char* point) {
+    crash(5, point, [&](BottleneckCache& c) {
+      c.finalize(listing_.images, listing_.class_names, listing_.skipped);
+    });
+  }
   size_t images_in_batches(size_t b) const {
     return std::min(listing_.images.size(), b * listing_.batch);
   }
@@ -90,9 +96,7 @@ TEST_F(CacheCrash, KilledAfterThePieceRename) {
 }
 
 TEST_F(CacheCrash, KilledBeforeTheConsolidatedRename) {
-  crash(5, "consolidated:tmp_written", [&](BottleneckCache& c) {
-    c.finalize(listing_.images, listing_.class_names, listing_.skipped);
-  });
+  crash_finalizing("consolidated:tmp_written");
   EXPECT_FALSE(exists(path_)) << "nothing may appear under the final name before the rename";
   size_t tmps = 0;
   for (const std::string& n : list(dir_.file(""))) tmps += n.rfind("cache.h5.tmp.", 0) == 0;
@@ -101,18 +105,14 @@ TEST_F(CacheCrash, KilledBeforeTheConsolidatedRename) {
 }
 
 TEST_F(CacheCrash, KilledAfterTheConsolidatedRename) {
-  crash(5, "consolidated:renamed", [&](BottleneckCache& c) {
-    c.finalize(listing_.images, listing_.class_names, listing_.skipped);
-  });
+  crash_finalizing("consolidated:renamed");
   EXPECT_TRUE(same_contents(read_cache(path_), reference_));
   EXPECT_EQ(list(path_ + ".journal").size(), 5u);
   expect_resumes_to_reference(listing_.images.size());
 }
 
 TEST_F(CacheCrash, KilledHalfWayThroughTheJournalDeletion) {
-  crash(5, "journal:partly_deleted", [&](BottleneckCache& c) {
-    c.finalize(listing_.images, listing_.class_names, listing_.skipped);
-  });
+  crash_finalizing("journal:partly_deleted");
   EXPECT_TRUE(same_contents(read_cache(path_), reference_));
   EXPECT_EQ(list(path_ + ".journal").size(), 4u);
   expect_resumes_to_reference(listing_.images.size());

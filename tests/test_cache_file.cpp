@@ -93,19 +93,26 @@ TEST(CacheFile, WriteRefusesBadContentsAndLeavesTheOldFile) {
       dir.file("no/such/dir.h5"));
 }
 
-TEST(CacheFile, FlippedFeatureBitFailsTheChecksum) {
-  TempDir dir;
-  std::string p = dir.file("c.h5");
+namespace {
+// Writes a 200-image cache at `p`, then flips a bit of one feature value's 4 bytes (found by
+// value; they must be unique in the file) behind the writer's back.
+void write_cache_with_a_flipped_feature_bit(const std::string& p) {
   CacheContents c = make_contents(200);
   write_cache_atomic(p, c);
   std::string bytes = read_bytes(p);
-  // Find one feature value's 4 bytes (unique in the file) and flip a bit of it.
   std::string needle(reinterpret_cast<const char*>(&c.features[150 * kF + 100]), 4);
   size_t pos = bytes.find(needle);
   ASSERT_NE(pos, std::string::npos);
   ASSERT_EQ(bytes.find(needle, pos + 1), std::string::npos);
   bytes[pos + 1] ^= 0x04;
   write_bytes(p, bytes);
+}
+}  // namespace
+
+TEST(CacheFile, FlippedFeatureBitFailsTheChecksum) {
+  TempDir dir;
+  std::string p = dir.file("c.h5");
+  ASSERT_NO_FATAL_FAILURE(write_cache_with_a_flipped_feature_bit(p));
   EXPECT_ONE_LINE_ERROR(error_of([&] { read_cache(p); }), p, "H5Dread failed for '/features'");
 }
 
@@ -113,14 +120,7 @@ TEST(CacheFile, FlippedFeatureBitIsFoundByOpenAndByMerge) {
   // The cache and merge no longer load features whole, but still check every chunk they read.
   TempDir dir;
   std::string p = dir.file("c.h5");
-  CacheContents c = make_contents(200);
-  write_cache_atomic(p, c);
-  std::string bytes = read_bytes(p);
-  std::string needle(reinterpret_cast<const char*>(&c.features[150 * kF + 100]), 4);
-  size_t pos = bytes.find(needle);
-  ASSERT_NE(pos, std::string::npos);
-  bytes[pos + 1] ^= 0x04;
-  write_bytes(p, bytes);
+  ASSERT_NO_FATAL_FAILURE(write_cache_with_a_flipped_feature_bit(p));
   EXPECT_ONE_LINE_ERROR(error_of([&] { BottleneckCache cache(p, settings_a(), false); }), p,
                         "H5Dread failed for '/features'");
   EXPECT_ONE_LINE_ERROR(error_of([&] { merge_caches({p}, dir.file("m.h5")); }), p,

@@ -89,22 +89,13 @@ H5File* ImageRef::file_ = nullptr;
            << (want.dims.size() == 3
                    ? std::to_string(want.dims[0]) + " x " + std::to_string(want.dims[1])
                    : std::string("(rank ") + std::to_string(want.dims.size()) + ")");
-  int worst = 0;
-  int64_t bad = 0, worst_i = 0;
-  double sum = 0;
-  for (size_t i = 0; i < want.data.size(); ++i) {
-    int d = std::abs(int(got.rgb[i]) - int(want.data[i]));
-    sum += d;
-    if (d) ++bad;
-    if (d > worst) worst = d, worst_i = int64_t(i);
-  }
-  double mean = sum / double(want.data.size());
+  const test::U8Diff d = test::u8_diff(got.rgb, want.data);
   std::ostringstream os;
-  os << what << ": " << got.height << "x" << got.width << ", max |diff| " << worst << ", mean "
-     << mean << ", " << bad << " values differ";
-  if (worst <= max_diff && mean <= max_mean) return ::testing::AssertionSuccess() << os.str();
-  os << "; worst at flat index " << worst_i << ": got " << int(got.rgb[size_t(worst_i)])
-     << ", want " << int(want.data[size_t(worst_i)]);
+  os << what << ": " << got.height << "x" << got.width << ", max |diff| " << d.max << ", mean "
+     << d.mean << ", " << d.count << " values differ";
+  if (d.max <= max_diff && d.mean <= max_mean) return ::testing::AssertionSuccess() << os.str();
+  os << "; worst at flat index " << d.worst << ": got " << int(got.rgb[size_t(d.worst)])
+     << ", want " << int(want.data[size_t(d.worst)]);
   return ::testing::AssertionFailure() << os.str();
 }
 

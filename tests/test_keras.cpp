@@ -47,6 +47,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -66,10 +67,8 @@
 namespace engine {
 namespace {
 
-using test::read_u8;
 using test::reference_file;
 using test::tensors_close;
-using test::U8Array;
 
 // Measured (tf 2.21, tf_keras 2.21): max |diff| 4.4e-5, relative L2 <= 1.32e-5, cosine 1 - 1e-10.
 constexpr double kBottleneckAtol = 1e-4, kBottleneckRtol = 1e-4;
@@ -137,7 +136,9 @@ struct VecStats {
   double max_abs = 0, rel_l2 = 0, cosine = 0;
 };
 
-VecStats compare(const float* got, const float* want, int64_t n) {
+// Ours (float) vs a float32 or float64 reference, in double.
+template <typename Want>
+VecStats compare(const float* got, const Want* want, int64_t n) {
   double d2 = 0, w2 = 0, g2 = 0, gw = 0, m = 0;
   for (int64_t i = 0; i < n; ++i) {
     const double g = got[i], w = want[i];
@@ -145,27 +146,6 @@ VecStats compare(const float* got, const float* want, int64_t n) {
     m = std::max(m, std::fabs(g - w));
   }
   return {m, std::sqrt(d2 / w2), gw / std::sqrt(g2 * w2)};
-}
-
-VecStats compare(const float* got, const double* want, int64_t n) {
-  double d2 = 0, w2 = 0, g2 = 0, gw = 0, m = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    const double g = got[i], w = want[i];
-    d2 += (g - w) * (g - w), w2 += w * w, g2 += g * g, gw += g * w;
-    m = std::max(m, std::fabs(g - w));
-  }
-  return {m, std::sqrt(d2 / w2), gw / std::sqrt(g2 * w2)};
-}
-
-// Pixels: max |diff| between two equal-shape uint8 images, and the mean.
-std::pair<int, double> u8_diff(const std::vector<uint8_t>& a, const std::vector<uint8_t>& b) {
-  int m = 0;
-  double s = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    const int d = std::abs(int(a[i]) - int(b[i]));
-    m = std::max(m, d), s += d;
-  }
-  return {m, a.empty() ? 0.0 : s / double(a.size())};
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -398,18 +378,52 @@ TEST(KerasForward, DoubleAccumulatingConvsReachTheFloat32StorageFloor) {
 // ---------------------------------------------------------------------------------------------
 std::vector<std::string> ref_images() { return test::group_members(ref().id(), "/decode"); }
 
+// Our decode (options `o`) of reference image `name` vs TF's decode of it in `flavour`
+// (/decode/<name>/<flavour>). A shape mismatch fails the test (and reports max 256, above every
+// bound).
+struct DecodeVsTf {
+  Image8 got;
+  test::U8Diff diff;
+};
+DecodeVsTf decode_vs_tf(const std::string& name, const DecodeOptions& o,
+                        const std::string& flavour) {
+  const test::U8Array want =
+      test::read_u8(ref().id(), "/decode/" + name + "/" + flavour, ref().path());
+  DecodeVsTf r{decode_image_file(kimage(name), o), {}};
+  const std::vector<int64_t> shape{r.got.height, r.got.width, 3};
+  EXPECT_EQ(want.dims, shape) << name << " (" << flavour << ")";
+  if (want.dims != shape)
+    r.diff.max = 256;
+  else
+    r.diff = test::u8_diff(r.got.rgb, want.data);
+  return r;
+}
+
+// Our default decode (ISLOW, = PIL), unrotated (TF does not apply EXIF orientation), of every
+// reference JPEG vs TF's `flavour` decode: prints each difference, then runs `check` on it.
+void for_each_jpeg_vs_tf(
+    const std::string& flavour, const char* tf_name,
+    const std::function<void(const std::string&, const test::U8Diff&)>& check) {
+  DecodeOptions o;
+  o.apply_exif_orientation = false;
+  for (const std::string& name : ref_images()) {
+    if (!is_jpeg(name)) continue;
+    const test::U8Diff d = decode_vs_tf(name, o, flavour).diff;
+    std::printf("  %-22s ours (ISLOW) vs %s: max |diff| %d levels, mean %.4f\n", name.c_str(),
+                tf_name, d.max, d.mean);
+    check(name, d);
+  }
+}
+
 TEST(TfDecode, TensorFlowFlavourEqualsDecodeJpegExactly) {
   const DecodeOptions tf = decode_options_for(ResizeFilter::Tf1);
   int n = 0;
   for (const std::string& name : ref_images()) {
-    U8Array want = read_u8(ref().id(), "/decode/" + name + "/tf_default", ref().path());
-    Image8 got = decode_image_file(kimage(name), tf);
-    ASSERT_EQ(want.dims, (std::vector<int64_t>{got.height, got.width, 3})) << name;
-    const auto d = u8_diff(got.rgb, want.data);
-    EXPECT_EQ(d.first, 0) << name << ": max |diff| " << d.first << " levels, mean " << d.second;
+    const auto [got, d] = decode_vs_tf(name, tf, "tf_default");
+    EXPECT_EQ(d.max, 0) << name << ": max |diff| " << d.max << " levels, mean " << d.mean;
     std::printf("  %-22s %4lld x %4lld  TF flavour vs tf.io.decode_jpeg: max |diff| %d\n",
                 name.c_str(), static_cast<long long>(got.width), static_cast<long long>(got.height),
-                d.first);
+                d.max);
     ++n;
   }
   EXPECT_GE(n, 10);
@@ -420,37 +434,22 @@ TEST(TfDecode, OurDefaultDecodeEqualsIntegerAccurate) {
   // for CMYK, where PIL's and TF's conversion formulas differ (measured, bounded: 1 level), and
   // EXIF rotation, which TF does not do (compared unrotated here; the rotation itself is
   // tests/test_image_io.cpp's business).
-  DecodeOptions o;
-  o.apply_exif_orientation = false;
-  for (const std::string& name : ref_images()) {
-    if (!is_jpeg(name)) continue;
-    U8Array want = read_u8(ref().id(), "/decode/" + name + "/tf_accurate", ref().path());
-    Image8 got = decode_image_file(kimage(name), o);
-    ASSERT_EQ(want.dims, (std::vector<int64_t>{got.height, got.width, 3})) << name;
-    const auto d = u8_diff(got.rgb, want.data);
-    std::printf("  %-22s ours (ISLOW) vs INTEGER_ACCURATE: max |diff| %d, mean %.4f\n",
-                name.c_str(), d.first, d.second);
-    if (name.rfind("cmyk", 0) == 0)
-      EXPECT_LE(d.first, 1) << name;
-    else
-      EXPECT_EQ(d.first, 0) << name;
-  }
+  for_each_jpeg_vs_tf("tf_accurate", "INTEGER_ACCURATE",
+                      [](const std::string& name, const test::U8Diff& d) {
+                        if (name.rfind("cmyk", 0) == 0)
+                          EXPECT_LE(d.max, 1) << name;
+                        else
+                          EXPECT_EQ(d.max, 0) << name;
+                      });
 }
 
 TEST(TfDecode, OurDefaultVsTfDefaultIntegerFastIsAFewLevels) {
-  DecodeOptions o;
-  o.apply_exif_orientation = false;
-  for (const std::string& name : ref_images()) {
-    if (!is_jpeg(name)) continue;
-    U8Array want = read_u8(ref().id(), "/decode/" + name + "/tf_default", ref().path());
-    Image8 got = decode_image_file(kimage(name), o);
-    const auto d = u8_diff(got.rgb, want.data);
-    std::printf("  %-22s ours (ISLOW) vs TF default (IFAST): max |diff| %d levels, mean %.3f\n",
-                name.c_str(), d.first, d.second);
-    EXPECT_GT(d.first, 0) << name << ": IFAST and ISLOW should differ somewhere";
-    EXPECT_LE(d.first, kIfastMaxLevels) << name;
-    EXPECT_LE(d.second, kIfastMeanLevels) << name;
-  }
+  for_each_jpeg_vs_tf("tf_default", "TF default (IFAST)",
+                      [](const std::string& name, const test::U8Diff& d) {
+                        EXPECT_GT(d.max, 0) << name << ": IFAST and ISLOW should differ somewhere";
+                        EXPECT_LE(d.max, kIfastMaxLevels) << name;
+                        EXPECT_LE(d.mean, kIfastMeanLevels) << name;
+                      });
 }
 
 // ---------------------------------------------------------------------------------------------

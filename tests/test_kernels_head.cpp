@@ -255,28 +255,35 @@ TEST(GradCheck, WeightedSoftmaxXentBackward) {
 // RMSProp and learning-rate decay
 // ---------------------------------------------------------------------------------------------
 namespace {
+// One step (0-based `s`) of tf.train.RMSPropOptimizer (TF1) or torch.optim.RMSprop in double, lr
+// from the exponential decay: the independent reference of the RMSProp tests and cases below.
+void rmsprop_step_double(const RmsPropConfig& c, int s, const float* g, std::vector<double>& p,
+                         std::vector<double>& ms, std::vector<double>& mom) {
+  const double e = c.decay_steps > 0 ? (c.staircase ? std::floor(double(s) / c.decay_steps)
+                                                    : double(s) / c.decay_steps)
+                                     : 0.0;
+  const double lr = c.lr * std::pow(c.decay_rate, e);
+  for (size_t i = 0; i < p.size(); ++i) {
+    const double gi = g[i];
+    if (c.formula == RmsPropFormula::TF1) {
+      ms[i] += (gi * gi - ms[i]) * (1 - c.rho);
+      mom[i] = c.momentum * mom[i] + lr * gi / std::sqrt(ms[i] + c.eps);
+      p[i] -= mom[i];
+    } else {
+      ms[i] = c.rho * ms[i] + (1 - c.rho) * gi * gi;
+      mom[i] = c.momentum * mom[i] + gi / (std::sqrt(ms[i]) + c.eps);
+      p[i] -= lr * mom[i];
+    }
+  }
+}
+
 void rmsprop_three_steps(RmsPropConfig c) {
   std::vector<float> p = {1.f, -2.f, 0.5f}, ms(3, c.ms_init()), mom(3, 0.f);
   const float g[3][3] = {{0.1f, -0.3f, 2.f}, {0.2f, 0.1f, -1.f}, {-0.05f, 0.4f, 0.5f}};
   std::vector<double> pd(p.begin(), p.end()), msd(3, c.ms_init()), momd(3, 0.0);
   int64_t step = 0;
   for (int s = 0; s < 3; ++s) {
-    const double e = c.decay_steps > 0 ? (c.staircase ? std::floor(double(s) / c.decay_steps)
-                                                      : double(s) / c.decay_steps)
-                                       : 0.0;
-    const double lr = c.lr * std::pow(c.decay_rate, e);
-    for (int i = 0; i < 3; ++i) {
-      const double gi = g[s][i];
-      if (c.formula == RmsPropFormula::TF1) {
-        msd[i] += (gi * gi - msd[i]) * (1 - c.rho);
-        momd[i] = c.momentum * momd[i] + lr * gi / std::sqrt(msd[i] + c.eps);
-        pd[i] -= momd[i];
-      } else {
-        msd[i] = c.rho * msd[i] + (1 - c.rho) * gi * gi;
-        momd[i] = c.momentum * momd[i] + gi / (std::sqrt(msd[i]) + c.eps);
-        pd[i] -= lr * momd[i];
-      }
-    }
+    rmsprop_step_double(c, s, g[s], pd, msd, momd);
     rmsprop_update_cpu(p.data(), g[s], ms.data(), mom.data(), 3, c, &step);
   }
   EXPECT_EQ(step, 3);
@@ -396,30 +403,12 @@ Outputs reference(const SoftmaxXentCase& c, const SoftmaxXent::Inputs& in) {
   return o;
 }
 
-// tf.train.RMSPropOptimizer / torch.optim.RMSprop in double, lr from exponential decay.
+// tf.train.RMSPropOptimizer / torch.optim.RMSprop in double (rmsprop_step_double, above).
 Outputs reference(const RmsPropCase& c, const RmsProp::Inputs& in) {
   const RmsPropConfig cfg = c.config();
   std::vector<double> p(in.p.begin(), in.p.end()), ms(in.ms.begin(), in.ms.end()),
       mom(in.mom.begin(), in.mom.end());
-  for (int s = 0; s < c.steps; ++s) {
-    const double e = cfg.decay_steps > 0 ? (cfg.staircase ? std::floor(double(s) / cfg.decay_steps)
-                                                          : double(s) / cfg.decay_steps)
-                                         : 0.0;
-    const double lr = cfg.lr * std::pow(cfg.decay_rate, e);
-    const std::vector<float>& g = in.g[size_t(s)];
-    for (size_t i = 0; i < p.size(); ++i) {
-      const double gi = g[i];
-      if (cfg.formula == RmsPropFormula::TF1) {
-        ms[i] += (gi * gi - ms[i]) * (1 - cfg.rho);
-        mom[i] = cfg.momentum * mom[i] + lr * gi / std::sqrt(ms[i] + cfg.eps);
-        p[i] -= mom[i];
-      } else {
-        ms[i] = cfg.rho * ms[i] + (1 - cfg.rho) * gi * gi;
-        mom[i] = cfg.momentum * mom[i] + gi / (std::sqrt(ms[i]) + cfg.eps);
-        p[i] -= lr * mom[i];
-      }
-    }
-  }
+  for (int s = 0; s < c.steps; ++s) rmsprop_step_double(cfg, s, in.g[size_t(s)].data(), p, ms, mom);
   return {{"params", std::vector<float>(p.begin(), p.end())},
           {"ms", std::vector<float>(ms.begin(), ms.end())},
           {"mom", std::vector<float>(mom.begin(), mom.end())},

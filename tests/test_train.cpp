@@ -46,6 +46,15 @@ ToolRun run(const std::string& tool, const std::string& args, const TempDir& tmp
   return engine::test::run_tool(tool, args, tmp, kill_when, SIGKILL);
 }
 
+// tools/train on the cache tmp/<cache>, writing tmp/<out>, with further `flags` (may be empty).
+ToolRun run_train(const TempDir& tmp, const std::string& cache, const std::string& out,
+                  const std::string& flags = "") {
+  return run(
+      "train",
+      "--cache " + (tmp / cache) + " --out " + (tmp / out) + (flags.empty() ? "" : " ") + flags,
+      tmp);
+}
+
 // n images, `mel` of them class 1; class 1's features are shifted by `shift` in 64 dimensions
 // (post-ReLU-like: non-negative). Paths ISIC_%07d so the retrain split is deterministic.
 void write_synthetic_cache(const std::string& path, int n, int mel, double shift,
@@ -86,10 +95,7 @@ void write_synthetic_cache(const std::string& path, int n, int mel, double shift
 TEST(Train, SeparableCacheReachesHighTestAucAndWritesEveryOutput) {
   TempDir tmp;
   write_synthetic_cache(tmp / "c.h5", 600, 120, 0.25, std::string(64, 'b'));
-  ToolRun r = run("train",
-                  "--cache " + (tmp / "c.h5") + " --out " + (tmp / "run") +
-                      " --steps 300 --eval-every 100 --quiet",
-                  tmp);
+  ToolRun r = run_train(tmp, "c.h5", "run", "--steps 300 --eval-every 100 --quiet");
   ASSERT_EQ(r.status, 0) << r.err;
   std::printf("%s", r.out.c_str());
   const std::string js = slurp(tmp / "run/metrics.json");
@@ -136,10 +142,7 @@ TEST(Train, ReportStatesTheHeadTrained) {
   int benign = 0;
   for (auto& l : c.labels) l = l == 1 ? 2 : (benign++ % 3 == 0 ? 1 : 0);
   write_cache_atomic(tmp / "c.h5", c);
-  ToolRun r = run("train",
-                  "--cache " + (tmp / "c.h5") + " --out " + (tmp / "run") +
-                      " --hidden 64 32 16 --steps 50 --eval-every 50 --quiet",
-                  tmp);
+  ToolRun r = run_train(tmp, "c.h5", "run", "--hidden 64 32 16 --steps 50 --eval-every 50 --quiet");
   ASSERT_EQ(r.status, 0) << r.err;
   const KerasHead kh = read_keras_head(tmp / "run/head_keras.h5");
   std::vector<int64_t> want{kh.config.input};
@@ -205,20 +208,13 @@ TEST(Train, BadInputGivesOneLine) {
   for (auto& l : one.labels) l = 0;
   one.labels[0] = 1;
   write_cache_atomic(tmp / "one.h5", one);
-  ToolRun r =
-      run("train", "--cache " + (tmp / "one.h5") + " --out " + (tmp / "r") + " --steps 10", tmp);
+  ToolRun r = run_train(tmp, "one.h5", "r", "--steps 10");
   EXPECT_EQ(r.status, 1);
   EXPECT_NE(r.err.find("class 'melanoma' has 1 images"), std::string::npos) << r.err;
   EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
-  EXPECT_EQ(run("train", "--cache " + (tmp / "nope.h5") + " --out " + (tmp / "r"), tmp).status, 1);
-  EXPECT_EQ(
-      run("train", "--cache " + (tmp / "one.h5") + " --out " + (tmp / "r") + " --steps -5", tmp)
-          .status,
-      2);
-  EXPECT_EQ(
-      run("train", "--cache " + (tmp / "one.h5") + " --out " + (tmp / "r") + " --rmsprop adam", tmp)
-          .status,
-      2);
+  EXPECT_EQ(run_train(tmp, "nope.h5", "r").status, 1);
+  EXPECT_EQ(run_train(tmp, "one.h5", "r", "--steps -5").status, 2);
+  EXPECT_EQ(run_train(tmp, "one.h5", "r", "--rmsprop adam").status, 2);
 }
 
 // tools/predict (numbers vs numpy on extracted features, ids, errors): tests/test_predict.cpp.
@@ -245,10 +241,9 @@ int64_t lines(const std::string& s) { return std::count(s.begin(), s.end(), '\n'
 TEST(Train, NoValidationSplitFinalIsLastStepAndMetricsAreEmptyNotZero) {
   TempDir tmp;
   write_synthetic_cache(tmp / "c.h5", 400, 80, 0.25, std::string(64, 'b'));
-  ToolRun r = run("train",
-                  "--cache " + (tmp / "c.h5") + " --out " + (tmp / "run") +
-                      " --hidden 64 64 --steps 300 --eval-every 100 --validation-percent 0 --quiet",
-                  tmp);
+  ToolRun r =
+      run_train(tmp, "c.h5", "run",
+                "--hidden 64 64 --steps 300 --eval-every 100 --validation-percent 0 --quiet");
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_NE(r.out.find("no validation split"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("last step"), std::string::npos) << r.out;
@@ -282,10 +277,7 @@ print("ok")
   EXPECT_NE(html.find("step 300 (last step"), std::string::npos);
 
   // No test split: said so, and null test metrics.
-  ToolRun t = run("train",
-                  "--cache " + (tmp / "c.h5") + " --out " + (tmp / "t") +
-                      " --hidden 64 64 --steps 100 --test-percent 0 --quiet",
-                  tmp);
+  ToolRun t = run_train(tmp, "c.h5", "t", "--hidden 64 64 --steps 100 --test-percent 0 --quiet");
   ASSERT_EQ(t.status, 0) << t.err;
   EXPECT_NE(t.out.find("no test split"), std::string::npos) << t.out;
   EXPECT_EQ(t.out.find("AUC"), std::string::npos) << t.out;
@@ -345,9 +337,7 @@ TEST(Train, ResumeRefusesFixedSettingsAndUsesTheCheckpoints) {
     EXPECT_NE(r.err.find(c.flag + " " + c.old_value + ","), std::string::npos) << r.err;
   }
   // Another cache (other contents) is refused; the split and the curve are untouched.
-  ToolRun oc =
-      run("train",
-          "--cache " + (tmp / "other.h5") + " --out " + (tmp / "b") + " --steps 200 --quiet", tmp);
+  ToolRun oc = run_train(tmp, "other.h5", "b", "--steps 200 --quiet");
   EXPECT_EQ(oc.status, 2) << oc.err;
   EXPECT_EQ(lines(oc.err), 1) << oc.err;
   EXPECT_NE(oc.err.find("--cache"), std::string::npos) << oc.err;
@@ -372,11 +362,8 @@ TEST(Train, ResumeRefusesFixedSettingsAndUsesTheCheckpoints) {
   EXPECT_NE(html.find("changed: --steps 100 -&gt; 200"), std::string::npos);
   const std::string m = slurp(tmp / "b/metrics.csv");
   EXPECT_EQ(lines(m), 1 + 2 + 4) << m;  // 50, 100, then 125, 150, 175, 200
-  ToolRun same =
-      run("train",
-          "--cache " + (tmp / "c.h5") + " --out " + (tmp / "u") +
-              " --hidden 64 64 --quiet --learning-rate 0.001 --steps 200 --eval-every 50",
-          tmp);
+  ToolRun same = run_train(
+      tmp, "c.h5", "u", "--hidden 64 64 --quiet --learning-rate 0.001 --steps 200 --eval-every 50");
   ASSERT_EQ(same.status, 0) << same.err;
   // Selection by validation AUC may pick other steps in the two runs (other eval points), so
   // compare the last checkpoints: same settings, same steps -> bit-identical.
@@ -399,10 +386,7 @@ TEST(Train, ClassNamesAndPathsWithCommasAndQuotesGiveValidCsvAndJson) {
   c.class_names = {"nevus, \"atypical\"", "mel\\anoma\t\"x\""};
   for (auto& p : c.paths) p = "A,b \"q\"/" + p;  // same prefix: still sorted
   write_cache_atomic(tmp / "c.h5", c);
-  ToolRun r = run("train",
-                  "--cache " + (tmp / "c.h5") + " --out " + (tmp / "run") +
-                      " --hidden 64 64 --steps 100 --eval-every 50 --quiet",
-                  tmp);
+  ToolRun r = run_train(tmp, "c.h5", "run", "--hidden 64 64 --steps 100 --eval-every 50 --quiet");
   ASSERT_EQ(r.status, 0) << r.err;
   ToolRun py = python(R"(
 import csv, json, sys
@@ -484,10 +468,8 @@ TEST(Tools, BadFlagsGiveOneLineAndStatus2) {
   }
   // A valid --epsilon is used as given (not replaced by the default).
   ToolRun e =
-      run("train",
-          "--cache " + (tmp / "c.h5") + " --out " + (tmp / "e") +
-              " --steps 5 --quiet --epsilon 0.001 --validation-percent 20 --test-percent 20",
-          tmp);
+      run_train(tmp, "c.h5", "e",
+                "--steps 5 --quiet --epsilon 0.001 --validation-percent 20 --test-percent 20");
   ASSERT_EQ(e.status, 0) << e.err;
   EXPECT_EQ(head_load_state(tmp / "e/checkpoint.h5").config.optimizer.eps, 0.001);
 }

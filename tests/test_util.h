@@ -1,7 +1,8 @@
 // tests/test_util.h: shared test helpers: where the PyTorch reference files live, and the
 // tensor comparison every test uses: |got - want| <= atol + rtol * |want| element-wise; on
 // failure it reports the count of bad elements and the worst element (index, both values).
-// Also the one TempDir, slurp and tool runner (run_command / run_tool) of the tool tests.
+// Also the one TempDir, slurp and tool runner (run_command / run_tool) of the tool tests, and
+// the 8-bit pixel difference (u8_diff) of the decode tests.
 #pragma once
 #include <gtest/gtest.h>
 
@@ -108,6 +109,27 @@ inline bool gpu_required() {
 using U8Array = H5U8Array;
 inline U8Array read_u8(hid_t loc, const std::string& obj, const std::string& where) {
   return h5_read_u8_array(loc, obj, where);
+}
+
+// |got - want| over two 8-bit pixel buffers of one size (the caller checks the shapes): the
+// largest difference in levels, its first flat index, the mean and how many values differ. Empty
+// buffers have no mean (NaN, which fails every bound).
+struct U8Diff {
+  int max = 0;
+  int64_t worst = 0, count = 0;
+  double mean = 0;
+};
+inline U8Diff u8_diff(const std::vector<uint8_t>& got, const std::vector<uint8_t>& want) {
+  U8Diff r;
+  double sum = 0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    const int d = std::abs(int(got[i]) - int(want[i]));
+    sum += d;
+    if (d) ++r.count;
+    if (d > r.max) r.max = d, r.worst = int64_t(i);
+  }
+  r.mean = want.empty() ? std::nan("") : sum / double(want.size());
+  return r;
 }
 
 // The names of a group's members, in name order; a missing group is an error naming it.
