@@ -164,13 +164,7 @@ std::vector<uint64_t> write_piece_durable(const std::string& path, const CacheSe
     throw;
   }
   if (limit < total) std::raise(SIGKILL);
-  int rc = ::fsync(fd);
-  int e = errno;
-  if (::close(fd) != 0 && rc == 0) rc = -1, e = errno;
-  if (rc != 0) {
-    ::unlink(tmp.c_str());
-    fail(tmp, ": fsync/close failed: ", std::strerror(e));
-  }
+  fsync_close_or_unlink(fd, tmp);
   crash_point("piece:tmp_written");
   rename_or_fail(tmp, path);
   crash_point("piece:renamed");

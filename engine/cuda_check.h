@@ -26,25 +26,19 @@ const char* cublas_status_name(cublasStatus_t s);
 
 }  // namespace engine
 
-#define CUDA_CHECK(stmt, ctx)                                                  \
-  do {                                                                         \
-    cudaError_t engine_e_ = (stmt);                                            \
-    if (engine_e_ != cudaSuccess)                                              \
-      ::engine::throw_cuda_error(engine_e_, #stmt, __FILE__, __LINE__, (ctx)); \
+// One body for the three checks: `text` is the statement stringified by the caller macro, before
+// any macro inside it is expanded, so the error shows the call as written at the call site.
+#define ENGINE_STATUS_CHECK_(Status, ok, thrower, stmt, text, ctx)                        \
+  do {                                                                                    \
+    Status engine_s_ = (stmt);                                                            \
+    if (engine_s_ != (ok)) ::engine::thrower(engine_s_, text, __FILE__, __LINE__, (ctx)); \
   } while (0)
 
-#define CUDNN_CHECK(stmt, ctx)                                                  \
-  do {                                                                          \
-    cudnnStatus_t engine_s_ = (stmt);                                           \
-    if (engine_s_ != CUDNN_STATUS_SUCCESS)                                      \
-      ::engine::throw_cudnn_error(engine_s_, #stmt, __FILE__, __LINE__, (ctx)); \
-  } while (0)
-
-#define CUBLAS_CHECK(stmt, ctx)                                                  \
-  do {                                                                           \
-    cublasStatus_t engine_s_ = (stmt);                                           \
-    if (engine_s_ != CUBLAS_STATUS_SUCCESS)                                      \
-      ::engine::throw_cublas_error(engine_s_, #stmt, __FILE__, __LINE__, (ctx)); \
-  } while (0)
+#define CUDA_CHECK(stmt, ctx) \
+  ENGINE_STATUS_CHECK_(cudaError_t, cudaSuccess, throw_cuda_error, stmt, #stmt, ctx)
+#define CUDNN_CHECK(stmt, ctx) \
+  ENGINE_STATUS_CHECK_(cudnnStatus_t, CUDNN_STATUS_SUCCESS, throw_cudnn_error, stmt, #stmt, ctx)
+#define CUBLAS_CHECK(stmt, ctx) \
+  ENGINE_STATUS_CHECK_(cublasStatus_t, CUBLAS_STATUS_SUCCESS, throw_cublas_error, stmt, #stmt, ctx)
 
 #define KERNEL_LAUNCH_CHECK(ctx) CUDA_CHECK(cudaGetLastError(), (ctx))

@@ -61,6 +61,16 @@ void fsync_path(const std::string& path) {
   if (rc != 0) fail(path, ": fsync failed: ", std::strerror(e));
 }
 
+void fsync_close_or_unlink(int fd, const std::string& tmp) {
+  int rc = ::fsync(fd);
+  int e = errno;
+  if (::close(fd) != 0 && rc == 0) rc = -1, e = errno;
+  if (rc != 0) {
+    ::unlink(tmp.c_str());
+    fail(tmp, ": fsync/close failed: ", std::strerror(e));
+  }
+}
+
 void rename_or_fail(const std::string& from, const std::string& to) {
   if (::rename(from.c_str(), to.c_str()) != 0)
     fail(from, ": cannot rename to ", to, ": ", std::strerror(errno));
@@ -136,13 +146,7 @@ void write_file_durable(const std::string& path, const std::string& bytes) {
     }
     done += static_cast<size_t>(w);
   }
-  int rc = ::fsync(fd);
-  int e = errno;
-  if (::close(fd) != 0 && rc == 0) rc = -1, e = errno;
-  if (rc != 0) {
-    ::unlink(tmp.c_str());
-    fail(tmp, ": fsync/close failed: ", std::strerror(e));
-  }
+  fsync_close_or_unlink(fd, tmp);
   rename_into_place(tmp, path);
 }
 

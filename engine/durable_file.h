@@ -30,6 +30,9 @@ void fsync_path(const std::string& path);
 // EINVAL (a filesystem that cannot fsync directories) is accepted: renames there are as durable
 // as that filesystem makes them.
 void fsync_dir(const std::string& dir);
+// Fsyncs and closes `fd`, the open temporary `tmp` (closed in every case); if either fails,
+// removes `tmp` and throws "<tmp>: fsync/close failed: <reason>".
+void fsync_close_or_unlink(int fd, const std::string& tmp);
 void rename_or_fail(const std::string& from, const std::string& to);
 void unlink_if_exists(const std::string& path);
 bool file_exists(const std::string& path);

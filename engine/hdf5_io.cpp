@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <cstring>
 #include <mutex>
+#include <utility>
 
 #include "engine/error.h"
 
@@ -328,8 +329,9 @@ std::vector<std::string> h5_read_strings(const H5Dataset& d, const std::string& 
   return out;
 }
 
-void h5_read_float_rows(hid_t dset, hsize_t first, hsize_t rows, float* out,
-                        const std::string& where, const std::string& obj) {
+namespace detail {
+H5RowSpaces h5_row_spaces(hid_t dset, hsize_t first, hsize_t rows, const std::string& where,
+                          const std::string& obj) {
   H5Id fspace(H5_CHECK(H5Dget_space(dset), where, obj));
   hsize_t dims[2] = {0, 0};
   H5_CHECK(H5Sget_simple_extent_dims(fspace.get(), dims, nullptr), where, obj);
@@ -337,6 +339,13 @@ void h5_read_float_rows(hid_t dset, hsize_t first, hsize_t rows, float* out,
   H5_CHECK(H5Sselect_hyperslab(fspace.get(), H5S_SELECT_SET, start, nullptr, count, nullptr), where,
            obj);
   H5Id mspace(H5_CHECK(H5Screate_simple(2, count, nullptr), where, obj));
+  return {std::move(fspace), std::move(mspace)};
+}
+}  // namespace detail
+
+void h5_read_float_rows(hid_t dset, hsize_t first, hsize_t rows, float* out,
+                        const std::string& where, const std::string& obj) {
+  auto [fspace, mspace] = detail::h5_row_spaces(dset, first, rows, where, obj);
   H5_CHECK(H5Dread(dset, H5T_NATIVE_FLOAT, mspace.get(), fspace.get(), H5P_DEFAULT, out), where,
            obj);
 }
@@ -348,13 +357,19 @@ H5Dataset open_float32(hid_t loc, const std::string& obj, const std::string& whe
   return d;
 }
 std::vector<int64_t> dims64(const std::vector<hsize_t>& d) { return {d.begin(), d.end()}; }
+// An H5FloatArray, H5DoubleArray or H5U8Array with the dataset's dims and room for its data.
+template <typename Array>
+Array sized_like(const H5Dataset& d) {
+  Array a;
+  a.dims = dims64(d.dims);
+  a.data.resize(static_cast<size_t>(Shape(a.dims).numel()));
+  return a;
+}
 }  // namespace
 
 H5FloatArray h5_read_float_array(hid_t loc, const std::string& obj, const std::string& where) {
   H5Dataset d = open_float32(loc, obj, where);
-  H5FloatArray a;
-  a.dims = dims64(d.dims);
-  a.data.resize(static_cast<size_t>(Shape(a.dims).numel()));
+  auto a = sized_like<H5FloatArray>(d);
   h5_read_floats(d, a.data.data(), where, obj);
   return a;
 }
@@ -382,9 +397,7 @@ H5DoubleArray h5_read_double_array(hid_t loc, const std::string& obj, const std:
   if (d.dtype.rfind("float", 0) != 0 && d.dtype.rfind("int", 0) != 0 &&
       d.dtype.rfind("uint", 0) != 0)
     fail(where, ": dataset '", obj, "': expected numbers, found ", d.dtype);
-  H5DoubleArray a;
-  a.dims = dims64(d.dims);
-  a.data.resize(static_cast<size_t>(Shape(a.dims).numel()));
+  auto a = sized_like<H5DoubleArray>(d);
   H5_CHECK(H5Dread(d.id.get(), H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, a.data.data()),
            where, obj);
   return a;
@@ -394,9 +407,7 @@ H5U8Array h5_read_u8_array(hid_t loc, const std::string& obj, const std::string&
   H5Dataset d = h5_open_dataset(loc, obj, where);
   if (d.dtype != "uint8" && d.dtype != "int8")
     fail(where, ": dataset '", obj, "': expected uint8, found ", d.dtype);
-  H5U8Array a;
-  a.dims = dims64(d.dims);
-  a.data.resize(static_cast<size_t>(Shape(a.dims).numel()));
+  auto a = sized_like<H5U8Array>(d);
   H5_CHECK(H5Dread(d.id.get(), H5T_NATIVE_UINT8, H5S_ALL, H5S_ALL, H5P_DEFAULT, a.data.data()),
            where, obj);
   return a;

@@ -69,6 +69,17 @@ class Hdf5Handle {
 };
 using H5Id = Hdf5Handle;
 
+namespace detail {
+// The file dataspace of a 2-D dataset with rows [first, first + rows) selected, and the memory
+// dataspace of those rows: the one selection h5_read_float_rows and h5_write_float_rows share.
+struct H5RowSpaces {
+  H5Id file;
+  H5Id mem;
+};
+H5RowSpaces h5_row_spaces(hid_t dset, hsize_t first, hsize_t rows, const std::string& where,
+                          const std::string& obj);
+}  // namespace detail
+
 void h5_silence_errors();  // idempotent; called by every open and create
 
 class H5File {

@@ -104,13 +104,7 @@ void h5_write_ints(hid_t loc, const std::string& obj, const int64_t* data,
 
 void h5_write_float_rows(hid_t dset, hsize_t first, hsize_t rows, const float* data,
                          const std::string& where, const std::string& obj) {
-  H5Id fspace(H5_CHECK(H5Dget_space(dset), where, obj));
-  hsize_t dims[2] = {0, 0};
-  H5_CHECK(H5Sget_simple_extent_dims(fspace.get(), dims, nullptr), where, obj);
-  hsize_t start[2] = {first, 0}, count[2] = {rows, dims[1]};
-  H5_CHECK(H5Sselect_hyperslab(fspace.get(), H5S_SELECT_SET, start, nullptr, count, nullptr), where,
-           obj);
-  H5Id mem(H5_CHECK(H5Screate_simple(2, count, nullptr), where, obj));
+  auto [fspace, mem] = detail::h5_row_spaces(dset, first, rows, where, obj);
   H5_CHECK(H5Dwrite(dset, H5T_NATIVE_FLOAT, mem.get(), fspace.get(), H5P_DEFAULT, data), where,
            obj);
 }

@@ -31,24 +31,18 @@ Precision parse_precision(const std::string& s) {
 
 // ---- CudnnDescriptor --------------------------------------------------------------------------
 CudnnDescriptor::CudnnDescriptor(cudnnBackendDescriptorType_t type, const std::string& ctx) {
+  // Local names as the statement text of an error has always shown them ("&d_", "d_").
+  cudnnBackendDescriptor_t d_ = nullptr;
   CUDNN_CHECK(cudnnBackendCreateDescriptor(type, &d_), ctx);
-}
-CudnnDescriptor::~CudnnDescriptor() {
-  if (d_) cudnnBackendDestroyDescriptor(d_);
-}
-CudnnDescriptor& CudnnDescriptor::operator=(CudnnDescriptor&& o) noexcept {
-  if (this != &o) {
-    if (d_) cudnnBackendDestroyDescriptor(d_);
-    d_ = o.d_;
-    o.d_ = nullptr;
-  }
-  return *this;
+  static_cast<CudaOwner&>(*this) = CudaOwner(d_);
 }
 void CudnnDescriptor::set(cudnnBackendAttributeName_t name, cudnnBackendAttributeType_t type,
                           int64_t count, const void* value, const std::string& ctx) {
+  const cudnnBackendDescriptor_t d_ = get();
   CUDNN_CHECK(cudnnBackendSetAttribute(d_, name, type, count, value), ctx);
 }
 void CudnnDescriptor::finalize(const std::string& ctx) {
+  const cudnnBackendDescriptor_t d_ = get();
   CUDNN_CHECK(cudnnBackendFinalize(d_), ctx);
 }
 

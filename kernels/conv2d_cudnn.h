@@ -34,6 +34,7 @@
 #include <tuple>
 #include <vector>
 
+#include "engine/cuda_resources.h"
 #include "kernels/conv2d.h"
 
 namespace engine {
@@ -45,23 +46,15 @@ const char* layout_name(TensorLayout l);
 Precision parse_precision(const std::string& s);  // "fp32" | "tf32" | "fp16", else Error
 inline size_t precision_bytes(Precision p) { return p == Precision::FP16 ? 2 : 4; }
 
-// Move-only owner of one cudnnBackendDescriptor_t (destroyed in the destructor).
-class CudnnDescriptor {
+// Move-only owner of one cudnnBackendDescriptor_t (a CudaOwner: destroyed with its owner).
+class CudnnDescriptor
+    : public CudaOwner<cudnnBackendDescriptor_t, cuda_release::CudnnBackendDescriptor> {
  public:
   CudnnDescriptor() = default;
   CudnnDescriptor(cudnnBackendDescriptorType_t type, const std::string& ctx);
-  ~CudnnDescriptor();
-  CudnnDescriptor(CudnnDescriptor&& o) noexcept : d_(o.d_) { o.d_ = nullptr; }
-  CudnnDescriptor& operator=(CudnnDescriptor&& o) noexcept;
-  CudnnDescriptor(const CudnnDescriptor&) = delete;
-  CudnnDescriptor& operator=(const CudnnDescriptor&) = delete;
-  cudnnBackendDescriptor_t get() const { return d_; }
   void set(cudnnBackendAttributeName_t name, cudnnBackendAttributeType_t type, int64_t count,
            const void* value, const std::string& ctx);
   void finalize(const std::string& ctx);
-
- private:
-  cudnnBackendDescriptor_t d_ = nullptr;
 };
 
 // Padding a cuDNN conv gets: symmetric, from tf_padding; throws on an asymmetric 'same'.

@@ -54,24 +54,33 @@ struct Dims4 {
   int64_t n, h, w, c;
 };
 
+// Grid-stride loops: this thread's first linear index, and the distance to its next one.
+__device__ __forceinline__ int64_t grid_first() {
+  return blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+}
+__device__ __forceinline__ int64_t grid_step() { return int64_t(gridDim.x) * blockDim.x; }
+
+// The index along the fastest-varying dimension left in `i` (of `extent`), which is then divided
+// out of `i`.
+__device__ __forceinline__ int64_t peel(int64_t& i, int64_t extent) {
+  const int64_t r = i % extent;
+  i /= extent;
+  return r;
+}
+
 // Linear output index -> (n, h, w, c), in the output's memory order.
 __device__ __forceinline__ void unflatten(int64_t i, const Dims4& d, bool c_fastest, int64_t& n,
                                           int64_t& h, int64_t& w, int64_t& c) {
   if (c_fastest) {
-    c = i % d.c;
-    i /= d.c;
-    w = i % d.w;
-    i /= d.w;
-    h = i % d.h;
-    n = i / d.h;
+    c = peel(i, d.c);
+    w = peel(i, d.w);
+    h = peel(i, d.h);
   } else {
-    w = i % d.w;
-    i /= d.w;
-    h = i % d.h;
-    i /= d.h;
-    c = i % d.c;
-    n = i / d.c;
+    w = peel(i, d.w);
+    h = peel(i, d.h);
+    c = peel(i, d.c);
   }
+  n = i;
 }
 
 template <typename T, bool kMax>
@@ -79,8 +88,7 @@ __global__ void pool2d_kernel(const T* __restrict__ x, Strides4 xs, int64_t H, i
                               T* __restrict__ y, Strides4 ys, Dims4 yd, bool c_fastest, int k,
                               int stride, int pad_top, int pad_left) {
   const int64_t total = yd.n * yd.h * yd.w * yd.c;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
-       i += int64_t(gridDim.x) * blockDim.x) {
+  for (int64_t i = grid_first(); i < total; i += grid_step()) {
     int64_t n, oh, ow, c;
     unflatten(i, yd, c_fastest, n, oh, ow, c);
     const int64_t h0 = oh * stride - pad_top, w0 = ow * stride - pad_left;
@@ -109,8 +117,7 @@ template <typename TS, typename TD>
 __global__ void copy_strided_kernel(const TS* __restrict__ x, Strides4 xs, TD* __restrict__ y,
                                     Strides4 ys, Dims4 d, bool c_fastest) {
   const int64_t total = d.n * d.h * d.w * d.c;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
-       i += int64_t(gridDim.x) * blockDim.x) {
+  for (int64_t i = grid_first(); i < total; i += grid_step()) {
     int64_t n, h, w, c;
     unflatten(i, d, c_fastest, n, h, w, c);
     y[n * ys.n + h * ys.h + w * ys.w + c * ys.c] =
@@ -123,8 +130,7 @@ template <typename T>
 __global__ void global_avg_pool_kernel(const T* __restrict__ x, Strides4 xs, Dims4 d,
                                        float* __restrict__ y) {
   const int64_t total = d.n * d.c;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
-       i += int64_t(gridDim.x) * blockDim.x) {
+  for (int64_t i = grid_first(); i < total; i += grid_step()) {
     const int64_t c = i % d.c, n = i / d.c;
     float acc = 0.f;
     for (int64_t h = 0; h < d.h; ++h)
