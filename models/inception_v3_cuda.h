@@ -65,7 +65,19 @@ class InceptionV3Cuda {
   InceptionV3Cuda(const InceptionV3Cuda&) = delete;
   InceptionV3Cuda& operator=(const InceptionV3Cuda&) = delete;
 
+  // Double-buffered pinned host slots (slot 0 and 1), allocated once at construction.
+  float* input_slot(int slot);  // pinned: max_batch x 299 x 299 x 3 floats (NHWC, [-1,1])
+  const float* output_slot(int slot) const;  // pinned: max_batch x 2048 floats
+  // Asynchronous on the model's stream: upload slot's first n images, replay the forward graph
+  // for batch n (capturing it once per n, after one eager pass), download n bottlenecks into the
+  // slot's output. Returns at once; the caller may fill the OTHER slot meanwhile.
+  void launch(int slot, int64_t n);
+  // Blocks until that slot's launch has finished (event sync); rethrows any CUDA error as an
+  // engine::Error naming the call (and, with ENGINE_CUDA_SYNC_EACH_OP=1, the layer).
+  void wait(int slot);
+
   // host_x: n x 299 x 299 x 3 floats; host_bottleneck: n x 2048 floats. 1 <= n <= max_batch.
+  // Copy into slot 0, launch(0, n), wait(0), copy out.
   void forward(const float* host_x, int64_t n, float* host_bottleneck);  // CUDA graph
   // Replays the graph on the input already on the GPU (the last one uploaded) and waits; the
   // bottleneck stays on the GPU. For benchmarks comparable with PyTorch (input resident).
