@@ -79,6 +79,33 @@ std::vector<float> conv_filter_for_cudnn(const std::vector<float>& w_hwio, int k
   return out;
 }
 
+// ---- engine filter ----------------------------------------------------------------------------
+bool cudnn_engine_allowed(const std::vector<cudnnBackendNumericalNote_t>& notes, Precision p,
+                          bool allow_winograd_fp32) {
+  for (cudnnBackendNumericalNote_t n : notes) {
+    if (n == CUDNN_NUMERICAL_NOTE_NONDETERMINISTIC) return false;  // graph replay must be bitwise
+    // Accumulation below fp32: refused in every precision (fp16 mode accumulates in fp32 too).
+    if (n == CUDNN_NUMERICAL_NOTE_REDUCED_PRECISION_REDUCTION) return false;
+    if (p == Precision::FP16) continue;
+    // fp32 data: converting it to fp16/bf16 inputs loses more than TF32 allows (PyTorch refuses
+    // it).
+    if (n == CUDNN_NUMERICAL_NOTE_DOWN_CONVERT_INPUTS) return false;
+    if (p == Precision::TF32) continue;
+    switch (n) {  // FP32, the exact mode
+      case CUDNN_NUMERICAL_NOTE_TENSOR_CORE:
+      case CUDNN_NUMERICAL_NOTE_FFT: return false;
+      case CUDNN_NUMERICAL_NOTE_WINOGRAD:
+      case CUDNN_NUMERICAL_NOTE_WINOGRAD_TILE_4x4:
+      case CUDNN_NUMERICAL_NOTE_WINOGRAD_TILE_6x6:
+      case CUDNN_NUMERICAL_NOTE_WINOGRAD_TILE_13x13:
+        if (!allow_winograd_fp32) return false;
+        break;
+      default: break;
+    }
+  }
+  return true;
+}
+
 // ---- graph construction ----------------------------------------------------------------------
 namespace {
 
@@ -131,30 +158,6 @@ CudnnDescriptor make_pointwise_op(const CudnnDescriptor& pw, const CudnnDescript
   op.set(CUDNN_ATTR_OPERATION_POINTWISE_YDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &d, ctx);
   op.finalize(ctx);
   return op;
-}
-
-// Which numerical notes a precision refuses.
-bool engine_allowed(const std::vector<cudnnBackendNumericalNote_t>& notes, Precision p,
-                    bool allow_winograd_fp32) {
-  for (cudnnBackendNumericalNote_t n : notes) {
-    if (n == CUDNN_NUMERICAL_NOTE_NONDETERMINISTIC) return false;  // graph replay must be bitwise
-    if (p == Precision::FP16 && n == CUDNN_NUMERICAL_NOTE_REDUCED_PRECISION_REDUCTION) return false;
-    if (p != Precision::FP32) continue;
-    switch (n) {
-      case CUDNN_NUMERICAL_NOTE_TENSOR_CORE:
-      case CUDNN_NUMERICAL_NOTE_DOWN_CONVERT_INPUTS:
-      case CUDNN_NUMERICAL_NOTE_REDUCED_PRECISION_REDUCTION:
-      case CUDNN_NUMERICAL_NOTE_FFT: return false;
-      case CUDNN_NUMERICAL_NOTE_WINOGRAD:
-      case CUDNN_NUMERICAL_NOTE_WINOGRAD_TILE_4x4:
-      case CUDNN_NUMERICAL_NOTE_WINOGRAD_TILE_6x6:
-      case CUDNN_NUMERICAL_NOTE_WINOGRAD_TILE_13x13:
-        if (!allow_winograd_fp32) return false;
-        break;
-      default: break;
-    }
-  }
-  return true;
 }
 
 // Runs one plan; returns the status instead of throwing (timing tries candidates that may fail).
@@ -346,7 +349,7 @@ const ConvPlanInfo& Conv2dCudnn::prepare(cudnnHandle_t handle, int64_t n, int64_
       CUDNN_CHECK(cudnnBackendGetAttribute(ed, CUDNN_ATTR_ENGINE_GLOBAL_INDEX, CUDNN_TYPE_INT64, 1,
                                            &ni, &index),
                   ctx + " engine index");
-      if (!engine_allowed(notes, precision_, options_.allow_winograd_fp32)) continue;
+      if (!cudnn_engine_allowed(notes, precision_, options_.allow_winograd_fp32)) continue;
       ++passed_filter;
       CudnnDescriptor p(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR, ctx);
       cudnnBackendDescriptor_t cd = cfgs[i].get();

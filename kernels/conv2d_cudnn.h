@@ -8,11 +8,16 @@
 // `max_timed` that cuDNN accepts into execution plans, times them once with CUDA events (or keeps
 // heuristic order when timing is off) and caches the winner per (N, H, W).
 //
-// Precisions: FP32 is the exact mode: engines carrying CUDNN_NUMERICAL_NOTE_TENSOR_CORE,
-// DOWN_CONVERT_INPUTS, REDUCED_PRECISION_REDUCTION, FFT or WINOGRAD are skipped (WINOGRAD can be
-// allowed by option). As a second guard, run with NVIDIA_TF32_OVERRIDE=0 in the environment: the
-// driver then refuses TF32 in any library kernel. TF32 allows tensor-core engines on fp32 data.
-// FP16: half X/W/bias/Y, fp32 compute and fp32 virtual intermediates. Layout (NHWC or NCHW
+// Precisions (cudnn_engine_allowed, a pure function of the engine's numerical notes): FP32 is the
+// exact mode: engines carrying CUDNN_NUMERICAL_NOTE_TENSOR_CORE, DOWN_CONVERT_INPUTS,
+// REDUCED_PRECISION_REDUCTION, FFT or WINOGRAD are skipped (WINOGRAD can be allowed by option). As
+// a second guard, run with NVIDIA_TF32_OVERRIDE=0 in the environment: the driver then refuses TF32
+// in any library kernel. TF32 allows tensor-core engines on fp32 data but, as PyTorch's cuDNN v8
+// filter does, not DOWN_CONVERT_INPUTS (fp32 inputs converted to fp16/bf16: 8 or 11 mantissa bits
+// fewer than TF32's 10) nor REDUCED_PRECISION_REDUCTION (accumulation below fp32). FP16: half
+// X/W/bias/Y, fp32 compute and fp32 virtual intermediates: REDUCED_PRECISION_REDUCTION (fp16
+// accumulation) is refused. NONDETERMINISTIC is refused in every mode (graph replay must be bitwise
+// repeatable). Layout (NHWC or NCHW
 // strides; filters KRSC or KCRS to match) is a parameter; tensor dims are always [N, C, H, W].
 //
 // cuDNN takes symmetric pre-padding only here: a TF 'same' conv whose padding is asymmetric (even
@@ -21,7 +26,8 @@
 // Every cuDNN call is checked and names the layer; candidates cuDNN refuses (NOT_SUPPORTED at
 // finalize or a failed timing run) are skipped, and when none is left the error lists them.
 // Tests: tests/test_kernels_layers.cpp (Cuda/Conv2dKernel: every precision and layout vs
-// Conv2dCpu), tests/test_inception_cuda.cpp (geometry errors, the whole net). Bench:
+// Conv2dCpu), tests/test_inception_cuda.cpp (geometry errors, the engine filter on synthetic note
+// sets, the whole net). Bench:
 // bench/bench_kernels_cuda.cpp (conv2d/* rows, GFLOP/s), bench/bench_inception_cuda.cpp.
 #pragma once
 #include <cuda_runtime.h>
@@ -67,6 +73,10 @@ CudnnConvGeometry cudnn_conv_geometry(int64_t h, int64_t w, const Conv2dSpec& sp
 // Filter in the layout cuDNN reads for `layout`: NHWC -> KRSC (cout, kh, kw, cin); NCHW -> KCRS.
 std::vector<float> conv_filter_for_cudnn(const std::vector<float>& w_hwio, int kh, int kw,
                                          int64_t cin, int64_t cout, TensorLayout layout);
+
+// Whether an engine with these numerical notes may run a conv in precision `p` (see above).
+bool cudnn_engine_allowed(const std::vector<cudnnBackendNumericalNote_t>& notes, Precision p,
+                          bool allow_winograd_fp32);
 
 struct ConvPlanOptions {
   bool time_plans = true;  // false: first usable config in heuristic order

@@ -2,7 +2,9 @@
 // softmax_xent.h). One warp per row for any K (lanes stride over classes, shuffles reduce max and
 // sum); the weighted batch mean is reduced by one block in a fixed order (deterministic, no
 // atomics); a third kernel scales (p - onehot) by w[y]/sum w. Matches the CPU twin to float
-// rounding (expf/logf differ from glibc in the last ulp), not bit for bit.
+// rounding (expf/logf differ from glibc in the last ulp), not bit for bit. probs / dlogits may
+// alias the logits (in place); tests/test_softmax_cuda.cpp checks that in place equals out of
+// place bit for bit.
 #include <cmath>
 
 #include "engine/cuda_check.h"
@@ -24,8 +26,11 @@ __device__ __forceinline__ float warp_sum(float v) {
 }  // namespace
 
 // Row softmax; when labels != nullptr also writes row_terms[2i] = w[y]*(lse - z[y]) and
-// row_terms[2i+1] = w[y]. probs may be nullptr (loss only).
-__global__ void softmax_rows_kernel(const float* __restrict__ z, float* probs, int64_t n, int64_t k,
+// row_terms[2i+1] = w[y]. probs may be nullptr (loss only) and may alias z (the header allows
+// it): so neither is __restrict__, every read of a row (max, sum, z[y]) happens before the warp's
+// first write to it (the shuffles of warp_sum order them), and each lane writes only the elements
+// it read itself.
+__global__ void softmax_rows_kernel(const float* z, float* probs, int64_t n, int64_t k,
                                     const int32_t* __restrict__ labels, const float* __restrict__ w,
                                     float* __restrict__ row_terms) {
   const int lane = threadIdx.x & 31;
@@ -38,11 +43,7 @@ __global__ void softmax_rows_kernel(const float* __restrict__ z, float* probs, i
   float s = 0.f;
   for (int64_t j = lane; j < k; j += 32) s += expf(zr[j] - m);
   s = warp_sum(s);
-  if (probs) {
-    const float inv = 1.f / s;
-    for (int64_t j = lane; j < k; j += 32) probs[row * k + j] = expf(zr[j] - m) * inv;
-  }
-  if (labels && lane == 0) {
+  if (labels && lane == 0) {  // before the probabilities overwrite z[y] when they alias z
     const int32_t y = labels[row];
     if (y < 0 || y >= k) {
       row_terms[2 * row] = NAN;
@@ -52,6 +53,11 @@ __global__ void softmax_rows_kernel(const float* __restrict__ z, float* probs, i
       row_terms[2 * row] = wy * (m + logf(s) - zr[y]);
       row_terms[2 * row + 1] = wy;
     }
+  }
+  __syncwarp();  // lane 0's read of z[y] precedes another lane's write of probs[y]
+  if (probs) {
+    const float inv = 1.f / s;
+    for (int64_t j = lane; j < k; j += 32) probs[row * k + j] = expf(zr[j] - m) * inv;
   }
 }
 
