@@ -48,12 +48,17 @@ def main():
     ap.add_argument("--skip-compile", action="store_true")
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
+    w = ti.load_keras_h5(a.weights)
+    if not torch.cuda.is_available():
+        # The dry run (bench/gpu/dry_run.sh) ends here: weights read, nothing to time. Exit 77 is
+        # run_device.sh's "skipped"; with ENGINE_REQUIRE_GPU=1 (the GPU machine) it is a failure.
+        print("torch %s: no CUDA device: skipped (weights read: %d convs)" % (torch.__version__, len(w["conv"])))
+        sys.exit(1 if os.environ.get("ENGINE_REQUIRE_GPU") == "1" else 77)
     dev = torch.device("cuda")
     torch.backends.cudnn.benchmark = True
     gflop = ti.conv_flops() / 1e9
     print("torch %s, cudnn %s, %s; %.4f GFLOP per image" % (
         torch.__version__, torch.backends.cudnn.version(), torch.cuda.get_device_name(0), gflop), flush=True)
-    w = ti.load_keras_h5(a.weights)
     results = []
 
     def report(mode, b, sec, note=""):
