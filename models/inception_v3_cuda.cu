@@ -8,9 +8,12 @@
 #include <cuda_fp16.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <map>
 #include <sstream>
+#include <utility>
 
 #include "engine/cuda_check.h"
 #include "engine/cuda_resources.h"
@@ -49,6 +52,16 @@ struct GraphInstance {  // one captured forward per batch size; exec declared la
   CudaGraphExec exec;
 };
 
+// One of the two pinned host slots of launch()/wait(): its buffers and the event recorded after
+// its bottleneck download.
+struct Slot {
+  PinnedBuffer<float> in, out;
+  CudaEvent done;
+  int64_t n = 0;
+  bool pending = false;      // launched, not yet waited for
+  std::exception_ptr error;  // sync-each-op mode: the failure, rethrown by wait()
+};
+
 Conv2dSpec conv_spec(const GraphOp& op) {
   Conv2dSpec spec;
   spec.kh = op.kh, spec.kw = op.kw, spec.stride = op.stride, spec.padding = op.padding;
@@ -58,6 +71,26 @@ Conv2dSpec conv_spec(const GraphOp& op) {
 
 }  // namespace
 
+int64_t inception_cuda_input_channels(Precision p, int64_t c, int option) {
+  if (option != 0) {
+    ENGINE_CHECK(option >= c, "InceptionV3Cuda: input_channels ", option, " < the image's ", c,
+                 " channels");
+    return option;
+  }
+  const int64_t per16 = 16 / static_cast<int64_t>(precision_bytes(p));  // 4 fp32/tf32, 8 fp16
+  return (c + per16 - 1) / per16 * per16;
+}
+
+bool parse_cuda_sync_each_op(const char* value) {
+  const std::string v = value ? value : "";
+  if (v.empty() || v == "0") return false;
+  if (v == "1") return true;
+  fail("ENGINE_CUDA_SYNC_EACH_OP must be 0 or 1, got '", v, "'");
+}
+bool cuda_sync_each_op_from_env() {
+  return parse_cuda_sync_each_op(std::getenv("ENGINE_CUDA_SYNC_EACH_OP"));
+}
+
 struct InceptionV3Cuda::Impl {
   Precision precision;
   TensorLayout layout;
@@ -65,7 +98,8 @@ struct InceptionV3Cuda::Impl {
   int64_t max_batch;
   InceptionCudaOptions opt;
   int64_t in_h = 0, in_w = 0, in_c_host = 0;  // the graph input as the host hands it over
-  int64_t in_c = 0;  // input channels as the first conv sees them (padded in FP16)
+  int64_t in_c = 0;  // input channels as the first conv sees them (padded to 16 bytes)
+  bool sync_each_op = false;
 
   std::vector<LTensor> tensors;
   std::vector<Op> ops;
@@ -73,16 +107,25 @@ struct InceptionV3Cuda::Impl {
   int64_t bytes_total = 0, n_allocs = 0, arena_size = 0, ws_size = 0, weights_size = 0;
   int64_t tap_buf_bytes = 0;
 
-  // Owners in dependency order (C++ destroys members in reverse): the stream, the cuDNN handle
-  // bound to it, the conv plans bound to the handle, then the memory the plans and graphs read,
-  // then the graphs captured over all of them.
-  CudaStream stream;
+  // Owners in dependency order (C++ destroys members in reverse): the streams, the cuDNN handle
+  // bound to the model's stream, the conv plans bound to the handle, then the memory the plans
+  // and graphs read, the events and slots, then the graphs captured over all of them. ~Impl first
+  // drains both streams, so nothing is freed under work still in flight.
+  CudaStream stream;       // every op, the download, the slots' events
+  CudaStream copy_stream;  // the slots' uploads, overlapping the previous batch's compute
   CudnnHandle handle;
   std::vector<Conv2dCudnn> convs;
   DeviceBuffer<char> weights, arena, workspace, x_dev, tap_buf;
   DeviceBuffer<float> x_host_dev, bottleneck_dev;
-  PinnedBuffer<float> pinned_in, pinned_out;
+  CudaEvent uploaded;        // copy_stream: the last upload into x_host_dev is complete
+  CudaEvent input_consumed;  // stream: the input convert has read x_host_dev
+  Slot slots[2];
   std::map<int64_t, GraphInstance> graphs;
+
+  ~Impl() {  // statuses ignored: a destructor does not throw, and a failed stream reports nothing
+    if (copy_stream) cudaStreamSynchronize(copy_stream);
+    if (stream) cudaStreamSynchronize(stream);
+  }
 
   template <typename T>
   void alloc(DeviceBuffer<T>& b, int64_t bytes, const std::string& what) {
@@ -273,22 +316,103 @@ struct InceptionV3Cuda::Impl {
     ENGINE_CHECK(n >= 1 && n <= max_batch, "InceptionV3Cuda::", fn, ": batch ", n,
                  " outside [1, max_batch=", max_batch, "]");
   }
+  Slot& slot_at(int slot, const char* fn) {
+    ENGINE_CHECK(slot == 0 || slot == 1, "InceptionV3Cuda::", fn, ": slot ", slot,
+                 " (there are slots 0 and 1)");
+    return slots[slot];
+  }
+  // The synchronous entry points stage through slot 0 and the shared device input: none may run
+  // while a launch is in flight.
+  void check_idle(const char* fn) const {
+    for (int i = 0; i < 2; ++i)
+      ENGINE_CHECK(!slots[i].pending, "InceptionV3Cuda::", fn, ": slot ", i,
+                   " is still in flight; wait(", i, ") first");
+  }
+  // The CUDA device is per host thread: a pipeline thread calling launch() may not have chosen it.
+  void bind_device() const {
+    CUDA_CHECK(cudaSetDevice(opt.device),
+               "InceptionV3Cuda: select GPU " + std::to_string(opt.device));
+  }
   void ensure_plans(int64_t n) {
     if (n != max_batch) prepare_plans(n, ws_size);  // cached after the first call per n
   }
   int64_t image_floats() const { return in_h * in_w * in_c_host; }
-  void upload(const float* host_x, int64_t n) {  // pinned staging, then async copy on the stream
-    const size_t count = static_cast<size_t>(n * image_floats());
-    std::memcpy(pinned_in.data(), host_x, count * sizeof(float));
-    x_host_dev.upload(pinned_in.data(), count, stream, "InceptionV3Cuda input upload");
+
+  // The input convert (op 0: x_host_dev -> x_dev in the network's dtype, layout and padded
+  // channels), then the event that lets the next upload overwrite x_host_dev.
+  void run_input(int64_t n) {
+    run_op(ops[0], n);
+    CUDA_CHECK(cudaEventRecord(input_consumed, stream), "InceptionV3Cuda input consumed");
   }
-  void download_async(int64_t n) {
-    bottleneck_dev.download(pinned_out.data(), static_cast<size_t>(n * kBottleneckSize), stream,
+  // One op, then a synchronisation whose failure names the layer (the debug switch, and the eager
+  // pass before a capture).
+  void run_checked(size_t i, int64_t n, const char* why) {
+    if (i == 0)
+      run_input(n);
+    else
+      run_op(ops[i], n);
+    CUDA_CHECK(cudaStreamSynchronize(stream), "InceptionV3Cuda " + std::string(why) + ", layer " +
+                                                  ops[i].name + ", batch " + std::to_string(n));
+  }
+  // Ops [first, end) without a graph; each synchronised and checked when `sync`.
+  void run_eager(size_t first, int64_t n, bool sync, const char* why) {
+    for (size_t i = first; i < ops.size(); ++i) {
+      if (sync)
+        run_checked(i, n, why);
+      else if (i == 0)
+        run_input(n);
+      else
+        run_op(ops[i], n);
+    }
+  }
+
+  // Ops 1.. (after the input convert) as the CUDA graph for batch n: captured on the first call
+  // for n after one eager pass with every op synchronised and checked (a fault names its layer;
+  // lazy module loading and the libraries' first-call set-up happen there, not in the capture,
+  // where they are illegal), then replayed.
+  void launch_graph(int64_t n) {
+    auto it = graphs.find(n);
+    if (it == graphs.end()) {
+      ensure_plans(n);
+      run_eager(1, n, true, "eager pass before graph capture");
+      CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal),
+                 "InceptionV3Cuda graph capture, batch " + std::to_string(n));
+      try {
+        run_eager(1, n, false, "capture");
+      } catch (...) {
+        // End the failed capture so the stream is usable again; the error being thrown says why,
+        // so this call's own status is not checked. The partial graph is owned and freed.
+        cudaGraph_t broken = nullptr;
+        cudaStreamEndCapture(stream, &broken);
+        CudaGraph discard(broken);
+        throw;
+      }
+      cudaGraph_t graph = nullptr;
+      CUDA_CHECK(cudaStreamEndCapture(stream, &graph), "InceptionV3Cuda graph capture end");
+      GraphInstance inst;
+      inst.graph = CudaGraph(graph);
+      cudaGraphExec_t exec = nullptr;
+      CUDA_CHECK(cudaGraphInstantiate(&exec, inst.graph, 0), "InceptionV3Cuda graph instantiate");
+      inst.exec = CudaGraphExec(exec);
+      it = graphs.emplace(n, std::move(inst)).first;
+    }
+    CUDA_CHECK(cudaGraphLaunch(it->second.exec, stream),
+               "InceptionV3Cuda graph launch, batch " + std::to_string(n));
+  }
+
+  // Synchronous paths: host images through slot 0's pinned buffer, uploaded on the model's stream.
+  void upload(const float* host_x, int64_t n) {
+    const size_t count = static_cast<size_t>(n * image_floats());
+    std::memcpy(slots[0].in.data(), host_x, count * sizeof(float));
+    x_host_dev.upload(slots[0].in.data(), count, stream, "InceptionV3Cuda input upload");
+  }
+  void download_async(int64_t n, float* pinned) {
+    bottleneck_dev.download(pinned, static_cast<size_t>(n * kBottleneckSize), stream,
                             "InceptionV3Cuda bottleneck download");
   }
   void finish(int64_t n, float* host_bottleneck) {
     CUDA_CHECK(cudaStreamSynchronize(stream), "InceptionV3Cuda forward");
-    std::memcpy(host_bottleneck, pinned_out.data(), sizeof(float) * n * kBottleneckSize);
+    std::memcpy(host_bottleneck, slots[0].out.data(), sizeof(float) * n * kBottleneckSize);
   }
 };
 
@@ -306,15 +430,17 @@ InceptionV3Cuda::InceptionV3Cuda(const InceptionWeights& w, Precision precision,
   m.dtype = dtype_of(precision);
   m.max_batch = max_batch;
   m.opt = options;
+  m.sync_each_op = options.sync_each_op || cuda_sync_each_op_from_env();
   const GraphTensor& input = g.tensor(g.input);
   m.in_h = input.h, m.in_w = input.w, m.in_c_host = input.c;
-  // The one place the input channels are padded (FP16: tensor-core engines want C % 8 == 0); the
-  // first conv and its zero filter channels follow from the input tensor's channel count.
-  m.in_c = precision == Precision::FP16 ? std::max<int64_t>(input.c, options.fp16_input_channels)
-                                        : input.c;
-  CUDA_CHECK(cudaSetDevice(options.device),
-             "InceptionV3Cuda: select GPU " + std::to_string(options.device));
+  // The one place the input channels are padded; the first conv and its zero filter channels
+  // follow from the input tensor's channel count.
+  m.in_c = inception_cuda_input_channels(precision, input.c, options.input_channels);
+  m.bind_device();
   m.stream = CudaStream::create("InceptionV3Cuda");
+  m.copy_stream = CudaStream::create("InceptionV3Cuda uploads");
+  m.uploaded = CudaEvent::create("InceptionV3Cuda upload", cudaEventDisableTiming);
+  m.input_consumed = CudaEvent::create("InceptionV3Cuda input consumed", cudaEventDisableTiming);
   m.handle = CudnnHandle::create("InceptionV3Cuda");
   CUDNN_CHECK(cudnnSetStream(m.handle, m.stream), "InceptionV3Cuda cuDNN stream");
 
@@ -388,13 +514,19 @@ InceptionV3Cuda::InceptionV3Cuda(const InceptionWeights& w, Precision precision,
   m.alloc(m.x_host_dev, max_batch * m.image_floats() * 4, "input (fp32 NHWC)");
   m.alloc(m.x_dev, max_batch * img * m.in_c * int64_t(eb), "input (network layout)");
   m.alloc(m.bottleneck_dev, max_batch * kBottleneckSize * 4, "bottleneck");
-  // Zeroed once: padded input channels stay zero; timing runs read defined values.
+  // Zeroed once, on the model's stream like every set-up copy: padded input channels stay zero;
+  // timing runs and a replay() before any upload read defined values.
   m.arena.zero(m.stream, "InceptionV3Cuda arena clear");
   m.x_dev.zero(m.stream, "InceptionV3Cuda input clear");
-  m.pinned_in = PinnedBuffer<float>(static_cast<size_t>(max_batch * m.image_floats()),
-                                    "InceptionV3Cuda pinned input");
-  m.pinned_out = PinnedBuffer<float>(static_cast<size_t>(max_batch * kBottleneckSize),
-                                     "InceptionV3Cuda pinned output");
+  m.x_host_dev.zero(m.stream, "InceptionV3Cuda input staging clear");
+  for (int i = 0; i < 2; ++i) {
+    const std::string slot = "InceptionV3Cuda slot " + std::to_string(i);
+    m.slots[i].in =
+        PinnedBuffer<float>(static_cast<size_t>(max_batch * m.image_floats()), slot + " input");
+    m.slots[i].out =
+        PinnedBuffer<float>(static_cast<size_t>(max_batch * kBottleneckSize), slot + " output");
+    m.slots[i].done = CudaEvent::create(slot, cudaEventDisableTiming);
+  }
 
   // Plans for max_batch choose freely (up to options.plan.max_workspace); one workspace for all.
   m.prepare_plans(max_batch, -1);
@@ -410,51 +542,89 @@ InceptionV3Cuda::InceptionV3Cuda(const InceptionWeights& w, Precision precision,
 
 InceptionV3Cuda::~InceptionV3Cuda() = default;
 
+float* InceptionV3Cuda::input_slot(int slot) {
+  return impl_->slot_at(slot, "input_slot").in.data();
+}
+const float* InceptionV3Cuda::output_slot(int slot) const {
+  return impl_->slot_at(slot, "output_slot").out.data();
+}
+
+void InceptionV3Cuda::launch(int slot, int64_t n) {
+  Impl& m = *impl_;
+  Slot& s = m.slot_at(slot, "launch");
+  m.check_batch(n, "launch");
+  ENGINE_CHECK(!s.pending, "InceptionV3Cuda::launch: slot ", slot, " is still in flight; wait(",
+               slot, ") first");
+  m.bind_device();
+  const std::string ctx =
+      "InceptionV3Cuda launch(slot " + std::to_string(slot) + ", batch " + std::to_string(n) + ")";
+  // Upload on the copy stream once the previous input convert has read x_host_dev (so this copy
+  // overlaps the previous batch's graph); the model's stream waits for it before the convert.
+  CUDA_CHECK(cudaStreamWaitEvent(m.copy_stream, m.input_consumed, 0), ctx);
+  m.x_host_dev.upload(s.in.data(), static_cast<size_t>(n * m.image_floats()), m.copy_stream,
+                      ctx + " upload");
+  CUDA_CHECK(cudaEventRecord(m.uploaded, m.copy_stream), ctx);
+  CUDA_CHECK(cudaStreamWaitEvent(m.stream, m.uploaded, 0), ctx);
+  s.n = n;
+  s.error = nullptr;
+  if (m.sync_each_op) {
+    // Debug: every op eager, synchronised and checked; the failure (naming the layer) is kept for
+    // wait(), where the normal mode reports errors too.
+    try {
+      CUDA_CHECK(cudaStreamSynchronize(m.copy_stream), ctx + " upload");
+      m.ensure_plans(n);
+      m.run_eager(0, n, true, "ENGINE_CUDA_SYNC_EACH_OP=1");
+      m.download_async(n, s.out.data());
+      CUDA_CHECK(cudaStreamSynchronize(m.stream), ctx + " bottleneck download");
+    } catch (...) {
+      s.error = std::current_exception();
+    }
+  } else {
+    m.run_input(n);
+    m.launch_graph(n);
+    m.download_async(n, s.out.data());
+  }
+  CUDA_CHECK(cudaEventRecord(s.done, m.stream), ctx);
+  s.pending = true;
+}
+
+void InceptionV3Cuda::wait(int slot) {
+  Impl& m = *impl_;
+  Slot& s = m.slot_at(slot, "wait");
+  ENGINE_CHECK(s.pending, "InceptionV3Cuda::wait: slot ", slot, " was not launched");
+  s.pending = false;
+  if (s.error) std::rethrow_exception(std::exchange(s.error, nullptr));
+  m.bind_device();
+  CUDA_CHECK(cudaEventSynchronize(s.done),
+             "InceptionV3Cuda wait(slot " + std::to_string(slot) + "): batch " +
+                 std::to_string(s.n) +
+                 " (upload, forward graph, download); rerun with ENGINE_CUDA_SYNC_EACH_OP=1 to "
+                 "name the failing layer");
+}
+
 void InceptionV3Cuda::forward(const float* host_x, int64_t n, float* host_bottleneck) {
   Impl& m = *impl_;
   m.check_batch(n, "forward");
-  m.upload(host_x, n);
-  launch_graph(n);
-  m.download_async(n);
-  m.finish(n, host_bottleneck);
+  ENGINE_CHECK(!m.slots[0].pending, "InceptionV3Cuda::forward: slot 0 is still in flight");
+  std::memcpy(m.slots[0].in.data(), host_x,
+              sizeof(float) * static_cast<size_t>(n * m.image_floats()));
+  launch(0, n);
+  wait(0);
+  std::memcpy(host_bottleneck, m.slots[0].out.data(), sizeof(float) * n * kBottleneckSize);
 }
 
-void InceptionV3Cuda::forward_resident(int64_t n) {
-  impl_->check_batch(n, "forward_resident");
-  launch_graph(n);
-  CUDA_CHECK(cudaStreamSynchronize(impl_->stream), "InceptionV3Cuda forward_resident");
-}
-
-// The graph holds the ops only (input convert .. global average pool); the upload from pinned
-// memory and the bottleneck download are async copies on the same stream around it.
-void InceptionV3Cuda::launch_graph(int64_t n) {
+void InceptionV3Cuda::replay(int64_t n) {
   Impl& m = *impl_;
-  auto it = m.graphs.find(n);
-  if (it == m.graphs.end()) {
+  m.check_batch(n, "replay");
+  m.check_idle("replay");
+  m.bind_device();
+  if (m.sync_each_op) {
     m.ensure_plans(n);
-    CUDA_CHECK(cudaStreamBeginCapture(m.stream, cudaStreamCaptureModeThreadLocal),
-               "InceptionV3Cuda graph capture");
-    try {
-      for (const Op& op : m.ops) m.run_op(op, n);
-    } catch (...) {
-      // End the failed capture so the stream is usable again; the error being thrown says why,
-      // so this call's own status is not checked. The partial graph is owned and freed.
-      cudaGraph_t broken = nullptr;
-      cudaStreamEndCapture(m.stream, &broken);
-      CudaGraph discard(broken);
-      throw;
-    }
-    cudaGraph_t graph = nullptr;
-    CUDA_CHECK(cudaStreamEndCapture(m.stream, &graph), "InceptionV3Cuda graph capture end");
-    GraphInstance inst;
-    inst.graph = CudaGraph(graph);
-    cudaGraphExec_t exec = nullptr;
-    CUDA_CHECK(cudaGraphInstantiate(&exec, inst.graph, 0), "InceptionV3Cuda graph instantiate");
-    inst.exec = CudaGraphExec(exec);
-    it = m.graphs.emplace(n, std::move(inst)).first;
+    m.run_eager(0, n, true, "ENGINE_CUDA_SYNC_EACH_OP=1");
+    return;
   }
-  CUDA_CHECK(cudaGraphLaunch(it->second.exec, m.stream),
-             "InceptionV3Cuda graph launch, batch " + std::to_string(n));
+  m.run_input(n);
+  m.launch_graph(n);
 }
 
 void InceptionV3Cuda::forward_eager(const float* host_x, int64_t n, float* host_bottleneck) {
@@ -465,10 +635,18 @@ void InceptionV3Cuda::forward_blocks(const float* host_x, int64_t n, float* host
                                      const Tap& tap) {
   Impl& m = *impl_;
   m.check_batch(n, "forward_blocks");
+  m.check_idle("forward_blocks");
+  m.bind_device();
   m.ensure_plans(n);
   m.upload(host_x, n);
-  for (const Op& op : m.ops) {
-    m.run_op(op, n);
+  for (size_t i = 0; i < m.ops.size(); ++i) {
+    const Op& op = m.ops[i];
+    if (m.sync_each_op)
+      m.run_checked(i, n, "ENGINE_CUDA_SYNC_EACH_OP=1");
+    else if (i == 0)
+      m.run_input(n);
+    else
+      m.run_op(op, n);
     if (!tap || op.tap.empty()) continue;
     const LTensor& t = m.tensors[static_cast<size_t>(op.dst)];
     const int64_t bytes = n * t.h * t.w * t.c * 4;
@@ -490,13 +668,15 @@ void InceptionV3Cuda::forward_blocks(const float* host_x, int64_t n, float* host
     CUDA_CHECK(cudaStreamSynchronize(m.stream), op.tap + " tap");
     tap(op.tap, host);
   }
-  m.download_async(n);
+  m.download_async(n, m.slots[0].out.data());
   m.finish(n, host_bottleneck);
 }
 
 std::vector<InceptionV3Cuda::LayerTime> InceptionV3Cuda::profile_layers(int64_t n, int iters) {
   Impl& m = *impl_;
   m.check_batch(n, "profile_layers");
+  m.check_idle("profile_layers");
+  m.bind_device();
   m.ensure_plans(n);
   std::vector<CudaEvent> ev;
   for (size_t i = 0; i <= m.ops.size(); ++i)
@@ -533,6 +713,8 @@ std::vector<InceptionV3Cuda::LayerTime> InceptionV3Cuda::profile_layers(int64_t 
   return out;
 }
 
+cudaStream_t InceptionV3Cuda::stream() const { return impl_->stream; }
+bool InceptionV3Cuda::sync_each_op() const { return impl_->sync_each_op; }
 Precision InceptionV3Cuda::precision() const { return impl_->precision; }
 TensorLayout InceptionV3Cuda::layout() const { return impl_->layout; }
 int64_t InceptionV3Cuda::max_batch() const { return impl_->max_batch; }

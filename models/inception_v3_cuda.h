@@ -17,17 +17,23 @@
 // on an H100, bench/README.md GPU section); max-pool branches write their slice directly.
 //
 // Precision/layout: FP32 (exact, no tensor-core engines), TF32, FP16 (half activations and
-// weights, fp32 accumulation, fp32 bottleneck). Layout is an option: NHWC for TF32/FP16; FP32
-// defaults to NCHW (measured: non-tensor-core engines in NHWC were slower than PyTorch's
-// NCHW, bench/README.md "GPU"). In FP16 the 3 input channels are zero-padded to 8 (tensor-core
-// engines want C % 8 == 0), with C1's extra filter channels zero.
+// weights, fp32 accumulation, fp32 bottleneck). Layout is an option: NHWC by default in every
+// precision (the fused conv+bias+ReLU graph was measured in NHWC, and cudnn-frontend issues #104,
+// #171, #172 report NCHW fusion graphs without an engine); FP32 in NCHW remains an option
+// (fp32_nchw), tested and benchmarked beside it. The 3 input channels are zero-padded to 16 bytes
+// of the element type (4 in FP32/TF32, 8 in FP16: what vectorised NHWC loads and tensor-core
+// engines want), with C1's extra filter channels zero (inception_cuda_input_channels).
 //
-// forward() captures the whole forward for a batch size once in a CUDA graph (input convert ..
-// global average pool) and replays it between an async upload from pinned memory and an async
-// bottleneck download on the same stream (one call does not overlap its own upload with compute);
-// forward_eager() runs the same ops without a graph; forward_blocks() also hands each block output
-// (stem, mixed0..mixed10) to a tap as an NHWC fp32 host tensor, for the tests against the PyTorch
-// reference.
+// Execution: launch(slot, n) is asynchronous: the slot's pinned input is uploaded on a copy stream
+// (so it overlaps the previous batch's compute), the model's stream converts it into the network
+// input, replays the CUDA graph captured for batch n (once per n, after one eager pass whose every
+// op is synchronised and checked, so a fault names its layer and first-call set-up happens outside
+// the capture) and downloads the bottleneck into the slot's pinned output; wait(slot) synchronises
+// on that slot's event. forward() is launch(0) + wait(0) around two host copies; forward_eager()
+// runs the same ops without a graph; forward_blocks() also hands each block output (stem,
+// mixed0..mixed10) to a tap as an NHWC fp32 host tensor, for the tests against the PyTorch
+// reference. With ENGINE_CUDA_SYNC_EACH_OP=1 in the environment (or options.sync_each_op) nothing
+// is captured: every op runs eagerly, is synchronised and checked, and an error names its layer.
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -42,11 +48,20 @@
 namespace engine {
 
 struct InceptionCudaOptions {
-  bool fp32_nchw = true;        // FP32 mode in NCHW (else NHWC); TF32 and FP16 are always NHWC
-  int fp16_input_channels = 8;  // FP16: pad the 3 input channels to this many (3 = no padding)
-  ConvPlanOptions plan;         // engine choice per conv shape
+  bool fp32_nchw = false;     // FP32 mode in NCHW (else NHWC); TF32 and FP16 are always NHWC
+  int input_channels = 0;     // pad the 3 input channels to this many; 0: 16 bytes (4 or 8)
+  bool sync_each_op = false;  // debug: no graphs, sync + check after each op (also by environment)
+  ConvPlanOptions plan;       // engine choice per conv shape
   int device = 0;
 };
+
+// Channels of the network input as C1 sees it: `option` (>= c) when set, else c rounded up to 16
+// bytes of the precision's element (FP32/TF32: 3 -> 4, FP16: 3 -> 8).
+int64_t inception_cuda_input_channels(Precision p, int64_t c, int option);
+// ENGINE_CUDA_SYNC_EACH_OP: unset, "" or "0" -> false, "1" -> true, anything else an Error naming
+// the variable. The second reads the environment.
+bool parse_cuda_sync_each_op(const char* value);
+bool cuda_sync_each_op_from_env();
 
 class InceptionV3Cuda {
  public:
@@ -66,6 +81,9 @@ class InceptionV3Cuda {
   InceptionV3Cuda& operator=(const InceptionV3Cuda&) = delete;
 
   // Double-buffered pinned host slots (slot 0 and 1), allocated once at construction.
+  // A slot's buffers belong to the model from launch(slot) until wait(slot) returns; launching a
+  // slot still in flight is an Error. Errors found while enqueuing (bad slot or batch, a failed
+  // graph launch) are thrown by launch itself.
   float* input_slot(int slot);  // pinned: max_batch x 299 x 299 x 3 floats (NHWC, [-1,1])
   const float* output_slot(int slot) const;  // pinned: max_batch x 2048 floats
   // Asynchronous on the model's stream: upload slot's first n images, replay the forward graph
@@ -79,14 +97,17 @@ class InceptionV3Cuda {
   // host_x: n x 299 x 299 x 3 floats; host_bottleneck: n x 2048 floats. 1 <= n <= max_batch.
   // Copy into slot 0, launch(0, n), wait(0), copy out.
   void forward(const float* host_x, int64_t n, float* host_bottleneck);  // CUDA graph
-  // Replays the graph on the input already on the GPU (the last one uploaded) and waits; the
-  // bottleneck stays on the GPU. For benchmarks comparable with PyTorch (input resident).
-  void forward_resident(int64_t n);
+  // Asynchronous on stream(): the input convert and the graph for batch n on the input already on
+  // the GPU (the last one uploaded); the bottleneck stays on the GPU. For benchmarks comparable
+  // with PyTorch (input resident), timed with events on stream(). Needs no slot in flight.
+  void replay(int64_t n);
   void forward_eager(const float* host_x, int64_t n, float* host_bottleneck);  // no graph
   void forward_blocks(const float* host_x, int64_t n, float* host_bottleneck, const Tap& tap);
   // Times every op (events around each, eager) on the current contents of the buffers.
   std::vector<LayerTime> profile_layers(int64_t n, int iters = 5);
 
+  cudaStream_t stream() const;  // the model's (non-blocking) stream: every op runs on it
+  bool sync_each_op() const;    // ENGINE_CUDA_SYNC_EACH_OP=1 or options.sync_each_op
   Precision precision() const;
   TensorLayout layout() const;
   int64_t max_batch() const;
@@ -101,7 +122,6 @@ class InceptionV3Cuda {
   struct Impl;
 
  private:
-  void launch_graph(int64_t n);
   std::unique_ptr<Impl> impl_;
 };
 
