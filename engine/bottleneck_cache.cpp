@@ -19,6 +19,7 @@
 #include <cmath>
 #include <cstring>
 #include <iostream>
+#include <mutex>
 #include <optional>
 #include <unordered_map>
 
@@ -51,6 +52,9 @@ struct BottleneckCache::Impl {
   uint64_t next_seq = 1;
   size_t pieces = 0;
   FeatureMeter meter;
+  // Guards the index (entries, piece_files, pieces): has() is asked by extract's decode workers
+  // while append() runs on its writer thread. The piece itself is written outside the lock.
+  mutable std::mutex mu;
 
   ~Impl() {
     if (lock_fd >= 0) ::close(lock_fd);  // releases the flock
@@ -160,6 +164,8 @@ BottleneckCache::BottleneckCache(const std::string& path, const CacheSettings& s
   m.path = path;
   m.journal_dir = path + ".journal";
   m.settings = settings;
+  ENGINE_CHECK(is_feature_precision(settings.precision), path, ": precision '", settings.precision,
+               "': expected fp32, tf32 or fp16");
   m.take_lock();
   m.remove_stale_tmps();
   if (force) {  // start over: the old file and journal go now, so a rerun resumes this run
@@ -177,12 +183,20 @@ BottleneckCache::BottleneckCache(const std::string& path, const CacheSettings& s
 BottleneckCache::~BottleneckCache() = default;
 
 bool BottleneckCache::has(const std::string& path, const std::string& sha256) const {
-  auto it = impl_->entries.find(path);
   std::array<uint8_t, 32> sha;
-  return it != impl_->entries.end() && hex_to_bin(sha256, sha) && it->second.sha256 == sha;
+  if (!hex_to_bin(sha256, sha)) return false;
+  std::lock_guard<std::mutex> l(impl_->mu);
+  auto it = impl_->entries.find(path);
+  return it != impl_->entries.end() && it->second.sha256 == sha;
 }
-size_t BottleneckCache::cached() const { return impl_->entries.size(); }
-size_t BottleneckCache::journal_pieces() const { return impl_->pieces; }
+size_t BottleneckCache::cached() const {
+  std::lock_guard<std::mutex> l(impl_->mu);
+  return impl_->entries.size();
+}
+size_t BottleneckCache::journal_pieces() const {
+  std::lock_guard<std::mutex> l(impl_->mu);
+  return impl_->pieces;
+}
 size_t BottleneckCache::peak_feature_bytes() const { return impl_->meter.peak; }
 
 void BottleneckCache::append(const std::vector<CacheFeature>& batch) {
@@ -206,6 +220,7 @@ void BottleneckCache::append(const std::vector<CacheFeature>& batch) {
   std::string piece = m.journal_dir + "/" + piece_name(m.next_seq);
   std::vector<uint64_t> offsets = write_piece_durable(piece, m.settings, batch, &m.meter);
   ++m.next_seq;
+  std::lock_guard<std::mutex> l(m.mu);
   ++m.pieces;
   uint32_t index = static_cast<uint32_t>(m.piece_files.size());
   m.piece_files.push_back(piece);
@@ -220,6 +235,7 @@ void BottleneckCache::finalize(const std::vector<ImageMeta>& current,
                                const std::vector<std::string>& class_names,
                                const std::vector<SkippedFile>& skipped) {
   Impl& m = *impl_;
+  std::lock_guard<std::mutex> l(m.mu);
   std::vector<const ImageMeta*> order;
   for (const ImageMeta& im : current) order.push_back(&im);
   std::sort(order.begin(), order.end(),

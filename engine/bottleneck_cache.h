@@ -23,13 +23,23 @@
 namespace engine {
 
 constexpr int64_t kCacheFeatureSize = kBottleneckSize;  // engine/inception_contract.h
+// format_version 1: fp32 features (the `precision` attribute is "fp32" or absent, as in caches
+// written before it existed); 2: reduced-precision features (tf32, fp16), so that a reader that
+// does not know `precision` refuses the file instead of mixing its own fp32 features into it.
 constexpr int64_t kCacheFormatVersion = 1;
+constexpr int64_t kCacheFormatVersionReduced = 2;
+
+// The arithmetic the features were computed in (tools/extract --precision): "fp32" (exact: the
+// CPU and the GPU give the same setting, within the fp32 tolerance), "tf32" or "fp16" (GPU only).
+bool is_feature_precision(const std::string& s);
+int64_t cache_format_version(const std::string& precision);  // 1 for fp32, else 2
 
 // What makes two caches comparable; a cache made with other settings is refused (unless forced).
 struct CacheSettings {
-  std::string weights_sha256;  // SHA-256 (hex) of the Inception weight file
-  std::string preprocessing;   // Preprocessing::key() (engine/preprocessing.h): compared as is
-  std::string engine_version;  // informational, not compared
+  std::string weights_sha256;      // SHA-256 (hex) of the Inception weight file
+  std::string preprocessing;       // Preprocessing::key() (engine/preprocessing.h): compared as is
+  std::string engine_version;      // informational, not compared
+  std::string precision = "fp32";  // is_feature_precision(); compared (fp32 CPU == fp32 GPU)
 };
 
 // One image's bottleneck, as extracted (journal pieces hold exactly this).
@@ -87,6 +97,8 @@ class BottleneckCache {
   BottleneckCache(const BottleneckCache&) = delete;
   BottleneckCache& operator=(const BottleneckCache&) = delete;
 
+  // has(), cached() and journal_pieces() may be called from any thread while append() runs on
+  // another; append() and finalize() are called from one thread at a time.
   // True when a feature for this path with this content hash is already cached.
   bool has(const std::string& path, const std::string& sha256) const;
   size_t cached() const;          // features known (consolidated + journal)

@@ -13,6 +13,15 @@
 #include "engine/error.h"
 
 namespace engine {
+namespace cache_detail {}  // namespace cache_detail
+
+bool is_feature_precision(const std::string& s) {
+  return s == "fp32" || s == "tf32" || s == "fp16";
+}
+int64_t cache_format_version(const std::string& precision) {
+  return precision == "fp32" ? kCacheFormatVersion : kCacheFormatVersionReduced;
+}
+
 namespace cache_detail {
 
 bool is_sha256_hex(const std::string& s) {
@@ -33,6 +42,8 @@ void check_finite_row(const float* f, size_t i, const std::string& path, const s
 
 void validate_contents(const CacheContents& c, const RowFn& row, const std::string& where) {
   size_t n = c.paths.size();
+  if (!is_feature_precision(c.settings.precision))
+    fail(where, ": precision '", shorten(c.settings.precision), "': expected fp32, tf32 or fp16");
   auto same_n = [&](size_t got, const char* ds) {
     if (got != n)
       fail(where, ": dataset '", ds, "': expected ", n, " entries (as /paths), found ", got);
@@ -58,10 +69,12 @@ void validate_contents(const CacheContents& c, const RowFn& row, const std::stri
 }
 
 bool same_settings(const CacheSettings& a, const CacheSettings& b) {
-  return a.weights_sha256 == b.weights_sha256 && a.preprocessing == b.preprocessing;
+  return a.weights_sha256 == b.weights_sha256 && a.preprocessing == b.preprocessing &&
+         a.precision == b.precision;
 }
 std::string settings_str(const CacheSettings& s) {
-  return "weights_sha256 " + s.weights_sha256 + ", preprocessing '" + s.preprocessing + "'";
+  return "weights_sha256 " + s.weights_sha256 + ", preprocessing '" + s.preprocessing +
+         "', precision " + s.precision;
 }
 bool skipped_less(const SkippedFile& a, const SkippedFile& b) {
   return a.path != b.path ? a.path < b.path : a.reason < b.reason;
@@ -105,9 +118,10 @@ void write_objects(hid_t f, const CacheContents& c, const FillFn& fill, FeatureM
     h5_write_strings(f, "/skipped/paths", paths, 0, w, plain);
     h5_write_strings(f, "/skipped/reasons", reasons, 0, w, plain);
   }
-  h5_write_int_attr(f, "format_version", kCacheFormatVersion, w);
+  h5_write_int_attr(f, "format_version", cache_format_version(c.settings.precision), w);
   h5_write_string_attr(f, "weights_sha256", c.settings.weights_sha256, w);
   h5_write_string_attr(f, "preprocessing", c.settings.preprocessing, w);
+  h5_write_string_attr(f, "precision", c.settings.precision, w);
   h5_write_string_attr(f, "engine_version", c.settings.engine_version, w);
   h5_write_int_attr(f, "n_images", static_cast<int64_t>(n), w);
   h5_write_int_attr(f, "feature_size", kCacheFeatureSize, w);
@@ -174,9 +188,18 @@ OpenCache open_cache(const std::string& path) {
   hid_t f = o.file.id();
   CacheContents& c = o.c;
   int64_t version = h5_read_int_attr(f, "format_version", path);
-  if (version != kCacheFormatVersion)
-    fail(path, ": attribute 'format_version': expected ", kCacheFormatVersion, ", found ", version,
-         " (written by another engine version?)");
+  if (version != kCacheFormatVersion && version != kCacheFormatVersionReduced)
+    fail(path, ": attribute 'format_version': expected ", kCacheFormatVersion, " or ",
+         kCacheFormatVersionReduced, ", found ", version, " (written by another engine version?)");
+  // Caches written before the attribute existed are fp32 (only the CPU wrote them).
+  c.settings.precision =
+      h5_has_attr(f, "precision") ? h5_read_string_attr(f, "precision", path) : "fp32";
+  if (!is_feature_precision(c.settings.precision))
+    fail(path, ": attribute 'precision': expected fp32, tf32 or fp16, found '",
+         shorten(c.settings.precision), "'");
+  if (version != cache_format_version(c.settings.precision))
+    fail(path, ": attribute 'format_version' is ", version, " but 'precision' is ",
+         c.settings.precision, " (fp32 caches are version 1, tf32/fp16 version 2)");
   int64_t feature_size = h5_read_int_attr(f, "feature_size", path);
   if (feature_size != kCacheFeatureSize)
     fail(path, ": attribute 'feature_size': expected ", kCacheFeatureSize, ", found ",

@@ -24,12 +24,16 @@ namespace engine::cache_detail {
 
 namespace {
 constexpr char kPieceMagic[4] = {'B', 'N', 'J', '1'};
-constexpr uint32_t kPieceVersion = 1;
+// Version 2 added the precision string; version 1 pieces (written before it, by the CPU only)
+// are read as fp32. Engines older than version 2 ignore a version 2 piece with a warning and
+// extract its images again, so they never mix its features into an fp32 cache.
+constexpr uint32_t kPieceVersion = 2;
 constexpr size_t kPieceIoBytes = 64 << 10;  // journal pieces are streamed through 64 KiB buffers
 
 // Piece layout (little-endian): "BNJ1", u32 version, u64 count, u64 feature_size,
-// str weights_sha256, str preprocessing, count x {str path, 64 bytes sha256, feature_size x f32},
-// then 32 bytes of SHA-256 over everything before. str = u32 length + bytes.
+// str weights_sha256, str preprocessing, str precision (version 2 only), count x {str path,
+// 64 bytes sha256, feature_size x f32}, then 32 bytes of SHA-256 over everything before.
+// str = u32 length + bytes.
 
 // Writes a piece through a fixed buffer, hashing as it goes; `limit` < the piece size stops the
 // output there (the piece:mid_write crash test). Errors throw; the caller removes the temporary.
@@ -133,7 +137,8 @@ class PieceReader {
 std::vector<uint64_t> write_piece_durable(const std::string& path, const CacheSettings& s,
                                           const std::vector<CacheFeature>& batch,
                                           FeatureMeter* meter) {
-  uint64_t total = 4 + 4 + 8 + 8 + 4 + s.weights_sha256.size() + 4 + s.preprocessing.size() + 32;
+  uint64_t total = 4 + 4 + 8 + 8 + 4 + s.weights_sha256.size() + 4 + s.preprocessing.size() + 4 +
+                   s.precision.size() + 32;
   for (const CacheFeature& f : batch) total += 4 + f.path.size() + 64 + kRowBytes;
   std::string tmp = path + ".tmp";
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
@@ -148,6 +153,7 @@ std::vector<uint64_t> write_piece_durable(const std::string& path, const CacheSe
     w.u64(kF);
     w.str(s.weights_sha256);
     w.str(s.preprocessing);
+    w.str(s.precision);
     for (const CacheFeature& f : batch) {
       w.str(f.path);
       w.put(f.sha256.data(), 64);
@@ -206,12 +212,14 @@ std::string scan_piece(const std::string& path, Piece& out, FeatureMeter* meter)
     uint32_t version = 0;
     uint64_t count = 0, fsize = 0;
     if (!r.get(magic, 4) || std::memcmp(magic, kPieceMagic, 4) != 0) return "bad magic";
-    if (!r.get(&version, 4) || version != kPieceVersion)
+    if (!r.get(&version, 4) || (version != 1 && version != kPieceVersion))
       return "unsupported version " + std::to_string(version);
     if (!r.get(&count, 8) || !r.get(&fsize, 8) || fsize != kF)
       return "feature_size " + std::to_string(fsize) + ", expected " + std::to_string(kF);
     if (!r.str(out.settings.weights_sha256) || !r.str(out.settings.preprocessing))
       return "short header";
+    out.settings.precision = "fp32";  // version 1: only the CPU wrote pieces, in fp32
+    if (version >= 2 && !r.str(out.settings.precision)) return "short header";
     if (count > r.left() / kRowBytes)
       return "count " + std::to_string(count) + " exceeds the payload";
     out.records.resize(count);

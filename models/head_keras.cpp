@@ -271,6 +271,7 @@ void write_keras_head(const std::string& path, const HeadConfig& config, const H
       h5_write_string_array_attr(r, "class_names", info.class_names, tmp);
       h5_write_string_attr(r, "preprocessing", info.preprocessing, tmp);
       h5_write_string_attr(r, "inception_weights_sha256", info.inception_weights_sha256, tmp);
+      h5_write_string_attr(r, "feature_precision", info.feature_precision, tmp);
       {  // the groups close before the file
         H5Id mw = h5_create_group(r, "model_weights", tmp);
         const std::string mwhere = tmp + ":/model_weights";
@@ -374,6 +375,10 @@ KerasHead read_keras_head(const std::string& path) {
   h.info.class_names = h5_read_string_array_attr(r, "class_names", path);
   h.info.preprocessing = h5_read_string_attr(r, "preprocessing", path);
   h.info.inception_weights_sha256 = h5_read_string_attr(r, "inception_weights_sha256", path);
+  // Heads written before the attribute existed were trained on CPU features: fp32.
+  h.info.feature_precision = h5_has_attr(r, "feature_precision")
+                                 ? h5_read_string_attr(r, "feature_precision", path)
+                                 : "fp32";
   if (static_cast<int64_t>(h.info.class_names.size()) != h.config.classes)
     fail(path, ": attribute 'class_names' has ", h.info.class_names.size(),
          " names for a head with ", h.config.classes, " outputs");

@@ -4,7 +4,8 @@
 //   root attributes  model_config (JSON: Sequential, InputLayer (None, input), Dense relu ...,
 //                    Dense softmax), training_config (JSON: categorical cross-entropy, RMSprop),
 //                    keras_version, backend
-//                    + ours: class_names (K strings), preprocessing, inception_weights_sha256
+//                    + ours: class_names (K strings), preprocessing, inception_weights_sha256,
+//                    feature_precision (fp32 when absent: files written before it)
 //   /model_weights   attributes layer_names [dense_1..dense_L], keras_version, backend;
 //                    /dense_k (weight_names [dense_k/kernel:0, dense_k/bias:0])
 //                    /dense_k/dense_k/kernel:0 (in, out) float32, bias:0 (out,)
@@ -23,9 +24,10 @@ namespace engine {
 
 // What a head file holds beside the weights: predict's columns and how its features were made.
 struct KerasHeadInfo {
-  std::vector<std::string> class_names;  // one per output, in output order
-  std::string preprocessing;             // the cache's preprocessing string (weights/CACHE.md)
-  std::string inception_weights_sha256;  // sha256 of the Inception weight file of the features
+  std::vector<std::string> class_names;    // one per output, in output order
+  std::string preprocessing;               // the cache's preprocessing string (weights/CACHE.md)
+  std::string inception_weights_sha256;    // sha256 of the Inception weight file of the features
+  std::string feature_precision = "fp32";  // the cache's precision (weights/CACHE.md); absent: fp32
 };
 
 struct KerasHead {

@@ -216,8 +216,10 @@ TEST(CacheRead, RejectsBadFilesWithOneLine) {
   bad(s, {"/labels", "expected int32, found float32"});
   s = {}, s.feature_type = H5Type::F64;
   bad(s, {"/features", "expected float32, found float64"});
-  s = {}, s.format_version = 2;
-  bad(s, {"format_version", "expected 1, found 2"});
+  s = {}, s.format_version = 3;
+  bad(s, {"format_version", "expected 1 or 2, found 3"});
+  s = {}, s.format_version = 2;  // reduced precision, but no `precision` attribute: fp32
+  bad(s, {"format_version' is 2 but 'precision' is fp32"});
   s = {}, s.unsorted = true;
   bad(s, {"/paths", "not sorted"});
   s = {}, s.bad_sha = true;

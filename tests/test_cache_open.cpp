@@ -1,6 +1,7 @@
 // tests/test_cache_open.cpp: opening a bottleneck cache (engine/bottleneck_cache.cpp): other
-// settings refused unless forced (consolidated file and journal), the lock, a corrupt consolidated
-// file (one line) and corrupt journal pieces (ignored with a warning, re-extracted).
+// settings refused unless forced (consolidated file and journal), the precision as a setting
+// (caches and pieces written before it read as fp32), the lock, a corrupt consolidated file (one
+// line) and corrupt journal pieces (ignored with a warning, re-extracted).
 // Run: ./test_cache_open (writes only under the system temporary directory).
 #include <gtest/gtest.h>
 
@@ -53,6 +54,89 @@ TEST(CacheOpen, JournalFromOtherSettingsIsRefusedUnlessForced) {
   BottleneckCache c(p, settings_b(), true);
   EXPECT_EQ(c.cached(), 0u);
   EXPECT_FALSE(exists(p + ".journal"));
+}
+
+// --precision: fp32 caches stay format_version 1 (with a `precision` attribute, or without one as
+// written before it existed), tf32/fp16 caches are version 2; a cache or journal piece of another
+// precision is refused like other settings.
+TEST(CacheOpen, PrecisionIsASettingAndOldFilesReadAsFp32) {
+  TempDir dir;
+  const std::string p = dir.file("c.h5");
+  Listing l = make_listing(10);
+  CacheSettings tf32 = settings_a();
+  tf32.precision = "tf32";
+  CacheContents t = run_to_end(p, l, tf32);
+  EXPECT_EQ(t.settings.precision, "tf32");
+  {
+    H5File f = H5File::open_read(p);
+    EXPECT_EQ(h5_read_int_attr(f.id(), "format_version", p), 2);
+    EXPECT_EQ(h5_read_string_attr(f.id(), "precision", p), "tf32");
+  }
+  EXPECT_ONE_LINE_ERROR(error_of([&] { BottleneckCache c(p, settings_a(), false); }), p,
+                        "precision tf32", "precision fp32", "--force");
+  CacheContents f32 = run_to_end(p, l, settings_a(), true);
+  EXPECT_EQ(f32.settings.precision, "fp32");
+  {
+    H5File f = H5File::open_rw(p);
+    EXPECT_EQ(h5_read_int_attr(f.id(), "format_version", p), 1);
+    h5_delete_attr(f.id(), "precision", p);  // as written before the attribute existed
+    f.close();
+  }
+  EXPECT_EQ(read_cache(p).settings.precision, "fp32");
+  {
+    BottleneckCache c(p, settings_a(), false);
+    EXPECT_EQ(c.cached(), 10u);
+  }
+  EXPECT_ONE_LINE_ERROR(error_of([&] { BottleneckCache c(p, tf32, false); }), "precision fp32",
+                        "precision tf32", "--force");
+  CacheSettings bogus = settings_a();
+  bogus.precision = "bf16";
+  EXPECT_ONE_LINE_ERROR(error_of([&] { BottleneckCache c(p, bogus, false); }), "bf16",
+                        "fp32, tf32 or fp16");
+
+  // A tf32 journal piece is refused by an fp32 run, and the reverse.
+  const std::string q = dir.file("j.h5");
+  {
+    BottleneckCache c(q, tf32, false);
+    c.append({make_feature("a.jpg")});
+  }
+  EXPECT_ONE_LINE_ERROR(error_of([&] { BottleneckCache c(q, settings_a(), false); }),
+                        "piece-0000000000000001.bin", "precision tf32", "--force");
+  BottleneckCache c(q, tf32, false);
+  EXPECT_TRUE(c.has("a.jpg", content_sha("a.jpg", 0)));
+}
+
+// A journal piece in the version 1 layout (no precision string: written before it existed, by
+// the CPU) replays as fp32 and is refused by a tf32 run.
+TEST(CacheOpen, Version1JournalPieceReadsAsFp32) {
+  TempDir dir;
+  const std::string p = dir.file("c.h5");
+  const CacheSettings s = settings_a();
+  const CacheFeature feat = make_feature("benign/x.jpg");
+  std::string b = "BNJ1";
+  auto u32 = [&](uint32_t v) { b.append(reinterpret_cast<const char*>(&v), 4); };
+  auto u64 = [&](uint64_t v) { b.append(reinterpret_cast<const char*>(&v), 8); };
+  auto str = [&](const std::string& x) { u32(static_cast<uint32_t>(x.size())), b += x; };
+  u32(1), u64(1), u64(kF), str(s.weights_sha256), str(s.preprocessing);
+  str(feat.path), b += feat.sha256;
+  b.append(reinterpret_cast<const char*>(feat.feature.data()), kF * sizeof(float));
+  Sha256 h;
+  h.update(reinterpret_cast<const uint8_t*>(b.data()), b.size());
+  const auto d = h.digest();
+  b.append(reinterpret_cast<const char*>(d.data()), d.size());
+  ASSERT_EQ(::mkdir((p + ".journal").c_str(), 0755), 0);
+  write_bytes(p + ".journal/piece-0000000000000001.bin", b);
+  CacheSettings tf32 = s;
+  tf32.precision = "tf32";
+  EXPECT_ONE_LINE_ERROR(error_of([&] { BottleneckCache c(p, tf32, false); }),
+                        "piece-0000000000000001.bin", "precision fp32", "--force");
+  BottleneckCache c(p, s, false);
+  ASSERT_TRUE(c.has(feat.path, feat.sha256));
+  c.finalize({{feat.path, 0, ""}}, {"benign"}, {});
+  const CacheContents r = read_cache(p);
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(r.settings.precision, "fp32");
+  EXPECT_EQ(0, std::memcmp(r.features.data(), feat.feature.data(), kF * sizeof(float)));
 }
 
 TEST(CacheOpen, LockHeldByAnotherProcessIsRefused) {

@@ -3,7 +3,13 @@
 // img.v1.jpg -> img.v1) and one probability column per class, in the head's class order, each
 // printed so that it reads back as the same float32 (engine/text_format.h; fields CSV-quoted).
 //
-//   predict --weights inception.h5 --head run/head_keras.h5 --out predictions.csv IMAGE_OR_DIR...
+//   predict --weights inception.h5 --head run/head_keras.h5 --out predictions.csv
+//           [--device auto|cpu|cuda] [--precision fp32|tf32|fp16] [--batch 16] IMAGE_OR_DIR...
+//
+// The images go through models/extract_pipeline.h (decode workers, double-buffered batches on the
+// CPU or GPU backend of models/bottleneck_backend.h); rows are written in the order of the image
+// list as their batches complete. The head records the precision of the features it was trained
+// on; a different --precision is allowed with one warning line.
 //
 // The head file is read by models/head_keras.h. The preprocessing (engine/preprocessing.h) is
 // read from it, since it records the cache it was trained on, so features are made exactly as in
@@ -33,9 +39,10 @@
 #include "engine/progress.h"
 #include "engine/sha256.h"
 #include "engine/text_format.h"
+#include "models/bottleneck_backend.h"
+#include "models/extract_pipeline.h"
 #include "models/head.h"
 #include "models/head_keras.h"
-#include "models/inception_v3.h"
 
 namespace fs = std::filesystem;
 using namespace engine;
@@ -89,7 +96,7 @@ extern "C" void on_terminate(int sig) {
 
 int main(int argc, char** argv) {
   CLI::App app{"Classify images with Inception v3 + a trained head; writes an ISIC-style CSV"};
-  std::string weights, head_path, out, device = "auto";
+  std::string weights, head_path, out, device = "auto", precision = "fp32";
   std::vector<std::string> inputs;
   int batch = 16;
   bool quiet = false;
@@ -100,8 +107,10 @@ int main(int argc, char** argv) {
   app.add_option("--out", out, "CSV to write: image,<class 1>,...,<class K> (probabilities)")
       ->required();
   app.add_option("--batch", batch, "images per network batch")->check(CLI::Range(1, 4096));
-  app.add_option("--device", device, "cpu, cuda or auto")
+  app.add_option("--device", device, "cpu, cuda or auto (auto: the GPU when one is usable)")
       ->check(CLI::IsMember({"cpu", "cuda", "auto"}));
+  app.add_option("--precision", precision, "fp32 (default), tf32 or fp16 (GPU only)")
+      ->check(CLI::IsMember({"fp32", "tf32", "fp16"}));
   app.add_flag("--quiet", quiet, "no progress output");
   app.add_option("images", inputs, "image files or folders (searched recursively)")->required();
   try {
@@ -134,10 +143,15 @@ int main(int argc, char** argv) {
                          " (the CSV needs unique ids; rename one or predict them separately)");
     }
 
-    if (resolve_device(device) == Device::CUDA && device == "cuda")
-      fail(
-          "--device cuda: predict does not run Inception on the GPU yet (models/inception_v3_cuda "
-          "is built but not wired into the tools); use --device cpu");
+    BackendRequest request;
+    request.device = device;
+    request.precision = precision;
+    request.batch = batch;
+    try {
+      check_backend_request(request);  // --precision fp16 on the CPU: exit 2 before any work
+    } catch (const BackendUsageError& e) {
+      throw UsageError(e.what());
+    }
     const KerasHead kh = read_keras_head(head_path);
     if (kh.config.input != kBottleneckSize)
       fail(head_path, ": the head takes ", kh.config.input,
@@ -149,13 +163,19 @@ int main(int argc, char** argv) {
     const Preprocessing pre = Preprocessing::parse(kh.info.preprocessing, head_path);
     if (pre.size != kInceptionInput)
       fail(head_path, ": preprocessing size=", pre.size, ", the network takes ", kInceptionInput);
+    if (kh.info.feature_precision != precision)
+      std::fprintf(stderr,
+                   "warning: %s was trained on %s features; these are computed in %s, so the "
+                   "probabilities differ from the training run's by that precision's error\n",
+                   head_path.c_str(), kh.info.feature_precision.c_str(), precision.c_str());
     HeadCpu head = kh.to_cpu();
     const size_t K = static_cast<size_t>(kh.config.classes);
 
     InceptionWeights iw = load_inception_v3_weights(weights);
     if (!random_weights_warning(iw).empty())
       std::fprintf(stderr, "%s\n", random_weights_warning(iw).c_str());
-    InceptionV3Cpu model(iw);
+    std::unique_ptr<BottleneckBackend> net = open_bottleneck_backend(
+        iw, request, [](const std::string& s) { std::fprintf(stderr, "note: %s\n", s.c_str()); });
 
     // A unique temp name beside --out (two runs never share one), removed on failure and by
     // SIGTERM/SIGINT; the name is set before the file exists so no signal can leak it.
@@ -176,39 +196,47 @@ int main(int argc, char** argv) {
     Progress progress("predict", static_cast<int64_t>(files.size()));
     progress.set_quiet(quiet);
     std::vector<std::string> skipped;
-    const int64_t image = kInceptionInput * kInceptionInput * 3;
-    for (size_t start = 0; start < files.size(); start += static_cast<size_t>(batch)) {
-      const size_t n = std::min(files.size() - start, static_cast<size_t>(batch));
-      Tensor x(Shape{static_cast<int64_t>(n), kInceptionInput, kInceptionInput, 3});
-      std::vector<std::string> errors(n);
-#pragma omp parallel for schedule(dynamic)
-      for (size_t i = 0; i < n; ++i) {
-        try {
-          const std::vector<uint8_t> bytes = read_image_file_bytes(files[start + i]);
-          preprocess_image(bytes, files[start + i], pre,
-                           x.data() + static_cast<int64_t>(i) * image);
-        } catch (const std::exception& e) {
-          errors[i] = e.what();
-          std::fill_n(x.data() + static_cast<int64_t>(i) * image, image, 0.f);  // a defined input
-        }
+    // Batches complete in the order the workers decoded them; rows go out in list order, each
+    // as soon as every row before it is known (row "" = skipped image).
+    std::vector<std::string> rows(files.size());
+    std::vector<uint8_t> known(files.size(), 0);
+    size_t next_row = 0;
+    auto flush_rows = [&] {
+      for (; next_row < files.size() && known[next_row]; ++next_row) {
+        csv << rows[next_row];
+        std::string().swap(rows[next_row]);
       }
-      Tensor b(Shape{static_cast<int64_t>(n), kBottleneckSize});
-      model.forward(x, b);
-      std::vector<float> probs(n * K);
-      head.predict(b.data(), static_cast<int64_t>(n), probs.data());
+    };
+    PipelineOptions po;
+    po.pre = pre;
+    po.batch = batch;
+    po.hash = false;  // no cache: the content key is not needed
+    PipelineHooks hooks;
+    hooks.skipped = [&](size_t i, const std::string& reason) {
+      skipped.push_back(reason);
+      std::fprintf(stderr, "%sskip: %s\n", isatty(fileno(stderr)) ? "\r\033[K" : "",
+                   reason.c_str());
+      known[i] = 1;
+      flush_rows();
+      progress.advance(1);
+      return false;
+    };
+    std::vector<float> probs;
+    hooks.batch = [&](const std::vector<size_t>& idx, const std::vector<std::string>&,
+                      const float* b) {
+      const size_t n = idx.size();
+      probs.resize(n * K);
+      head.predict(b, static_cast<int64_t>(n), probs.data());
       for (size_t i = 0; i < n; ++i) {
-        if (!errors[i].empty()) {
-          skipped.push_back(errors[i]);
-          std::fprintf(stderr, "%sskip: %s\n", isatty(fileno(stderr)) ? "\r\033[K" : "",
-                       errors[i].c_str());
-          continue;
-        }
-        row.assign(1, ids[start + i]);
+        std::vector<std::string> row{ids[idx[i]]};
         for (size_t k = 0; k < K; ++k) row.push_back(float_roundtrip(probs[i * K + k]));
-        csv << csv_row(row) << "\n";
+        rows[idx[i]] = csv_row(row) + "\n";
+        known[idx[i]] = 1;
       }
+      flush_rows();
       progress.advance(static_cast<int64_t>(n));
-    }
+    };
+    run_pipeline(files, *net, po, hooks);
     progress.finish();
     csv.close();
     if (!csv) fail(out, ": write failed (", tmp, ")");
