@@ -96,6 +96,20 @@ void head_init_arena(const HeadConfig& c, const HeadLayout& layout, float* arena
   for (int64_t i = 0; i < P; ++i) ms[i] = ms0;
 }
 
+HeadState head_initial_state(const HeadConfig& c) {
+  HeadParams a(c);
+  head_init_arena(c, a.layout(), a.data());
+  HeadState s;
+  s.config = c;
+  const int64_t P = a.section_size();
+  auto take = [&](HeadSection sec) {
+    return std::vector<float>(a.section(sec), a.section(sec) + P);
+  };
+  s.params = take(HeadSection::Params), s.ms = take(HeadSection::Ms),
+  s.mom = take(HeadSection::Mom);
+  return s;
+}
+
 // ---------------------------------------------------------------------------------------------
 // HeadCpu
 // ---------------------------------------------------------------------------------------------

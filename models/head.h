@@ -82,33 +82,55 @@ struct HeadState {
   int64_t step = 0;
 };
 HeadState head_load_state(const std::string& path);
+// The state of a fresh head: head_init_arena's params and slots, step 0 (what HeadCpu(c) holds).
+HeadState head_initial_state(const HeadConfig& c);
 // The Keras head file (tools/train's head_keras.h5): models/head_keras.h.
 
-class HeadCpu {
+// What the training loop (models/head_trainer.h) needs of a head, on either device: HeadCpu and
+// HeadCuda both are one. The state it saves is device-independent (params, ms, mom, step), so a
+// run checkpointed on one device resumes on the other.
+class HeadBackend {
+ public:
+  virtual ~HeadBackend() = default;
+  // One training step (forward with dropout keyed by (seed, step), loss, backward, RMSProp,
+  // step + 1); returns the loss of the forward pass.
+  virtual float train_step(const float* x, const int32_t* y, int64_t n) = 0;
+  // Softmax probabilities (n, K) of host rows x, no dropout, into host `probs`.
+  virtual void predict(const float* x, int64_t n, float* probs) = 0;
+  virtual int64_t step() const = 0;
+  virtual const HeadConfig& config() const = 0;
+  virtual void save_state(const std::string& path) const = 0;  // head_save_state's file
+  virtual const char* device() const = 0;                      // "cpu" / "cuda"
+};
+
+class HeadCpu final : public HeadBackend {
  public:
   explicit HeadCpu(const HeadConfig& c);
   explicit HeadCpu(const HeadState& s);  // resume from a checkpoint
 
   // Forward (dropout keyed by (seed, step)), loss, backward, one RMSProp update; returns the loss
   // of the forward pass (before the update).
-  float train_step(const float* x, const int32_t* y, int64_t n);
+  float train_step(const float* x, const int32_t* y, int64_t n) override;
   // Forward + backward into the gradient section, no update, dropout as in train_step at the
   // current step (or none when dropout=false). Returns the loss.
   float forward_backward(const float* x, const int32_t* y, int64_t n, bool dropout = true);
   // Softmax probabilities (n, K), no dropout.
-  void predict(const float* x, int64_t n, float* probs);
-  int64_t step() const { return step_; }
+  void predict(const float* x, int64_t n, float* probs) override;
+  int64_t step() const override { return step_; }
   // Sets the optimizer step counter (the decayed lr and the dropout key of the next step): with
   // params() (parameter and optimizer-slot sections) the whole training state can be imposed,
   // e.g. to teacher-force one step from another implementation's state.
   void set_step(int64_t s) { step_ = s; }
-  const HeadConfig& config() const { return cfg_; }
+  const HeadConfig& config() const override { return cfg_; }
   HeadParams& params() { return arena_; }
   const HeadParams& params() const { return arena_; }
   // Copies a layer's kernel (in*out) and bias (out) into the parameter section.
   void set_layer(int l, const float* kernel, const float* bias);
 
-  void save_state(const std::string& path) const { head_save_state(path, cfg_, arena_, step_); }
+  void save_state(const std::string& path) const override {
+    head_save_state(path, cfg_, arena_, step_);
+  }
+  const char* device() const override { return "cpu"; }
   static HeadCpu load_state(const std::string& path) { return HeadCpu(head_load_state(path)); }
 
  private:
@@ -125,28 +147,39 @@ class HeadCpu {
 
 #ifdef ENGINE_HAVE_CUDA
 // The same head on the GPU (models/head_cuda.cu): one cudaMalloc holds the arena (4 sections of
-// P floats, same layout), the activations, the labels, the step counter, the loss and cuBLAS's
-// workspace. train_step copies the batch in, replays a CUDA graph of the whole step (forward,
-// loss, backward, RMSProp, step increment; captured on the first call for each batch size) and
-// returns the loss. Masks and updates match HeadCpu's kernels (dropout and RMSProp bit for bit;
-// GEMMs and exp/log to float rounding).
-class HeadCuda {
+// P floats, same layout), the activations and batch for up to `max_batch` rows, the labels, the
+// step counter, the loss and cuBLAS's workspace. Every copy runs on the head's own stream. The
+// first train_step at a batch size runs eagerly (modules load, cuBLAS picks its kernels outside
+// any capture) and then captures the whole step (forward, loss, backward, RMSProp, step
+// increment) into a CUDA graph; later steps at that size copy the batch in and replay it. The
+// step counter lives on the device (dropout and RMSProp read it there, so every replay sees the
+// current step); step() returns a host mirror kept in step. Masks and updates match HeadCpu's
+// kernels (dropout and RMSProp bit for bit; GEMMs and exp/log to float rounding).
+class HeadCuda final : public HeadBackend {
  public:
-  explicit HeadCuda(const HeadConfig& c);
-  explicit HeadCuda(const HeadState& s);
-  ~HeadCuda();
+  static constexpr int64_t kDefaultMaxBatch = 128;
+  explicit HeadCuda(const HeadConfig& c, int64_t max_batch = kDefaultMaxBatch);
+  explicit HeadCuda(const HeadState& s, int64_t max_batch = kDefaultMaxBatch);
+  ~HeadCuda() override;
   HeadCuda(const HeadCuda&) = delete;
   HeadCuda& operator=(const HeadCuda&) = delete;
   HeadCuda(HeadCuda&&) noexcept;
   HeadCuda& operator=(HeadCuda&&) noexcept;
 
-  float train_step(const float* x, const int32_t* y, int64_t n);  // host x, y
-  void predict(const float* x, int64_t n, float* probs);          // host x, probs
-  int64_t step() const;
-  const HeadConfig& config() const { return cfg_; }
+  // Host x, y; n in [1, max_batch].
+  float train_step(const float* x, const int32_t* y, int64_t n) override;
+  // Host x, probs; any n >= 0 (done in chunks of max_batch rows).
+  void predict(const float* x, int64_t n, float* probs) override;
+  int64_t step() const override { return step_; }
+  int64_t max_batch() const;
+  const HeadConfig& config() const override { return cfg_; }
+  const char* device() const override { return "cuda"; }
   void copy_arena_to(HeadParams& host) const;  // all 4 sections, device -> host
+  // Replaces the whole training state (params, ms, mom, step; grads zeroed), e.g. to
+  // teacher-force a step from another implementation's state.
+  void set_state(const HeadState& s);
   void set_layer(int l, const float* kernel, const float* bias);
-  void save_state(const std::string& path) const;
+  void save_state(const std::string& path) const override;
   static HeadCuda load_state(const std::string& path) { return HeadCuda(head_load_state(path)); }
 
   struct Impl;  // device state; defined in head_cuda.cu only
@@ -154,6 +187,7 @@ class HeadCuda {
  private:
   HeadConfig cfg_;
   std::unique_ptr<Impl> impl_;  // the CUDA types stay out of this header
+  int64_t step_ = 0;            // mirror of the device counter, advanced by train_step
 };
 #endif
 

@@ -3,10 +3,14 @@
 // CPU), the int64 step counter, the loss and reduction scratch, class weights, the activations
 // for `max_batch` rows, the batch (x, labels) and cuBLAS's workspace (so cuBLAS never allocates
 // during graph capture). A training step (forward with dropout, softmax-xent, backward, one fused
-// RMSProp launch over the whole arena, step increment) is captured once per batch size into a
-// CUDA graph and replayed; the dropout and RMSProp kernels read the step from device memory, so
-// every replay sees the current step. Compile-checked only in CI (no GPU there): the CUDA tests in
-// tests/test_head.cpp compare it with HeadCpu on the GPU machine.
+// RMSProp launch over the whole arena, step increment) runs eagerly the first time at a batch
+// size, is then captured into a CUDA graph and replayed; the dropout and RMSProp kernels read the
+// step from device memory, so every replay sees the current step. Every copy and memset is issued
+// on the head's non-blocking stream (a legacy-stream cudaMemcpy would not be ordered with it).
+// Tests: tests/test_head.cpp (Cuda.HeadCudaStepsMatchHeadCpuTeacherForced) and
+// tests/test_train.cpp (Train.CudaRunEqualsCpuRun, tools/train --device cuda vs cpu); both skip
+// without a GPU (fail under ENGINE_REQUIRE_GPU=1).
+#include <algorithm>
 #include <cstring>
 
 #include "engine/cuda_check.h"
@@ -101,9 +105,32 @@ void setup(HeadCuda::Impl& m, const HeadConfig& c, int64_t max_batch) {
   // FP32 math (no TF32): keeps the GPU within float rounding of the CPU twin.
   CUBLAS_CHECK(cublasSetMathMode(m.cublas, CUBLAS_DEFAULT_MATH), "HeadCuda math mode");
   if (!c.class_weights.empty())
-    CUDA_CHECK(cudaMemcpy(m.class_w, c.class_weights.data(), sizeof(float) * c.classes,
-                          cudaMemcpyHostToDevice),
+    CUDA_CHECK(cudaMemcpyAsync(m.class_w, c.class_weights.data(), sizeof(float) * c.classes,
+                               cudaMemcpyHostToDevice, m.stream),
                "HeadCuda class weights");
+}
+
+// Uploads a whole training state on the head's stream (grads zeroed) and waits, so the host
+// vectors may go when this returns.
+void upload_state(HeadCuda::Impl& m, const HeadState& s) {
+  const int64_t P = m.layout.section;
+  ENGINE_CHECK(static_cast<int64_t>(s.params.size()) == P &&
+                   static_cast<int64_t>(s.ms.size()) == P &&
+                   static_cast<int64_t>(s.mom.size()) == P,
+               "HeadCuda: state sections have ", s.params.size(), "/", s.ms.size(), "/",
+               s.mom.size(), " floats, the config needs ", P);
+  ENGINE_CHECK(s.step >= 0, "HeadCuda: state step ", s.step, " is negative");
+  const size_t bytes = sizeof(float) * static_cast<size_t>(P);
+  CUDA_CHECK(cudaMemcpyAsync(m.P(), s.params.data(), bytes, cudaMemcpyHostToDevice, m.stream),
+             "HeadCuda params");
+  CUDA_CHECK(cudaMemsetAsync(m.G(), 0, bytes, m.stream), "HeadCuda grads");
+  CUDA_CHECK(cudaMemcpyAsync(m.MS(), s.ms.data(), bytes, cudaMemcpyHostToDevice, m.stream),
+             "HeadCuda ms");
+  CUDA_CHECK(cudaMemcpyAsync(m.MOM(), s.mom.data(), bytes, cudaMemcpyHostToDevice, m.stream),
+             "HeadCuda mom");
+  CUDA_CHECK(cudaMemcpyAsync(m.step, &s.step, sizeof(int64_t), cudaMemcpyHostToDevice, m.stream),
+             "HeadCuda step");
+  CUDA_CHECK(cudaStreamSynchronize(m.stream), "HeadCuda state upload");
 }
 
 // Forward into m.logits (n rows already in m.x); dropout keyed by the device step counter.
@@ -153,35 +180,44 @@ void enqueue_train_step(HeadCuda::Impl& m, const HeadConfig& c, int64_t n) {
   rmsprop_update_cuda(m.P(), m.G(), m.MS(), m.MOM(), m.layout.section, c.optimizer, m.step,
                       m.stream);
 }
+
+// Captures the training step for batch n into m.exec (replacing the graph of another size).
+// Called with the stream idle; nothing runs until the graph is launched.
+void capture(HeadCuda::Impl& m, const HeadConfig& c, int64_t n) {
+  m.exec.reset();
+  m.graph.reset();
+  m.graph_batch = 0;
+  CUDA_CHECK(cudaStreamBeginCapture(m.stream, cudaStreamCaptureModeThreadLocal),
+             "HeadCuda capture");
+  try {
+    enqueue_train_step(m, c, n);
+  } catch (...) {
+    cudaGraph_t broken = nullptr;
+    // Ends the capture so the stream is usable again; its status and graph are discarded, the
+    // error being reported is the one thrown above.
+    cudaStreamEndCapture(m.stream, &broken);
+    const CudaGraph discard(broken);
+    throw;
+  }
+  cudaGraph_t g = nullptr;
+  CUDA_CHECK(cudaStreamEndCapture(m.stream, &g), "HeadCuda end capture");
+  m.graph = CudaGraph(g);
+  cudaGraphExec_t e = nullptr;
+  CUDA_CHECK(cudaGraphInstantiate(&e, m.graph, 0), "HeadCuda graph instantiate");
+  m.exec = CudaGraphExec(e);
+  m.graph_batch = n;
+}
 }  // namespace
 
-HeadCuda::HeadCuda(const HeadConfig& c) : cfg_(c), impl_(std::make_unique<Impl>()) {
-  setup(*impl_, cfg_, 128);
-  HeadParams host(cfg_);
-  head_init_arena(cfg_, host.layout(), host.data());
-  CUDA_CHECK(
-      cudaMemcpy(impl_->arena, host.data(), sizeof(float) * host.total(), cudaMemcpyHostToDevice),
-      "HeadCuda init arena");
-  const int64_t zero = 0;
-  CUDA_CHECK(cudaMemcpy(impl_->step, &zero, sizeof zero, cudaMemcpyHostToDevice), "HeadCuda step");
-}
+HeadCuda::HeadCuda(const HeadConfig& c, int64_t max_batch)
+    : HeadCuda(head_initial_state(c), max_batch) {}
 
-HeadCuda::HeadCuda(const HeadState& s) : cfg_(s.config), impl_(std::make_unique<Impl>()) {
-  setup(*impl_, cfg_, 128);
-  const int64_t P = impl_->layout.section;
-  ENGINE_CHECK(static_cast<int64_t>(s.params.size()) == P &&
-                   static_cast<int64_t>(s.ms.size()) == P &&
-                   static_cast<int64_t>(s.mom.size()) == P,
-               "HeadCuda: state sections do not match the config (", P, " floats)");
-  CUDA_CHECK(cudaMemset(impl_->G(), 0, sizeof(float) * P), "HeadCuda grads");
-  CUDA_CHECK(cudaMemcpy(impl_->P(), s.params.data(), sizeof(float) * P, cudaMemcpyHostToDevice),
-             "HeadCuda params");
-  CUDA_CHECK(cudaMemcpy(impl_->MS(), s.ms.data(), sizeof(float) * P, cudaMemcpyHostToDevice),
-             "HeadCuda ms");
-  CUDA_CHECK(cudaMemcpy(impl_->MOM(), s.mom.data(), sizeof(float) * P, cudaMemcpyHostToDevice),
-             "HeadCuda mom");
-  CUDA_CHECK(cudaMemcpy(impl_->step, &s.step, sizeof(int64_t), cudaMemcpyHostToDevice),
-             "HeadCuda step");
+HeadCuda::HeadCuda(const HeadState& s, int64_t max_batch)
+    : cfg_(s.config), impl_(std::make_unique<Impl>()) {
+  ENGINE_CHECK(max_batch >= 1, "HeadCuda: max_batch must be >= 1, got ", max_batch);
+  setup(*impl_, cfg_, max_batch);
+  upload_state(*impl_, s);
+  step_ = s.step;
 }
 
 HeadCuda::~HeadCuda() = default;
@@ -191,47 +227,54 @@ HeadCuda& HeadCuda::operator=(HeadCuda&&) noexcept = default;
 float HeadCuda::train_step(const float* x, const int32_t* y, int64_t n) {
   Impl& m = *impl_;
   ENGINE_CHECK(n >= 1 && n <= m.max_batch, "HeadCuda::train_step: batch ", n, " outside [1, ",
-               m.max_batch, "]");
+               m.max_batch, "] (the max_batch it was made with)");
   for (int64_t i = 0; i < n; ++i)
     ENGINE_CHECK(y[i] >= 0 && y[i] < cfg_.classes, "HeadCuda::train_step: label ", y[i], " of row ",
                  i, " outside [0, ", cfg_.classes, ")");
+  // Pageable sources: cudaMemcpyAsync stages them before returning, so x and y may go after.
   CUDA_CHECK(
       cudaMemcpyAsync(m.x, x, sizeof(float) * n * cfg_.input, cudaMemcpyHostToDevice, m.stream),
       "HeadCuda x");
   CUDA_CHECK(cudaMemcpyAsync(m.y, y, sizeof(int32_t) * n, cudaMemcpyHostToDevice, m.stream),
              "HeadCuda y");
-  if (m.graph_batch != n) {
-    m.exec.reset();
-    m.graph.reset();
-    m.graph_batch = 0;
-    CUDA_CHECK(cudaStreamBeginCapture(m.stream, cudaStreamCaptureModeThreadLocal),
-               "HeadCuda capture");
-    try {
-      enqueue_train_step(m, cfg_, n);
-    } catch (...) {
-      cudaGraph_t broken = nullptr;
-      cudaStreamEndCapture(m.stream, &broken);  // ends the capture; its result is discarded
-      const CudaGraph discard(broken);
-      throw;
-    }
-    cudaGraph_t g = nullptr;
-    CUDA_CHECK(cudaStreamEndCapture(m.stream, &g), "HeadCuda end capture");
-    m.graph = CudaGraph(g);
-    cudaGraphExec_t e = nullptr;
-    CUDA_CHECK(cudaGraphInstantiate(&e, m.graph, 0), "HeadCuda graph instantiate");
-    m.exec = CudaGraphExec(e);
-    m.graph_batch = n;
-  }
-  CUDA_CHECK(cudaGraphLaunch(m.exec, m.stream), "HeadCuda graph launch");
+  const bool replay = m.graph_batch == n;
+  if (replay)
+    CUDA_CHECK(cudaGraphLaunch(m.exec, m.stream), "HeadCuda graph launch");
+  else
+    enqueue_train_step(m, cfg_, n);  // eager: the first step at this batch size
   float loss = 0.f;
   CUDA_CHECK(cudaMemcpyAsync(&loss, m.loss, sizeof loss, cudaMemcpyDeviceToHost, m.stream),
              "HeadCuda loss");
   CUDA_CHECK(cudaStreamSynchronize(m.stream), "HeadCuda train_step");
+  ++step_;
+  if (!replay) capture(m, cfg_, n);  // the stream is idle: capture records, runs nothing
   return loss;
+}
+
+int64_t HeadCuda::max_batch() const { return impl_->max_batch; }
+
+void HeadCuda::set_state(const HeadState& s) {
+  ENGINE_CHECK(HeadLayout::of(s.config).section == impl_->layout.section &&
+                   s.config.classes == cfg_.classes && s.config.hidden == cfg_.hidden &&
+                   s.config.input == cfg_.input,
+               "HeadCuda::set_state: the state is of another head shape");
+  // The captured graph holds the config's scalars (seed, dropout, optimizer) by value: a state of
+  // another config needs a new graph.
+  impl_->exec.reset();
+  impl_->graph.reset();
+  impl_->graph_batch = 0;
+  cfg_ = s.config;
+  if (!cfg_.class_weights.empty())
+    CUDA_CHECK(cudaMemcpyAsync(impl_->class_w, cfg_.class_weights.data(),
+                               sizeof(float) * cfg_.classes, cudaMemcpyHostToDevice, impl_->stream),
+               "HeadCuda class weights");
+  upload_state(*impl_, s);
+  step_ = s.step;
 }
 
 void HeadCuda::predict(const float* x, int64_t n, float* probs) {
   Impl& m = *impl_;
+  ENGINE_CHECK(n >= 0, "HeadCuda::predict: negative row count ", n);
   for (int64_t r0 = 0; r0 < n; r0 += m.max_batch) {
     const int64_t b = std::min(m.max_batch, n - r0);
     CUDA_CHECK(cudaMemcpyAsync(m.x, x + r0 * cfg_.input, sizeof(float) * b * cfg_.input,
@@ -246,14 +289,6 @@ void HeadCuda::predict(const float* x, int64_t n, float* probs) {
   CUDA_CHECK(cudaStreamSynchronize(m.stream), "HeadCuda predict");
 }
 
-int64_t HeadCuda::step() const {
-  int64_t s = 0;
-  CUDA_CHECK(cudaMemcpyAsync(&s, impl_->step, sizeof s, cudaMemcpyDeviceToHost, impl_->stream),
-             "HeadCuda step");
-  CUDA_CHECK(cudaStreamSynchronize(impl_->stream), "HeadCuda step");
-  return s;
-}
-
 void HeadCuda::copy_arena_to(HeadParams& host) const {
   ENGINE_CHECK(host.section_size() == impl_->layout.section,
                "HeadCuda::copy_arena_to: host arena of another config");
@@ -264,19 +299,21 @@ void HeadCuda::copy_arena_to(HeadParams& host) const {
 }
 
 void HeadCuda::set_layer(int l, const float* kernel, const float* bias) {
-  const HeadLayer& ly = impl_->layout.layers.at(static_cast<size_t>(l));
-  CUDA_CHECK(cudaMemcpy(impl_->P() + ly.kernel_off, kernel, sizeof(float) * ly.in * ly.out,
-                        cudaMemcpyHostToDevice),
+  Impl& m = *impl_;
+  const HeadLayer& ly = m.layout.layers.at(static_cast<size_t>(l));
+  CUDA_CHECK(cudaMemcpyAsync(m.P() + ly.kernel_off, kernel, sizeof(float) * ly.in * ly.out,
+                             cudaMemcpyHostToDevice, m.stream),
              "HeadCuda set_layer kernel");
-  CUDA_CHECK(
-      cudaMemcpy(impl_->P() + ly.bias_off, bias, sizeof(float) * ly.out, cudaMemcpyHostToDevice),
-      "HeadCuda set_layer bias");
+  CUDA_CHECK(cudaMemcpyAsync(m.P() + ly.bias_off, bias, sizeof(float) * ly.out,
+                             cudaMemcpyHostToDevice, m.stream),
+             "HeadCuda set_layer bias");
+  CUDA_CHECK(cudaStreamSynchronize(m.stream), "HeadCuda set_layer");
 }
 
 void HeadCuda::save_state(const std::string& path) const {
   HeadParams host(cfg_);
   copy_arena_to(host);
-  head_save_state(path, cfg_, host, step());
+  head_save_state(path, cfg_, host, step_);
 }
 
 }  // namespace engine

@@ -58,7 +58,7 @@ std::vector<int64_t> batch_indices(uint64_t seed, int64_t step, int64_t batch, S
   return idx;
 }
 
-ClassificationMetrics evaluate_head(HeadCpu& head, const CacheContents& cache,
+ClassificationMetrics evaluate_head(HeadBackend& head, const CacheContents& cache,
                                     const std::vector<int64_t>& rows) {
   const int64_t k = head.config().classes;
   std::vector<float> x(rows.size() * kCacheFeatureSize),
@@ -90,7 +90,7 @@ double parse_num(const std::string& s) {
 
 // The state file written under a temporary name, then committed (fsync, rename, directory fsync):
 // after a kill or power cut `path` holds the old state or the new one.
-void save_state_durable(const HeadCpu& head, const std::string& path) {
+void save_state_durable(const HeadBackend& head, const std::string& path) {
   const std::string tmp = durable_tmp_name(path);
   try {
     head.save_state(tmp);
@@ -152,10 +152,15 @@ HeadTrainer::HeadTrainer(HeadTrainSettings settings, const CacheContents& cache,
   s_.head.validate();
   fs::create_directories(s_.out);
   const std::string ckpt = checkpoint_path();
+  auto make = [this](const HeadState& st) -> std::unique_ptr<HeadBackend> {
+    if (s_.make_head) return s_.make_head(st);
+    return std::make_unique<HeadCpu>(st);
+  };
   if (!s_.resume) {
     std::error_code ec;
     fs::remove(ckpt, ec);
-    head_ = std::make_unique<HeadCpu>(s_.head);
+    // The seed's initial state; HeadCpu(state) holds the same bits as HeadCpu(config).
+    head_ = make(head_initial_state(s_.head));
     return;
   }
   HeadState st = head_load_state(ckpt);
@@ -169,7 +174,7 @@ HeadTrainer::HeadTrainer(HeadTrainSettings settings, const CacheContents& cache,
       ao.staircase != bo.staircase)
     fail(ckpt, ": checkpoint does not match ", s_.out, "/train_settings.csv",
          " (classes, layers, seed, dropout, class weights or optimizer); use --restart");
-  head_ = std::make_unique<HeadCpu>(st);
+  head_ = make(st);
   curve_ = read_curve_csv(metrics_csv_path(), head_->step());
   const bool have_val = !split_.validation.empty();
   for (const auto& p : curve_)
@@ -180,6 +185,8 @@ HeadTrainer::HeadTrainer(HeadTrainSettings settings, const CacheContents& cache,
 HeadTrainer::~HeadTrainer() = default;
 
 int64_t HeadTrainer::step() const { return head_->step(); }
+
+const char* HeadTrainer::device() const { return head_->device(); }
 
 void HeadTrainer::evaluate_and_record(const HeadTrainObserver& observer, double train_loss) {
   const bool have_val = !split_.validation.empty();

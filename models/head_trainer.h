@@ -7,6 +7,10 @@
 //   metrics.csv    one row per evaluation: step, mean train loss since the previous row, and the
 //                  validation loss, accuracy, balanced accuracy, AUC (empty when not measured)
 //   metrics.jsonl  the same rows as JSON objects (null when not measured)
+// The head runs on the device the caller picks (HeadTrainSettings::make_head: HeadCpu by default,
+// HeadCuda from tools/train --device cuda); evaluation, checkpoints, resume and best-head
+// tracking go through the HeadBackend interface (models/head.h) and are the same on both. A
+// checkpoint is device-independent, so a run may resume on the other device.
 // Every --eval-every steps (and at the last step) the loop evaluates, updates best.h5, rewrites
 // both record files and then the checkpoint, each durably (engine/durable_file.h): the checkpoint
 // is written last, so it never runs ahead of metrics.csv. Batches are drawn from (seed, step)
@@ -47,6 +51,9 @@ struct HeadTrainSettings {
   Sampling sampling = Sampling::Uniform;
   SelectMetric select = SelectMetric::Auc;
   bool resume = false;  // continue from out/checkpoint.h5 instead of starting over
+  // Makes the head from its initial or resumed state; empty: HeadCpu. (A function, not a device
+  // enum, so this CPU library does not depend on the CUDA one: tools/train supplies HeadCuda.)
+  std::function<std::unique_ptr<HeadBackend>(const HeadState&)> make_head;
 };
 
 // What the loop tells its caller as it goes (each may be empty).
@@ -60,7 +67,7 @@ std::vector<int64_t> batch_indices(uint64_t seed, int64_t step, int64_t batch, S
                                    const SplitIndices& split);
 
 // Classification metrics of `head` (no dropout) on the cache rows `rows`.
-ClassificationMetrics evaluate_head(HeadCpu& head, const CacheContents& cache,
+ClassificationMetrics evaluate_head(HeadBackend& head, const CacheContents& cache,
                                     const std::vector<int64_t>& rows);
 
 // The record files: metrics.csv and metrics.jsonl text for `curve`, and metrics.csv read back
@@ -79,7 +86,8 @@ class HeadTrainer {
   HeadTrainer(HeadTrainSettings settings, const CacheContents& cache, const SplitIndices& split);
   ~HeadTrainer();
 
-  int64_t step() const;  // the head's step: 0, or the checkpoint's
+  int64_t step() const;        // the head's step: 0, or the checkpoint's
+  const char* device() const;  // where the head trains: "cpu" / "cuda"
   const HeadTrainSettings& settings() const { return s_; }
   const std::vector<CurvePoint>& curve() const { return curve_; }
   int64_t best_step() const { return best_step_; }  // -1 before the first evaluation
@@ -99,7 +107,7 @@ class HeadTrainer {
   HeadTrainSettings s_;
   const CacheContents& cache_;
   const SplitIndices& split_;
-  std::unique_ptr<HeadCpu> head_;
+  std::unique_ptr<HeadBackend> head_;
   std::vector<CurvePoint> curve_;
   double best_value_;
   int64_t best_step_ = -1;

@@ -353,6 +353,46 @@ TEST(Cuda, HeadCudaStepsMatchHeadCpuTeacherForced) {
   EXPECT_EQ(r.step(), 10);
   std::remove(path.c_str());
 }
+
+// The graph replay (every train_step after the first at a batch size) against eager steps: head
+// `e` re-imposes its own state before every step (set_state drops the graph, so each step runs
+// eagerly), head `a` replays from step 2 on. Same kernels on the same state: bit for bit. Also
+// the batch limit: max_batch is a constructor argument (tools/train passes its --batch).
+TEST(Cuda, HeadCudaGraphReplayEqualsEagerStepsAndMaxBatchIsChecked) {
+  ENGINE_SKIP_WITHOUT_GPU(cuda_availability());
+  const HeadConfig c = full_config();
+  Batches B(6, c.input);
+  HeadCuda a(c), e(c);
+  HeadParams ha(c), he(c);
+  const int64_t P = ha.section_size();
+  for (int s = 0; s < 6; ++s) {
+    e.copy_arena_to(he);
+    HeadState st;
+    st.config = c;
+    st.step = e.step();
+    st.params.assign(he.section(HeadSection::Params), he.section(HeadSection::Params) + P);
+    st.ms.assign(he.section(HeadSection::Ms), he.section(HeadSection::Ms) + P);
+    st.mom.assign(he.section(HeadSection::Mom), he.section(HeadSection::Mom) + P);
+    e.set_state(st);
+    const float la = a.train_step(B.x[s].data(), B.y[s].data(), B.n);
+    const float le = e.train_step(B.x[s].data(), B.y[s].data(), B.n);
+    const std::string at = ", step " + std::to_string(s);
+    EXPECT_EQ(std::memcmp(&la, &le, sizeof la), 0) << la << " vs " << le << at;
+    EXPECT_EQ(a.step(), s + 1);
+    EXPECT_EQ(e.step(), s + 1);
+    a.copy_arena_to(ha);
+    e.copy_arena_to(he);
+    EXPECT_CLOSE((ha.data(), he.data(), ha.total(), 0, 0, "arena, replay vs eager" + at));
+  }
+  EXPECT_THROW(a.train_step(B.x[0].data(), B.y[0].data(), HeadCuda::kDefaultMaxBatch + 1), Error);
+  HeadCuda big(c, 2 * B.n);
+  std::vector<float> x2(B.x[0]);
+  x2.insert(x2.end(), B.x[1].begin(), B.x[1].end());
+  std::vector<int32_t> y2(B.y[0]);
+  y2.insert(y2.end(), B.y[1].begin(), B.y[1].end());
+  EXPECT_TRUE(std::isfinite(big.train_step(x2.data(), y2.data(), 2 * B.n)));
+  EXPECT_EQ(big.max_batch(), 2 * B.n);
+}
 #else
 TEST(Cuda, NotBuilt) { GTEST_SKIP() << "built without CUDA (ENGINE_HAVE_CUDA undefined)"; }
 #endif

@@ -5,13 +5,16 @@
 //         tf1|torch]
 //         [--class-weights none|balanced|w0,w1,..] [--sampling uniform|balanced]
 //         [--select auc|balanced_accuracy|accuracy|loss] [--eval-every 100] [--restart]
+//         [--device cpu|cuda|auto]
 //
 // The tool parses and checks flags, keeps the run's settings, calls the library and prints. The
 // split (retrain.py's file-name hash, or by lesion/patient group when the cache has groups) and
 // the balanced class weights are engine/split.h; the loop (batches from (seed, step), evaluation
 // every --eval-every steps into metrics.csv / metrics.jsonl, checkpoint.h5, best.h5 by the
 // selected validation metric, resume bit for bit after a kill) is models/head_trainer.h; the head
-// file is models/head_keras.h; the report engine/report.h. With --validation-percent 0 there is
+// file is models/head_keras.h; the report engine/report.h. --device cuda trains HeadCuda
+// (models/head_cuda.cu, the whole step in a CUDA graph); the final test evaluation and the head
+// file are made on the CPU from best.h5 either way. With --validation-percent 0 there is
 // nothing to select on: the final head is the last step's. The run's settings are kept in
 // train_settings.csv: a resume takes them from there; a flag given again with another value is
 // refused (exit 2) unless it may change mid-run (--steps to extend, --eval-every). At the end: the
@@ -240,14 +243,16 @@ ReportHead report_head(const HeadConfig& h) {
 }
 
 int run_train(Options o) {
-  // The head trains at ~100 steps/s on the 2-core CPU (bench/README.md); the GPU head
-  // (models/head_cuda.cu) has not run on a GPU yet, so auto means the CPU until it has been
-  // verified.
-  resolve_device(o.device);  // validates the flag
-  if (o.device == "cuda")
-    fail(
-        "--device cuda: the GPU head (models/head_cuda.cu) is not verified on a GPU yet; use "
-        "--device cpu");
+  // --device: where the head trains (auto: the GPU when one is usable). Not a setting of the run:
+  // the checkpoint holds the whole state in a device-independent form and the two devices'
+  // steps agree to float rounding (tests/test_head.cpp, teacher-forced), so a run started on
+  // one device may resume on the other. "cuda" without a usable GPU is a bad flag (exit 2).
+  Device device = Device::CPU;
+  try {
+    device = resolve_device(o.device);
+  } catch (const Error& e) {
+    throw FlagError(e.what());
+  }
   const std::string ckpt = o.out + "/checkpoint.h5";
   const std::string settings_path = o.out + "/train_settings.csv";
   const bool resuming = !o.restart && fs::exists(ckpt);
@@ -320,6 +325,15 @@ int run_train(Options o) {
   cfg.class_weights =
       o.class_weights == "balanced" ? balanced_class_weights(train_per_class) : explicit_weights;
 
+  if (device == Device::CUDA) {
+#ifdef ENGINE_HAVE_CUDA
+    // Room for the training batch and evaluation chunks of at least the default size.
+    const int64_t max_batch = std::max<int64_t>(o.batch, HeadCuda::kDefaultMaxBatch);
+    ts.make_head = [max_batch](const HeadState& st) -> std::unique_ptr<HeadBackend> {
+      return std::make_unique<HeadCuda>(st, max_batch);
+    };
+#endif
+  }
   HeadTrainer trainer(ts, c, sp);
   const bool have_val = !sp.validation.empty(), have_test = !sp.test.empty();
   if (resuming) {
@@ -342,6 +356,8 @@ int run_train(Options o) {
                 static_cast<long>(train_per_class[static_cast<size_t>(k)]));
   std::printf(" (train); split%s: train %zu, validation %zu, test %zu\n",
               grouped ? " by group" : "", sp.train.size(), sp.validation.size(), sp.test.size());
+  std::printf("device: %s%s\n", trainer.device(),
+              device == Device::CUDA ? (" (" + cuda_availability().reason + ")").c_str() : "");
   if (!have_val)
     std::printf(
         "no validation split (--validation-percent %g): nothing to select on, the final head is "
@@ -371,7 +387,8 @@ int run_train(Options o) {
   // preprocessing (predict must feed the head features made the same way).
   write_keras_head(
       keras, final_head.config(), final_head.params(),
-      KerasHeadInfo{c.class_names, c.settings.preprocessing, c.settings.weights_sha256});
+      KerasHeadInfo{c.class_names, c.settings.preprocessing, c.settings.weights_sha256,
+                    c.settings.precision});
 
   const std::string final_desc =
       have_val ? "best validation " + o.select : "last step (no validation split)";
@@ -487,7 +504,8 @@ int main(int argc, char** argv) {
   app.add_option("--test-percent", o.test_pct, "test share (0: no test metrics)")
       ->check(CLI::Range(0.0, 50.0));
   app.add_option("--seed", o.seed, "seed of the weights, dropout and batches");
-  app.add_option("--device", o.device, "cpu (default), cuda or auto")
+  app.add_option("--device", o.device,
+                 "where the head trains: cpu (default), cuda, or auto (the GPU when usable)")
       ->check(CLI::IsMember({"cpu", "cuda", "auto"}));
   app.add_flag("--restart", o.restart, "ignore an existing checkpoint");
   app.add_flag("--quiet", o.quiet, "no progress output");
