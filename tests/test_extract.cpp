@@ -2,7 +2,12 @@
 // (tests/reference/make_dataset.py, PIL): class folders and the ISIC CSV layouts, every kind of
 // bad file skipped with one line, incremental reruns, settings refused without --force, shards +
 // merge equal to one run, and crash safety: the process is SIGKILLed at several moments and the
-// resumed cache must hold features bit-identical to an uninterrupted run.
+// resumed cache must hold features bit-identical to an uninterrupted run. --device/--precision:
+// fp16 on the CPU is a bad flag, a tf32 cache is refused by an fp32 run; with a GPU (skipped
+// without one, failing under ENGINE_REQUIRE_GPU=1) --device cuda gives the CPU run's features
+// within the fp32 tolerance of tests/inception_reference.h and reuses a CPU cache.
+// ENGINE_BASELINE_EXTRACT=<an extract binary from before the pipeline> also checks that this one
+// writes bit-identical features.
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -19,10 +24,12 @@
 #include <thread>
 
 #include "engine/bottleneck_cache.h"
+#include "engine/cuda_device.h"
 #include "engine/dataset.h"
 #include "engine/error.h"
 #include "engine/preprocessing.h"
 #include "engine/split.h"
+#include "inception_reference.h"
 #include "test_util.h"
 
 namespace fs = std::filesystem;
@@ -240,9 +247,11 @@ TEST(Extract, BadFlagsAndBadWeightsGiveOneLine) {
                        tmp);
   EXPECT_EQ(w.status, 1);
   EXPECT_NE(w.err.find("wrong_shape.h5"), std::string::npos) << w.err;
-  ToolRun d = run_tool(base_args(dataset("classes"), tmp / "y.h5") + " --device cuda", tmp);
-  EXPECT_EQ(d.status, 1);
-  EXPECT_NE(d.err.find("--device"), std::string::npos) << d.err;
+  if (cuda_availability().devices == 0) {  // without a GPU, --device cuda says why (exit 1)
+    ToolRun d = run_tool(base_args(dataset("classes"), tmp / "y.h5") + " --device cuda", tmp);
+    EXPECT_EQ(d.status, 1);
+    EXPECT_NE(d.err.find("--device cuda"), std::string::npos) << d.err;
+  }
   ToolRun s = run_tool(base_args(dataset("classes"), tmp / "z.h5") + " --shard 3/2", tmp);
   EXPECT_EQ(s.status, 2);  // a bad flag, refused before any work
   EXPECT_NE(s.err.find("--shard"), std::string::npos) << s.err;
@@ -547,4 +556,81 @@ TEST(Extract, PrintsWhichColumnGaveTheGroups) {
   EXPECT_NE(r.out.find("1 distinct"), std::string::npos) << r.out;
   CacheContents c = read_cache(tmp / "c.h5");
   EXPECT_EQ(c.groups, (std::vector<std::string>{"IP_1", "IP_1"}));
+}
+
+// ---------------------------------------------------------------------------------------------
+// --device and --precision
+// ---------------------------------------------------------------------------------------------
+TEST(Extract, PrecisionFlagsAndPrecisionAsACacheSetting) {
+  TempDir tmp;
+  // Reduced precision on the CPU: one line, exit 2, before any work (no cache file).
+  for (const char* flags : {" --device cpu --precision fp16", " --device cpu --precision tf32"}) {
+    ToolRun r = run_tool(base_args(dataset("classes"), tmp / "p.h5") + flags, tmp);
+    EXPECT_EQ(r.status, 2) << flags << ": " << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+    EXPECT_NE(r.err.find("GPU"), std::string::npos) << r.err;
+    EXPECT_FALSE(fs::exists(tmp / "p.h5.lock")) << flags << ": work started";
+  }
+  EXPECT_EQ(run_tool(base_args(dataset("classes"), tmp / "p.h5") + " --precision bf16", tmp).status,
+            2);
+  // A tf32 cache of these images (as a GPU run writes it) resumed by an fp32 run: refused with
+  // one line naming both precisions, unless --force.
+  CacheSettings s;
+  s.weights_sha256 = sha256_file(weights());
+  s.preprocessing = Preprocessing::for_resize(ResizeFilter::Antialias, false).key();
+  s.engine_version = "test";
+  s.precision = "tf32";
+  CacheContents c = reference_run();  // its features stand in for tf32 ones
+  c.settings = s;
+  write_cache_atomic(tmp / "t.h5", c);
+  ToolRun r = run_tool(base_args(dataset("classes"), tmp / "t.h5"), tmp);
+  EXPECT_EQ(r.status, 1) << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  for (const char* part : {"precision tf32", "precision fp32", "--force"})
+    EXPECT_NE(r.err.find(part), std::string::npos) << part << " not in " << r.err;
+  ToolRun f = run_tool(base_args(dataset("classes"), tmp / "t.h5") + " --force", tmp);
+  EXPECT_EQ(f.status, 0) << f.err;
+  EXPECT_EQ(read_cache(tmp / "t.h5").settings.precision, "fp32");
+  expect_equal_to_reference(tmp / "t.h5", "--force over a tf32 cache");
+}
+
+// The features this extract writes are bit-identical to those of the extract binary named by
+// ENGINE_BASELINE_EXTRACT (one built before the pipeline moved into models/extract_pipeline).
+TEST(Extract, FeaturesBitIdenticalToBaselineBinary) {
+  const char* baseline = std::getenv("ENGINE_BASELINE_EXTRACT");
+  if (!baseline || !*baseline)
+    GTEST_SKIP() << "set ENGINE_BASELINE_EXTRACT to an extract binary to compare with";
+  TempDir tmp;
+  ToolRun r = engine::test::run_command(
+      std::string(baseline) + " " + base_args(dataset("classes"), tmp / "base.h5"), tmp);
+  ASSERT_EQ(r.status, 0) << r.err;
+  expect_equal_to_reference(tmp / "base.h5", "the baseline binary");
+}
+
+// --device cuda against the CPU run of the same command: features within the fp32 tolerance of
+// the Inception tests (tests/inception_reference.h), and a CPU fp32 cache is reused as is.
+TEST(Extract, CudaEqualsCpuWithinFp32Tolerance) {
+  ENGINE_SKIP_WITHOUT_GPU(cuda_availability());
+  TempDir tmp;
+  ToolRun g = run_tool(base_args(dataset("classes"), tmp / "g.h5") + " --device cuda", tmp);
+  ASSERT_EQ(g.status, 0) << g.err;
+  const CacheContents gpu = read_cache(tmp / "g.h5");
+  const CacheContents& cpu = reference_run();
+  ASSERT_EQ(gpu.paths, cpu.paths);
+  EXPECT_EQ(gpu.settings.precision, "fp32");
+  double max_ref = 0;
+  for (float v : cpu.features) max_ref = std::max(max_ref, std::fabs(double(v)));
+  EXPECT_CLOSE((gpu.features.data(), cpu.features.data(), int64_t(cpu.features.size()),
+                engine::test::kBottleneckAtolScale * max_ref, engine::test::kBottleneckRtol,
+                "extract --device cuda vs --device cpu"));
+  fs::copy_file(tmp / "g.h5", tmp / "c.h5");
+  ToolRun again = run_tool(base_args(dataset("classes"), tmp / "c.h5") + " --device cpu", tmp);
+  ASSERT_EQ(again.status, 0) << again.err;
+  EXPECT_NE(again.out.find("(0 extracted now, 16 reused)"), std::string::npos) << again.out;
+  // tf32 makes a cache of its own setting (format_version 2), refused by fp32 runs.
+  ToolRun t = run_tool(base_args(dataset("classes"), tmp / "t.h5") + " --precision tf32", tmp);
+  ASSERT_EQ(t.status, 0) << t.err;
+  EXPECT_EQ(read_cache(tmp / "t.h5").settings.precision, "tf32");
+  EXPECT_EQ(run_tool(base_args(dataset("classes"), tmp / "t.h5") + " --device cuda", tmp).status,
+            1);
 }

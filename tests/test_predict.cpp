@@ -10,7 +10,10 @@
 //    --hidden 64 32 16) or written, tools/predict classifies the same images, and numpy
 //    (tests/reference/apply_head.py, /usr/bin/python3) applied to the cached features must give
 //    the CSV's probabilities; the CSV is parsed by Python's csv module (ids with commas, quotes,
-//    dots). Duplicate ids, an unusable --out, bad flags, --help, SIGTERM mid-run.
+//    dots). Duplicate ids, an unusable --out, bad flags (--precision fp16 on the CPU), --help,
+//    SIGTERM mid-run. With a GPU (skipped without one, failing under ENGINE_REQUIRE_GPU=1):
+//    --device cuda gives the CPU run's probabilities within the tolerance the fp32 feature error
+//    allows, and --precision tf32 against an fp32 head warns in one line.
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -27,6 +30,7 @@
 #include <thread>
 
 #include "engine/bottleneck_cache.h"
+#include "engine/cuda_device.h"
 #include "engine/error.h"
 #include "engine/hdf5_io.h"
 #include "engine/preprocessing.h"
@@ -504,4 +508,84 @@ TEST(Predict, SigtermMidRunLeavesNoTempFile) {
                   tmp, [&] { return !files_starting(tmp.path(), "p.csv.tmp.").empty(); });
   EXPECT_EQ(r.status, -SIGTERM) << r.err;
   EXPECT_EQ(files_starting(tmp.path(), "p.csv").size(), 0u) << "temp or partial CSV left behind";
+}
+
+TEST(Predict, ReducedPrecisionOnTheCpuIsABadFlag) {
+  TempDir tmp;
+  const std::string img = engine::test::reference_file("dataset/flat/ISIC_0000000.jpg");
+  // --head does not exist: the flag is refused before anything is read.
+  ToolRun r = run("predict",
+                  "--weights " + q(weights()) + " --head " + q(tmp / "no_head.h5") + " --out " +
+                      q(tmp / "p.csv") + " --device cpu --precision fp16 " + q(img),
+                  tmp);
+  EXPECT_EQ(r.status, 2) << r.err;
+  EXPECT_EQ(lines(r.err), 1) << r.err;
+  EXPECT_NE(r.err.find("--precision fp16"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(tmp / "p.csv"));
+}
+
+namespace {
+// predict's CSV as id -> probabilities.
+std::map<std::string, std::vector<double>> read_predictions(const std::string& csv) {
+  std::map<std::string, std::vector<double>> m;
+  std::istringstream in(slurp(csv));
+  std::string line;
+  std::getline(in, line);  // header
+  while (std::getline(in, line)) {
+    std::vector<double> p;
+    const size_t comma = line.find(',');  // the test's ids hold no comma
+    std::istringstream fields(line.substr(comma + 1));
+    for (std::string f; std::getline(fields, f, ',');) p.push_back(std::stod(f));
+    m[line.substr(0, comma)] = p;
+  }
+  return m;
+}
+}  // namespace
+
+// --device cuda vs --device cpu, same command. The GPU's fp32 features differ from the CPU's by
+// up to ~1e-4 relative (tests/inception_reference.h); through the 2048-term sums of the head's
+// first layer (Glorot weights ~0.03, features ~3, errors of random sign: ~sqrt(2048) * 0.03 *
+// 3e-4 ~ 4e-4 in a logit) a probability p moves by about p * 2 * 4e-4: bound 1e-6 + 2e-3 * p.
+TEST(Predict, CudaEqualsCpuWithinTheFeatureTolerance) {
+  ENGINE_SKIP_WITHOUT_GPU(cuda_availability());
+  TempDir tmp;
+  fs::create_directories(tmp / "imgs");
+  int n_images = 0;  // plain names: read_predictions splits rows at the first comma
+  for (const auto& e : fs::directory_iterator(engine::test::reference_file("dataset/flat")))
+    if (n_images < 5)
+      fs::copy_file(e.path(), tmp / ("imgs/i" + std::to_string(n_images++) + ".jpg"));
+  HeadCpu h = random_head({64}, 2, 4);
+  write_keras_head(tmp / "head.h5", h.config(), h.params(),
+                   KerasHeadInfo{{"benign", "melanoma"},
+                                 Preprocessing::for_resize(ResizeFilter::Antialias, false).key(),
+                                 sha256_file(weights())});
+  std::map<std::string, std::vector<double>> got[2];
+  const char* devices[2] = {"cpu", "cuda"};
+  for (int d = 0; d < 2; ++d) {
+    const std::string csv = tmp / (std::string(devices[d]) + ".csv");
+    ToolRun p =
+        run("predict",
+            "--weights " + q(weights()) + " --head " + q(tmp / "head.h5") + " --out " + q(csv) +
+                " --batch 2 --quiet --device " + devices[d] + " " + q(tmp / "imgs"),
+            tmp);
+    ASSERT_EQ(p.status, 0) << devices[d] << ": " << p.err;
+    EXPECT_EQ(p.err.find("warning:"), std::string::npos) << p.err;
+    got[d] = read_predictions(csv);
+  }
+  ASSERT_EQ(got[0].size(), size_t(n_images));
+  ASSERT_EQ(got[1].size(), got[0].size());
+  for (const auto& [id, want] : got[0]) {
+    ASSERT_EQ(got[1][id].size(), want.size()) << id;
+    std::vector<float> g(got[1][id].begin(), got[1][id].end()), w(want.begin(), want.end());
+    EXPECT_CLOSE((g.data(), w.data(), int64_t(w.size()), 1e-6, 2e-3, "predict cuda vs cpu " + id));
+  }
+  // The head was trained on fp32 features: tf32 ones are allowed with one warning line.
+  ToolRun t = run("predict",
+                  "--weights " + q(weights()) + " --head " + q(tmp / "head.h5") + " --out " +
+                      q(tmp / "t.csv") + " --quiet --precision tf32 " + q(tmp / "imgs"),
+                  tmp);
+  EXPECT_EQ(t.status, 0) << t.err;
+  EXPECT_EQ(lines(t.err), 1) << t.err;
+  EXPECT_NE(t.err.find("warning:"), std::string::npos) << t.err;
+  EXPECT_NE(t.err.find("fp32"), std::string::npos) << t.err;
 }
