@@ -8,7 +8,8 @@
 // cudaMemcpyAsync bandwidth (read + write) measured once in the same run, the practical peak that
 // the memory-bound kernels (dropout, softmax_xent, rmsprop, pool2d) should approach.
 // The copy_device_to_device row prints that copy on its own line too. Without a GPU (or on any CUDA
-// error) each benchmark is skipped with the reason; the program still exits 0.
+// error) each benchmark is skipped with the reason; the program still exits 0, except without a GPU
+// under ENGINE_REQUIRE_GPU=1 (the device run), where it exits 1 at once.
 // Run: build/bench/bench_kernels_cuda [--benchmark_filter=rmsprop]
 #include <benchmark/benchmark.h>
 
@@ -142,11 +143,16 @@ void register_family() {
 
 int main(int argc, char** argv) {
   benchmark::Initialize(&argc, argv);
-  if (gpu().devices > 0)
+  if (gpu().devices > 0) {
     std::printf("GPU: %s\n", gpu().reason.c_str());
-  else
+  } else if (test::gpu_required()) {  // the device run: no GPU there is a failure
+    std::printf("bench_kernels_cuda: FAILED, ENGINE_REQUIRE_GPU=1 but no GPU (%s)\n",
+                gpu().reason.c_str());
+    return 1;
+  } else {
     std::printf("bench_kernels_cuda: no GPU (%s): every benchmark is skipped\n",
                 gpu().reason.c_str());
+  }
   benchmark::RegisterBenchmark("copy_device_to_device", BM_CopyDeviceToDevice)
       ->UseManualTime()
       ->Iterations(1)

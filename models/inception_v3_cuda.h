@@ -82,8 +82,9 @@ class InceptionV3Cuda {
 
   // Double-buffered pinned host slots (slot 0 and 1), allocated once at construction.
   // A slot's buffers belong to the model from launch(slot) until wait(slot) returns; launching a
-  // slot still in flight is an Error. Errors found while enqueuing (bad slot or batch, a failed
-  // graph launch) are thrown by launch itself.
+  // slot still in flight is an Error. Errors found while enqueuing (bad slot or batch, the checked
+  // eager pass and capture of a batch size's first launch, a failed graph launch) are thrown by
+  // launch itself.
   float* input_slot(int slot);  // pinned: max_batch x 299 x 299 x 3 floats (NHWC, [-1,1])
   const float* output_slot(int slot) const;  // pinned: max_batch x 2048 floats
   // Asynchronous on the model's stream: upload slot's first n images, replay the forward graph

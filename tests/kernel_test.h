@@ -8,7 +8,7 @@
 //          Skips with the printed reason without a GPU (or in a CPU-only build); with
 //          ENGINE_REQUIRE_GPU=1 a missing GPU is a failure (ENGINE_SKIP_WITHOUT_GPU).
 // Every output is compared with EXPECT_CLOSE (tests/test_util.h) at Family::tol, whose reason is
-// printed with the achieved error.
+// printed with the achieved error. A case that throws fails alone, with its name and the error.
 #pragma once
 #include <gtest/gtest.h>
 
@@ -30,10 +30,24 @@ class KernelTest : public ::testing::TestWithParam<std::tuple<Device, typename F
  protected:
   Device device() const { return std::get<0>(this->GetParam()); }
 
+  // Each case is its own gtest test; an exception (a refused cuDNN plan, a CUDA error) is caught
+  // here and reported as this case's failure naming family, case and device, and the next case
+  // runs. (A sticky CUDA error, e.g. an illegal address, poisons the context for the rest of the
+  // process; compute-sanitizer in the device run names the kernel then.)
   void check() {
+    const typename F::Case& c = std::get<1>(this->GetParam());
+    try {
+      compare(c);
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << F::kName << " case " << std::string(c.name) << " on "
+                    << device_name(device()) << " threw: " << e.what();
+    }
+  }
+
+ private:
+  void compare(const typename F::Case& c) {
     using namespace ::engine::kernel_cases;
     const Device d = device();
-    const typename F::Case& c = std::get<1>(this->GetParam());
     const typename F::Inputs in = F::inputs(c);
     Outputs want, got;
     if (d == Device::CPU) {
