@@ -563,10 +563,11 @@ TEST(Predict, CudaEqualsCpuWithinTheFeatureTolerance) {
   const char* devices[2] = {"cpu", "cuda"};
   for (int d = 0; d < 2; ++d) {
     const std::string csv = tmp / (std::string(devices[d]) + ".csv");
+    // One batch of 5: the GPU prepares one batch size only (plans and graph per size).
     ToolRun p =
         run("predict",
             "--weights " + q(weights()) + " --head " + q(tmp / "head.h5") + " --out " + q(csv) +
-                " --batch 2 --quiet --device " + devices[d] + " " + q(tmp / "imgs"),
+                " --batch 5 --quiet --device " + devices[d] + " " + q(tmp / "imgs"),
             tmp);
     ASSERT_EQ(p.status, 0) << devices[d] << ": " << p.err;
     EXPECT_EQ(p.err.find("warning:"), std::string::npos) << p.err;
@@ -582,7 +583,7 @@ TEST(Predict, CudaEqualsCpuWithinTheFeatureTolerance) {
   // The head was trained on fp32 features: tf32 ones are allowed with one warning line.
   ToolRun t = run("predict",
                   "--weights " + q(weights()) + " --head " + q(tmp / "head.h5") + " --out " +
-                      q(tmp / "t.csv") + " --quiet --precision tf32 " + q(tmp / "imgs"),
+                      q(tmp / "t.csv") + " --batch 5 --quiet --precision tf32 " + q(tmp / "imgs"),
                   tmp);
   EXPECT_EQ(t.status, 0) << t.err;
   EXPECT_EQ(lines(t.err), 1) << t.err;

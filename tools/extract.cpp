@@ -104,6 +104,8 @@ int run_extract(const Options& o) {
   InceptionWeights w = load_inception_v3_weights(o.weights);
   if (!random_weights_warning(w).empty())
     std::fprintf(stderr, "%s\n", random_weights_warning(w).c_str());
+  // No larger than the work: the GPU prepares (and checks the memory of) its largest batch first.
+  request.batch = std::max<int64_t>(1, std::min<int64_t>(o.batch, int64_t(jobs.size())));
   std::unique_ptr<BottleneckBackend> net = open_bottleneck_backend(
       w, request, [](const std::string& s) { std::fprintf(stderr, "note: %s\n", s.c_str()); });
   if (!o.quiet) std::fprintf(stderr, "network: %s\n", net->describe().c_str());

@@ -23,6 +23,7 @@
 #include <unistd.h>
 #include <CLI/CLI.hpp>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -174,6 +175,8 @@ int main(int argc, char** argv) {
     InceptionWeights iw = load_inception_v3_weights(weights);
     if (!random_weights_warning(iw).empty())
       std::fprintf(stderr, "%s\n", random_weights_warning(iw).c_str());
+    // No larger than the work: the GPU prepares (and checks the memory of) its largest batch first.
+    request.batch = std::max<int64_t>(1, std::min<int64_t>(batch, int64_t(files.size())));
     std::unique_ptr<BottleneckBackend> net = open_bottleneck_backend(
         iw, request, [](const std::string& s) { std::fprintf(stderr, "note: %s\n", s.c_str()); });
 
