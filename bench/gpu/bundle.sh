@@ -20,7 +20,9 @@ for arg in "$@"; do
   if [[ $arg == *=* ]]; then sub=${arg%%=*}; f=${arg#*=}; fi
   [ -e "$f" ] || { echo "bundle.sh: $f: no such file" >&2; exit 1; }
   mkdir -p "$out/$sub"
-  cp -rL "$f" "$out/$sub/"
+  # A program or file: what a link points to. A data folder: as it is (the test dataset holds a
+  # deliberately broken link, which must travel as one).
+  if [ -d "$f" ]; then cp -a "$f" "$out/$sub/"; else cp -L "$f" "$out/$sub/"; fi
   files+=("$f")
 done
 # ldd lists "name => /path (addr)" for each library a program loads; keep the paths.
@@ -29,6 +31,7 @@ for f in "${files[@]}"; do
 done | sort -u | while read -r lib; do
   case "$(basename "$lib")" in
     libc.so*|libm.so*|libdl.so*|librt.so*|libpthread.so*|ld-linux*) ;;                 # glibc
+    libstdc++.so*|libgcc_s.so*) ;;  # the GPU machine's (Ubuntu 24.04, GCC 14) are newer than ours
     libcuda.so*|libcudnn*|libcublas*|libcudart*|libnvrtc*|libnvJitLink*) ;;            # driver, CUDA
     libcurand*|libcufft*|libnccl*) ;;
     *) cp -L "$lib" "$out/lib/" ;;

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # bench/gpu/gpuenv.sh: sourced on the GPU machine from a folder staged by bench/gpu/bundle.sh
 # (`source DIR/gpuenv.sh`). Puts the bundled libraries (lib/ beside this file) first on the
 # loader path, then wherever that machine keeps cuDNN 9 and cuBLAS 13 (a PyTorch environment's

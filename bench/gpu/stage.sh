@@ -32,7 +32,12 @@ cache() { sed -n "s/^$1:[A-Z]*=//p" "$build/CMakeCache.txt"; }
   { echo "stage.sh: $build has no CUDA or no arch 90 (CMAKE_CUDA_ARCHITECTURES='$(cache CMAKE_CUDA_ARCHITECTURES)')" >&2; exit 1; }
 [ "$(cache ENGINE_BUILD_BENCH)" = ON ] || { echo "stage.sh: $build has ENGINE_BUILD_BENCH=OFF" >&2; exit 1; }
 
+# The GPU test programs run_device.sh names, plus every test_*cuda* program tests/CMakeLists.txt
+# defines (run whole by its test_cuda_more step), so a new GPU test travels without an edit here.
 tests=(test_cuda test_kernels_head test_kernels_layers test_head test_inception_cuda test_extract test_predict test_train)
+for t in $(grep -oE '^ *engine_add_test\(test_[A-Za-z0-9_]*cuda[A-Za-z0-9_]*' tests/CMakeLists.txt | sed 's/.*(//'); do
+  [[ " ${tests[*]} " == *" $t "* ]] || tests+=("$t")
+done
 tools=(extract predict train)
 benches=(bench_kernels_cuda bench_inception_cuda)
 cmake --build "$build" -j"$(nproc)" --target "${tests[@]}" "${tools[@]}" "${benches[@]}"
