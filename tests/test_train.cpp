@@ -440,3 +440,24 @@ TEST(Tools, BadFlagsGiveOneLineAndStatus2) {
   ASSERT_EQ(e.status, 0) << e.err;
   EXPECT_EQ(head_load_state(tmp / "e/checkpoint.h5").config.optimizer.eps, 0.001);
 }
+
+// The cache's feature precision is part of what a run resumes on: the same images re-extracted
+// in tf32 (other features) are refused like another cache; fp32 adds nothing to the fingerprint,
+// so runs begun on caches written before precision was recorded still resume.
+TEST(Train, ResumeRefusesTheSameImagesAtAnotherPrecision) {
+  TempDir tmp;
+  write_synthetic_cache(tmp / "c.h5", 200, 40, 0.2, std::string(64, 'b'));
+  ASSERT_EQ(run_train(tmp, "c.h5", "r", "--hidden 16 --steps 20 --eval-every 10 --quiet").status,
+            0);
+  CacheContents c = read_cache(tmp / "c.h5");
+  ASSERT_EQ(c.settings.precision, "fp32");
+  write_cache_atomic(tmp / "c.h5", c);  // rewritten unchanged: still resumes
+  ToolRun same = run_train(tmp, "c.h5", "r", "--hidden 16 --steps 30 --eval-every 10 --quiet");
+  EXPECT_EQ(same.status, 0) << same.err;
+  c.settings.precision = "tf32";
+  write_cache_atomic(tmp / "c.h5", c);
+  ToolRun r = run_train(tmp, "c.h5", "r", "--hidden 16 --steps 40 --eval-every 10 --quiet");
+  EXPECT_EQ(r.status, 2) << r.err;
+  EXPECT_EQ(lines(r.err), 1) << r.err;
+  EXPECT_NE(r.err.find("--cache"), std::string::npos) << r.err;
+}

@@ -178,9 +178,11 @@ const std::vector<SettingDef>& setting_defs() {
 }
 
 // What identifies the cache's contents for a resume: images, their hashes, labels, groups,
-// class names and how the features were made (the features follow from those).
+// class names and how the features were made (weights, preprocessing, precision).
 std::string cache_fingerprint(const CacheContents& c) {
   std::string s = c.settings.weights_sha256 + '\n' + c.settings.preprocessing + '\n';
+  // fp32 adds nothing, so runs started on caches written before precision existed still resume.
+  if (c.settings.precision != "fp32") s += "precision=" + c.settings.precision + '\n';
   for (const auto& k : c.class_names) s += k + '\n';
   for (size_t i = 0; i < c.size(); ++i)
     s += c.paths[i] + '\0' + c.sha256[i] + '\0' + std::to_string(c.labels[i]) + '\0' + c.groups[i] +
@@ -385,10 +387,9 @@ int run_train(Options o) {
   const std::string keras = o.out + "/head_keras.h5";
   // Beside the Keras layers: class names (predict's columns) and the cache's fingerprint and
   // preprocessing (predict must feed the head features made the same way).
-  write_keras_head(
-      keras, final_head.config(), final_head.params(),
-      KerasHeadInfo{c.class_names, c.settings.preprocessing, c.settings.weights_sha256,
-                    c.settings.precision});
+  write_keras_head(keras, final_head.config(), final_head.params(),
+                   KerasHeadInfo{c.class_names, c.settings.preprocessing, c.settings.weights_sha256,
+                                 c.settings.precision});
 
   const std::string final_desc =
       have_val ? "best validation " + o.select : "last step (no validation split)";
