@@ -124,11 +124,9 @@ std::vector<Taps> axis_taps(int64_t in, int64_t out, ResizeFilter f) {
     const int64_t i1 = std::min<int64_t>(i0 + 1, in - 1);
     const double l = src - double(i0);
     a.first = i0;
-    a.w = {1 - l, 0};
-    if (i1 == i0)
-      a.w[0] = 1;
-    else
-      a.w[1] = l;
+    // At the clamped edge both taps are one pixel: one tap of weight 1 (a second, zero-weight tap
+    // would read one pixel past the row, as ASan showed).
+    a.w = i1 == i0 ? std::vector<double>{1.0} : std::vector<double>{1 - l, l};
   }
   return t;
 }
