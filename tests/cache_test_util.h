@@ -48,15 +48,6 @@ inline std::vector<std::string> list(const std::string& dir) {
   return out;
 }
 
-// Runs `fn` and returns the engine::Error message ("" when nothing was thrown).
-inline std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
 #define EXPECT_ONE_LINE_ERROR(msg, ...)                                                   \
   do {                                                                                    \
     std::string m_ = (msg);                                                               \

@@ -24,6 +24,7 @@
 #include "test_util.h"
 
 using namespace engine;
+using engine::test::error_of;
 using engine::test::reference_file;
 using engine::test::TempDir;
 
@@ -98,14 +99,17 @@ ExtractOptions options(int batch, int workers = 3) {
 
 CacheSettings settings() { return {std::string(64, 'a'), kPre.key(), "test"}; }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
+// The cache at `path` (opened as tools/extract opens it) and a fresh FakeBackend(max_batch):
+// what each extract_features run below writes into and computes with.
+struct Target {
+  Target(const std::string& path, int64_t max_batch)
+      : cache(path, settings(), false), net(max_batch) {}
+  ExtractResult extract(const Images& im, const ExtractOptions& o) {
+    return extract_features(im.items, net, CacheSink::of(cache), o, nullptr);
   }
-  return "";
-}
+  BottleneckCache cache;
+  FakeBackend net;
+};
 
 }  // namespace
 
@@ -155,17 +159,15 @@ TEST(ExtractPipeline, WritesTheCacheAndReusesItOnARerun) {
   const Images im = list(reference_file("dataset/classes"));
   const std::string p = tmp / "c.h5";
   {
-    BottleneckCache cache(p, settings(), false);
-    FakeBackend net(4);
-    const ExtractResult r =
-        extract_features(im.items, net, CacheSink::of(cache), options(4), nullptr);
+    Target t(p, 4);
+    const ExtractResult r = t.extract(im, options(4));
     EXPECT_EQ(r.extracted, 16u);
     EXPECT_EQ(r.reused, 0u);
     EXPECT_EQ(std::count(r.ok.begin(), r.ok.end(), 1), 16);
-    EXPECT_EQ(cache.journal_pieces(), 4u);
+    EXPECT_EQ(t.cache.journal_pieces(), 4u);
     std::vector<ImageMeta> cur;
     for (const auto& it : im.items) cur.push_back({it.key, 0, ""});
-    cache.finalize(cur, {"x"}, {});
+    t.cache.finalize(cur, {"x"}, {});
   }
   const CacheContents c = read_cache(p);
   ASSERT_EQ(c.size(), 16u);
@@ -175,13 +177,11 @@ TEST(ExtractPipeline, WritesTheCacheAndReusesItOnARerun) {
                              want.size() * sizeof(float)))
         << c.paths[i];
   }
-  BottleneckCache cache(p, settings(), false);
-  FakeBackend net(4);
-  const ExtractResult r =
-      extract_features(im.items, net, CacheSink::of(cache), options(4), nullptr);
+  Target t(p, 4);
+  const ExtractResult r = t.extract(im, options(4));
   EXPECT_EQ(r.extracted, 0u);
   EXPECT_EQ(r.reused, 16u);
-  EXPECT_TRUE(net.launches.empty());
+  EXPECT_TRUE(t.net.launches.empty());
 }
 
 TEST(ExtractPipeline, BadFilesAreSkippedAndStrictStopsKeepingEarlierBatches) {
@@ -189,12 +189,11 @@ TEST(ExtractPipeline, BadFilesAreSkippedAndStrictStopsKeepingEarlierBatches) {
   const Images im = list(reference_file("dataset/bad"));
   size_t good = 0;
   {
-    BottleneckCache cache(tmp / "c.h5", settings(), false);
-    FakeBackend net(2);
+    Target t(tmp / "c.h5", 2);
     std::vector<std::string> lines;
     ExtractOptions o = options(2);
     o.on_skip = [&](const std::string& reason) { lines.push_back(reason); };
-    const ExtractResult r = extract_features(im.items, net, CacheSink::of(cache), o, nullptr);
+    const ExtractResult r = t.extract(im, o);
     EXPECT_GE(r.skipped.size(),
               4u);  // empty, truncated, text, webp, tiff (the listing drops links)
     EXPECT_EQ(lines.size(), r.skipped.size());
@@ -204,15 +203,13 @@ TEST(ExtractPipeline, BadFilesAreSkippedAndStrictStopsKeepingEarlierBatches) {
   }
   // --strict, one worker (files in list order): the run stops at the first bad file with an
   // Error; whatever was delivered before it is durable.
-  BottleneckCache cache(tmp / "s.h5", settings(), false);
-  FakeBackend net(1);
+  Target t(tmp / "s.h5", 1);
   ExtractOptions o = options(1, 1);
   o.strict = true;
-  const std::string e =
-      error_of([&] { extract_features(im.items, net, CacheSink::of(cache), o, nullptr); });
+  const std::string e = error_of([&] { t.extract(im, o); });
   EXPECT_NE(e.find("--strict"), std::string::npos) << e;
-  EXPECT_EQ(cache.cached(), static_cast<size_t>(net.waits));
-  EXPECT_LT(cache.cached(), good);
+  EXPECT_EQ(t.cache.cached(), static_cast<size_t>(t.net.waits));
+  EXPECT_LT(t.cache.cached(), good);
 }
 
 // The writer thread's append fails on the third batch: extract_features ends with that error,
@@ -222,25 +219,22 @@ TEST(ExtractPipeline, WriterFailureStopsTheRunAndKeepsEarlierPieces) {
   const Images im = list(reference_file("dataset/classes"));
   const std::string p = tmp / "c.h5";
   {
-    BottleneckCache cache(p, settings(), false);
-    FakeBackend net(3);
-    CacheSink sink = CacheSink::of(cache);
+    Target t(p, 3);
+    CacheSink sink = CacheSink::of(t.cache);
     int calls = 0;
     sink.append = [&](const std::vector<CacheFeature>& b) {
       if (++calls == 3) fail("injected: ", p, ": write failed: No space left on device");
-      cache.append(b);
+      t.cache.append(b);
     };
     const std::string e =
-        error_of([&] { extract_features(im.items, net, sink, options(3), nullptr); });
+        error_of([&] { extract_features(im.items, t.net, sink, options(3), nullptr); });
     EXPECT_NE(e.find("No space left on device"), std::string::npos) << e;
     EXPECT_EQ(calls, 3) << "no batch may be written after the failed one";
-    EXPECT_EQ(cache.journal_pieces(), 2u);
+    EXPECT_EQ(t.cache.journal_pieces(), 2u);
   }
-  BottleneckCache cache(p, settings(), false);
-  EXPECT_EQ(cache.cached(), 6u);
-  FakeBackend net(3);
-  const ExtractResult r =
-      extract_features(im.items, net, CacheSink::of(cache), options(3), nullptr);
+  Target t(p, 3);
+  EXPECT_EQ(t.cache.cached(), 6u);
+  const ExtractResult r = t.extract(im, options(3));
   EXPECT_EQ(r.reused, 6u);
   EXPECT_EQ(r.extracted, 10u);
 }
@@ -252,18 +246,17 @@ TEST(ExtractPipeline, NetworkErrorMidRunLosesNothingAlreadyDelivered) {
   const Images im = list(reference_file("dataset/classes"));
   const std::string p = tmp / "c.h5";
   {
-    BottleneckCache cache(p, settings(), false);
-    FakeBackend net(2);
-    net.fail_wait_at = 3;
-    CacheSink sink = CacheSink::of(cache);
+    Target t(p, 2);
+    t.net.fail_wait_at = 3;
+    CacheSink sink = CacheSink::of(t.cache);
     size_t appended = 0;
     sink.append = [&](const std::vector<CacheFeature>& b) {
       std::this_thread::sleep_for(std::chrono::milliseconds(50));  // a slow disk
-      cache.append(b);
+      t.cache.append(b);
       appended += b.size();
     };
     const std::string e =
-        error_of([&] { extract_features(im.items, net, sink, options(2), nullptr); });
+        error_of([&] { extract_features(im.items, t.net, sink, options(2), nullptr); });
     EXPECT_NE(e.find("injected CUDA error"), std::string::npos) << e;
     EXPECT_EQ(appended, 4u) << "the two batches delivered before the error must be durable";
   }

@@ -47,6 +47,7 @@ const std::string kBin = std::string(ENGINE_BINARY_DIR) + "/tools/";
 const std::string kRefScripts = std::string(ENGINE_SOURCE_DIR) + "/tests/reference/";
 std::string weights() { return engine::test::reference_file("inception_v3_1based.h5"); }
 
+using engine::test::error_of;
 using engine::test::slurp;
 using engine::test::TempDir;
 using engine::test::ToolRun;
@@ -123,15 +124,6 @@ void replace_string_attr(const std::string& file, const std::string& name,
   h5_delete_attr(f.id(), name, file);
   h5_write_string_attr(f.id(), name, value, file);
   f.close();
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
 }
 
 }  // namespace

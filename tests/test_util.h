@@ -137,6 +137,16 @@ inline std::vector<std::string> group_members(hid_t loc, const std::string& grp)
   return h5_group_members(loc, grp, "group_members");
 }
 
+// Runs `fn` and returns the engine::Error message ("" when nothing was thrown).
+inline std::string error_of(const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
 // A fresh directory under the system's temporary directory, removed with its contents when the
 // object goes. `dir / "name"` and `dir.file("name")` are paths inside it.
 class TempDir {
