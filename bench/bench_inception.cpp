@@ -6,7 +6,7 @@
 // Validates first, each mode against the PyTorch float64 bottleneck of the reference images
 // (reference.h5 /blocks/bottleneck): fp32 element by element (tests/test_inception.cpp's
 // tolerance), bf16 cosine >= 0.9999, int8 cosine >= 0.99 after calibrating on the same reference
-// images (/inputs); each mode's cosine and relative L2 go to stderr and to the rows' counters
+// images (/inputs) (floors: $ENGINE_BENCH_MIN_COSINE_BF16/_INT8); each mode's cosine and relative L2 go to stderr and to the rows' counters
 // (cosine = the worst image's, rel_l2 = the worst image's). A mode that fails validation has its
 // rows skipped with the reason and the exit status is 1; a precision the CPU lacks the
 // instructions for is skipped naming what is missing (exit status unchanged).
@@ -99,6 +99,22 @@ bool fp32_elements_match(const Tensor& got, const Tensor& want, std::string& why
   return true;
 }
 
+// The validation floor of a reduced-precision mode: the (bf16 0.9999, int8 0.99), or
+// $ENGINE_BENCH_MIN_COSINE_BF16 / _INT8. On the seeded random reference weights OpenVINO's own
+// bf16 reaches only ~0.993 (bench/peers_cpu.py prints it), so compare_cpu.py can set both sides'
+// floor to one lower value; the fidelity tests, not the bench, hold the bounds.
+double min_cosine(CpuPrecision p) {
+  const bool bf16 = p == CpuPrecision::BF16;
+  const char* env = std::getenv(bf16 ? "ENGINE_BENCH_MIN_COSINE_BF16" : "ENGINE_BENCH_MIN_COSINE_INT8");
+  if (env == nullptr || *env == 0) return bf16 ? 0.9999 : 0.99;
+  char* end = nullptr;
+  const double v = std::strtod(env, &end);
+  if (*end != 0 || !(v >= -1 && v <= 1))
+    throw Error(std::string("bench_inception: ENGINE_BENCH_MIN_COSINE_") + (bf16 ? "BF16" : "INT8") + "='" +
+                env + "' is not a cosine in [-1, 1]");
+  return v;
+}
+
 // Builds the mode's model (int8: calibrated on the reference images), runs the reference images
 // and checks them. On failure sets r.skip/r.failed; never throws.
 void prepare(ModeRun& r, const InceptionWeights& w, const Reference& ref) {
@@ -120,7 +136,7 @@ void prepare(ModeRun& r, const InceptionWeights& w, const Reference& ref) {
     Tensor got(Shape{ref.inputs.n(), kBottleneckSize});
     r.forward(ref.inputs, got);
     r.fid = fidelity(got, ref.bottleneck);
-    const double min_cos = r.precision == CpuPrecision::BF16 ? 0.9999 : 0.99;
+    const double min_cos = min_cosine(r.precision);
     std::string why;
     bool ok = r.precision == CpuPrecision::FP32 ? fp32_elements_match(got, ref.bottleneck, why)
                                                 : r.fid.min_cosine >= min_cos;
