@@ -158,14 +158,30 @@ struct BottleneckCache::Impl {
   }
 };
 
+std::optional<CacheSettings> peek_cache_settings(const std::string& path) {
+  if (file_exists(path)) {
+    OpenCache o = open_cache(path);  // a corrupt file throws naming it, as opening the cache would
+    return o.c.settings;
+  }
+  // Pieces in sequence order (list_dir sorts); torn or corrupt ones are skipped, as replay does.
+  const std::string journal_dir = path + ".journal";
+  for (const std::string& n : list_dir(journal_dir)) {
+    uint64_t seq;
+    if (!piece_seq(n, seq)) continue;
+    Piece piece;
+    if (scan_piece(journal_dir + "/" + n, piece, nullptr).empty()) return piece.settings;
+  }
+  return std::nullopt;
+}
+
 BottleneckCache::BottleneckCache(const std::string& path, const CacheSettings& settings, bool force)
     : impl_(std::make_unique<Impl>()) {
   Impl& m = *impl_;
   m.path = path;
   m.journal_dir = path + ".journal";
   m.settings = settings;
-  ENGINE_CHECK(is_feature_precision(settings.precision), path, ": precision '", settings.precision,
-               "': expected fp32, tf32 or fp16");
+  const std::string bad = settings_problem(settings);
+  if (!bad.empty()) fail(path, ": ", bad);
   m.take_lock();
   m.remove_stale_tmps();
   if (force) {  // start over: the old file and journal go now, so a rerun resumes this run

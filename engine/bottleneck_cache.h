@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -24,13 +25,15 @@ namespace engine {
 
 constexpr int64_t kCacheFeatureSize = kBottleneckSize;  // engine/inception_contract.h
 // format_version 1: fp32 features (the `precision` attribute is "fp32" or absent, as in caches
-// written before it existed); 2: reduced-precision features (tf32, fp16), so that a reader that
-// does not know `precision` refuses the file instead of mixing its own fp32 features into it.
+// written before it existed); 2: reduced-precision features (tf32, fp16, bf16, int8), so that a
+// reader that does not know `precision` refuses the file instead of mixing its own fp32 features
+// into it.
 constexpr int64_t kCacheFormatVersion = 1;
 constexpr int64_t kCacheFormatVersionReduced = 2;
 
 // The arithmetic the features were computed in (tools/extract --precision): "fp32" (exact: the
-// CPU and the GPU give the same setting, within the fp32 tolerance), "tf32" or "fp16" (GPU only).
+// CPU and the GPU give the same setting, within the fp32 tolerance), "tf32" or "fp16" (GPU only),
+// "bf16" or "int8" (CPU only, models/inception_v3_lowp.h).
 bool is_feature_precision(const std::string& s);
 int64_t cache_format_version(const std::string& precision);  // 1 for fp32, else 2
 
@@ -40,6 +43,10 @@ struct CacheSettings {
   std::string preprocessing;       // Preprocessing::key() (engine/preprocessing.h): compared as is
   std::string engine_version;      // informational, not compared
   std::string precision = "fp32";  // is_feature_precision(); compared (fp32 CPU == fp32 GPU)
+  // int8 only (else ""): the activation ranges the features were quantized with, as one line of
+  // text (Int8Calibration::serialize, models/inception_v3_lowp.h); compared as text, since other
+  // ranges give other features. Opaque here: the cache checks only that it is one line.
+  std::string calibration;
 };
 
 // One image's bottleneck, as extracted (journal pieces hold exactly this).
@@ -86,12 +93,19 @@ void merge_caches(const std::vector<std::string>& inputs, const std::string& out
 void merge_caches(const std::vector<std::string>& inputs, const std::string& out,
                   size_t* peak_feature_bytes);
 
+// The settings of the cache at `path` as a run would find them, without locking or changing
+// anything: the consolidated file's (checked as read_cache checks them, the features excepted),
+// else those of the first complete journal piece (a run killed before its first finalize), else
+// nullopt (no cache yet). tools/extract reads them first so that a resumed run keeps the cache's
+// precision (--precision auto) and its int8 calibration (bit-identical to an unbroken run).
+std::optional<CacheSettings> peek_cache_settings(const std::string& path);
+
 class BottleneckCache {
  public:
   // Opens `path` for an extraction run: takes the lock, loads the consolidated file if present,
-  // replays the journal. A cache with other weights or preprocessing throws unless `force`
-  // (then existing content and journal are discarded). A corrupt consolidated file throws naming
-  // it (the user may delete it or use force).
+  // replays the journal. A cache with other weights, preprocessing, precision or calibration
+  // throws unless `force` (then existing content and journal are discarded). A corrupt
+  // consolidated file throws naming it (the user may delete it or use force).
   BottleneckCache(const std::string& path, const CacheSettings& settings, bool force);
   ~BottleneckCache();
   BottleneckCache(const BottleneckCache&) = delete;

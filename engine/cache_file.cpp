@@ -11,12 +11,13 @@
 
 #include "engine/durable_file.h"
 #include "engine/error.h"
+#include "engine/sha256.h"
 
 namespace engine {
 namespace cache_detail {}  // namespace cache_detail
 
 bool is_feature_precision(const std::string& s) {
-  return s == "fp32" || s == "tf32" || s == "fp16";
+  return s == "fp32" || s == "tf32" || s == "fp16" || s == "bf16" || s == "int8";
 }
 int64_t cache_format_version(const std::string& precision) {
   return precision == "fp32" ? kCacheFormatVersion : kCacheFormatVersionReduced;
@@ -40,10 +41,24 @@ void check_finite_row(const float* f, size_t i, const std::string& path, const s
            shorten(path), "'), column ", j);
 }
 
+std::string settings_problem(const CacheSettings& s) {
+  if (!is_feature_precision(s.precision))
+    return "precision '" + shorten(s.precision) + "': expected " + kPrecisionList;
+  if (s.precision == "int8" && s.calibration.empty())
+    return "precision int8 without a calibration (the activation ranges its features were "
+           "quantized with)";
+  if (s.precision != "int8" && !s.calibration.empty())
+    return "a calibration with precision " + s.precision + " (only int8 has one)";
+  if (s.calibration.find_first_of("\n\r") != std::string::npos ||
+      s.calibration.find('\0') != std::string::npos)
+    return "calibration is not one line of text";
+  return "";
+}
+
 void validate_contents(const CacheContents& c, const RowFn& row, const std::string& where) {
   size_t n = c.paths.size();
-  if (!is_feature_precision(c.settings.precision))
-    fail(where, ": precision '", shorten(c.settings.precision), "': expected fp32, tf32 or fp16");
+  const std::string bad = settings_problem(c.settings);
+  if (!bad.empty()) fail(where, ": ", bad);
   auto same_n = [&](size_t got, const char* ds) {
     if (got != n)
       fail(where, ": dataset '", ds, "': expected ", n, " entries (as /paths), found ", got);
@@ -70,11 +85,19 @@ void validate_contents(const CacheContents& c, const RowFn& row, const std::stri
 
 bool same_settings(const CacheSettings& a, const CacheSettings& b) {
   return a.weights_sha256 == b.weights_sha256 && a.preprocessing == b.preprocessing &&
-         a.precision == b.precision;
+         a.precision == b.precision && a.calibration == b.calibration;
 }
 std::string settings_str(const CacheSettings& s) {
-  return "weights_sha256 " + s.weights_sha256 + ", preprocessing '" + s.preprocessing +
-         "', precision " + s.precision;
+  std::string r = "weights_sha256 " + s.weights_sha256 + ", preprocessing '" + s.preprocessing +
+                  "', precision " + s.precision;
+  // The calibration is kilobytes of text: named by the start of its SHA-256, which is what tells
+  // two apart in a message.
+  if (!s.calibration.empty())
+    r += " (calibration sha256 " +
+         sha256_hex(reinterpret_cast<const uint8_t*>(s.calibration.data()), s.calibration.size())
+             .substr(0, 12) +
+         ")";
+  return r;
 }
 bool skipped_less(const SkippedFile& a, const SkippedFile& b) {
   return a.path != b.path ? a.path < b.path : a.reason < b.reason;
@@ -122,6 +145,9 @@ void write_objects(hid_t f, const CacheContents& c, const FillFn& fill, FeatureM
   h5_write_string_attr(f, "weights_sha256", c.settings.weights_sha256, w);
   h5_write_string_attr(f, "preprocessing", c.settings.preprocessing, w);
   h5_write_string_attr(f, "precision", c.settings.precision, w);
+  // Only int8 caches have one: other files stay byte for byte as before the attribute existed.
+  if (!c.settings.calibration.empty())
+    h5_write_string_attr(f, "calibration", c.settings.calibration, w);
   h5_write_string_attr(f, "engine_version", c.settings.engine_version, w);
   h5_write_int_attr(f, "n_images", static_cast<int64_t>(n), w);
   h5_write_int_attr(f, "feature_size", kCacheFeatureSize, w);
@@ -195,11 +221,17 @@ OpenCache open_cache(const std::string& path) {
   c.settings.precision =
       h5_has_attr(f, "precision") ? h5_read_string_attr(f, "precision", path) : "fp32";
   if (!is_feature_precision(c.settings.precision))
-    fail(path, ": attribute 'precision': expected fp32, tf32 or fp16, found '",
+    fail(path, ": attribute 'precision': expected ", kPrecisionList, ", found '",
          shorten(c.settings.precision), "'");
   if (version != cache_format_version(c.settings.precision))
     fail(path, ": attribute 'format_version' is ", version, " but 'precision' is ",
-         c.settings.precision, " (fp32 caches are version 1, tf32/fp16 version 2)");
+         c.settings.precision, " (fp32 caches are version 1, the others version 2)");
+  c.settings.calibration =
+      h5_has_attr(f, "calibration") ? h5_read_string_attr(f, "calibration", path) : "";
+  {
+    const std::string bad = settings_problem(c.settings);
+    if (!bad.empty()) fail(path, ": attributes 'precision'/'calibration': ", bad);
+  }
   int64_t feature_size = h5_read_int_attr(f, "feature_size", path);
   if (feature_size != kCacheFeatureSize)
     fail(path, ": attribute 'feature_size': expected ", kCacheFeatureSize, ", found ",

@@ -103,6 +103,10 @@ class RowReader {
 void verify_features(const OpenCache& o, FeatureMeter* meter, const std::string& where);
 
 // Settings and lists, as the cache and merge compare and print them.
+constexpr const char* kPrecisionList = "fp32, tf32, fp16, bf16 or int8";
+// "" when `s` is coherent (a known precision; a one-line calibration exactly when int8), else why.
+std::string settings_problem(const CacheSettings& s);
+// Weights, preprocessing, precision and calibration equal (engine_version is not compared).
 bool same_settings(const CacheSettings& a, const CacheSettings& b);
 std::string settings_str(const CacheSettings& s);
 bool skipped_less(const SkippedFile& a, const SkippedFile& b);

@@ -26,12 +26,15 @@ namespace {
 constexpr char kPieceMagic[4] = {'B', 'N', 'J', '1'};
 // Version 2 added the precision string; version 1 pieces (written before it, by the CPU only)
 // are read as fp32. Engines older than version 2 ignore a version 2 piece with a warning and
-// extract its images again, so they never mix its features into an fp32 cache.
-constexpr uint32_t kPieceVersion = 2;
+// extract its images again, so they never mix its features into an fp32 cache. Version 3 adds the
+// int8 calibration string; it is written only by int8 runs (other pieces stay version 2, readable
+// as before), and version 2 engines ignore it the same way.
+constexpr uint32_t kPieceVersion = 2, kPieceVersionCalibrated = 3;
 constexpr size_t kPieceIoBytes = 64 << 10;  // journal pieces are streamed through 64 KiB buffers
 
 // Piece layout (little-endian): "BNJ1", u32 version, u64 count, u64 feature_size,
-// str weights_sha256, str preprocessing, str precision (version 2 only), count x {str path,
+// str weights_sha256, str preprocessing, str precision (version >= 2), str calibration (version 3
+// only), count x {str path,
 // 64 bytes sha256, feature_size x f32}, then 32 bytes of SHA-256 over everything before.
 // str = u32 length + bytes.
 
@@ -137,8 +140,9 @@ class PieceReader {
 std::vector<uint64_t> write_piece_durable(const std::string& path, const CacheSettings& s,
                                           const std::vector<CacheFeature>& batch,
                                           FeatureMeter* meter) {
+  const bool calibrated = !s.calibration.empty();
   uint64_t total = 4 + 4 + 8 + 8 + 4 + s.weights_sha256.size() + 4 + s.preprocessing.size() + 4 +
-                   s.precision.size() + 32;
+                   s.precision.size() + (calibrated ? 4 + s.calibration.size() : 0) + 32;
   for (const CacheFeature& f : batch) total += 4 + f.path.size() + 64 + kRowBytes;
   std::string tmp = path + ".tmp";
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
@@ -148,12 +152,13 @@ std::vector<uint64_t> write_piece_durable(const std::string& path, const CacheSe
   try {
     PieceWriter w(fd, tmp, limit, meter);
     w.put(kPieceMagic, 4);
-    w.u32(kPieceVersion);
+    w.u32(calibrated ? kPieceVersionCalibrated : kPieceVersion);
     w.u64(batch.size());
     w.u64(kF);
     w.str(s.weights_sha256);
     w.str(s.preprocessing);
     w.str(s.precision);
+    if (calibrated) w.str(s.calibration);
     for (const CacheFeature& f : batch) {
       w.str(f.path);
       w.put(f.sha256.data(), 64);
@@ -212,7 +217,7 @@ std::string scan_piece(const std::string& path, Piece& out, FeatureMeter* meter)
     uint32_t version = 0;
     uint64_t count = 0, fsize = 0;
     if (!r.get(magic, 4) || std::memcmp(magic, kPieceMagic, 4) != 0) return "bad magic";
-    if (!r.get(&version, 4) || (version != 1 && version != kPieceVersion))
+    if (!r.get(&version, 4) || version < 1 || version > kPieceVersionCalibrated)
       return "unsupported version " + std::to_string(version);
     if (!r.get(&count, 8) || !r.get(&fsize, 8) || fsize != kF)
       return "feature_size " + std::to_string(fsize) + ", expected " + std::to_string(kF);
@@ -220,6 +225,8 @@ std::string scan_piece(const std::string& path, Piece& out, FeatureMeter* meter)
       return "short header";
     out.settings.precision = "fp32";  // version 1: only the CPU wrote pieces, in fp32
     if (version >= 2 && !r.str(out.settings.precision)) return "short header";
+    out.settings.calibration.clear();
+    if (version >= 3 && !r.str(out.settings.calibration)) return "short header";
     if (count > r.left() / kRowBytes)
       return "count " + std::to_string(count) + " exceeds the payload";
     out.records.resize(count);

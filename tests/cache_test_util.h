@@ -132,7 +132,9 @@ inline ::testing::AssertionResult same_contents(const CacheContents& a, const Ca
   auto fail = [](const char* what) { return ::testing::AssertionFailure() << what << " differ"; };
   if (a.settings.weights_sha256 != b.settings.weights_sha256 ||
       a.settings.preprocessing != b.settings.preprocessing ||
-      a.settings.engine_version != b.settings.engine_version)
+      a.settings.engine_version != b.settings.engine_version ||
+      a.settings.precision != b.settings.precision ||
+      a.settings.calibration != b.settings.calibration)
     return fail("settings");
   if (a.class_names != b.class_names) return fail("class_names");
   if (a.paths != b.paths) return fail("paths");

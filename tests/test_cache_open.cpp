@@ -90,9 +90,9 @@ TEST(CacheOpen, PrecisionIsASettingAndOldFilesReadAsFp32) {
   EXPECT_ONE_LINE_ERROR(error_of([&] { BottleneckCache c(p, tf32, false); }), "precision fp32",
                         "precision tf32", "--force");
   CacheSettings bogus = settings_a();
-  bogus.precision = "bf16";
-  EXPECT_ONE_LINE_ERROR(error_of([&] { BottleneckCache c(p, bogus, false); }), "bf16",
-                        "fp32, tf32 or fp16");
+  bogus.precision = "fp8";
+  EXPECT_ONE_LINE_ERROR(error_of([&] { BottleneckCache c(p, bogus, false); }), "fp8",
+                        "fp32, tf32, fp16, bf16 or int8");
 
   // A tf32 journal piece is refused by an fp32 run, and the reverse.
   const std::string q = dir.file("j.h5");
@@ -223,4 +223,86 @@ TEST(CacheOpen, CorruptJournalPieceIsIgnoredWithAWarning) {
     EXPECT_EQ(present[i], !(i / 7 == 1 || i / 7 == 4)) << i;
   TempDir ref;
   EXPECT_TRUE(same_contents(run_to_end(p, l), run_to_end(ref.file("r.h5"), l)));
+}
+
+// int8: the calibration (activation ranges) is a setting, stored as an attribute of the file and
+// in journal pieces (version 3); another calibration is refused like another precision, naming
+// the file, unless forced; peek_cache_settings finds it in the file or, before the first
+// finalize, in the journal (tools/extract reuses it on resume); merge keeps it and refuses two.
+TEST(CacheOpen, Int8CalibrationIsASettingKeptByJournalAndMerge) {
+  TempDir dir;
+  const std::string p = dir.file("c.h5");
+  Listing l = make_listing(14);
+  CacheSettings cal_a = settings_a(), cal_b = settings_a();
+  cal_a.precision = cal_b.precision = "int8";
+  cal_a.calibration = "int8-minmax-v1 images=2 input_1=1 mixed10=7.5";
+  cal_b.calibration = "int8-minmax-v1 images=2 input_1=1 mixed10=7.25";
+  EXPECT_FALSE(peek_cache_settings(p).has_value());
+  // A run killed before finalize: its settings (calibration included) are in the journal only.
+  ASSERT_TRUE(killed(run_child([&] {
+    BottleneckCache c(p, cal_a, false);
+    extract(c, l, 1);
+    raise(SIGKILL);
+  })));
+  ASSERT_FALSE(exists(p));
+  std::optional<CacheSettings> peek = peek_cache_settings(p);
+  ASSERT_TRUE(peek.has_value());
+  EXPECT_EQ(peek->precision, "int8");
+  EXPECT_EQ(peek->calibration, cal_a.calibration);
+  EXPECT_ONE_LINE_ERROR(error_of([&] { BottleneckCache c(p, cal_b, false); }),
+                        "piece-0000000000000001.bin", "precision int8 (calibration sha256",
+                        "--force");
+  {
+    BottleneckCache c(p, cal_a, false);
+    EXPECT_EQ(c.cached(), l.batch);  // the first batch was durable
+  }
+  CacheContents r = run_to_end(p, l, cal_a);
+  EXPECT_EQ(r.settings.calibration, cal_a.calibration);
+  {
+    H5File f = H5File::open_read(p);
+    EXPECT_EQ(h5_read_int_attr(f.id(), "format_version", p), 2);
+    EXPECT_EQ(h5_read_string_attr(f.id(), "calibration", p), cal_a.calibration);
+  }
+  peek = peek_cache_settings(p);
+  ASSERT_TRUE(peek.has_value());
+  EXPECT_EQ(peek->calibration, cal_a.calibration);
+  const std::string msg = error_of([&] { BottleneckCache c(p, cal_b, false); });
+  EXPECT_ONE_LINE_ERROR(msg, p, "--force");
+  EXPECT_NE(msg.find("calibration sha256"), msg.rfind("calibration sha256")) << "both named: "
+                                                                              << msg;
+  CacheSettings no_cal = cal_a;
+  no_cal.calibration.clear();
+  EXPECT_ONE_LINE_ERROR(error_of([&] { BottleneckCache c(p, no_cal, false); }), p,
+                        "int8 without a calibration");
+  CacheSettings fp32_cal = settings_a();
+  fp32_cal.calibration = cal_a.calibration;
+  EXPECT_ONE_LINE_ERROR(error_of([&] { BottleneckCache c(p, fp32_cal, false); }), p,
+                        "only int8 has one");
+  // An int8 file whose calibration attribute is gone (or is not one line): one line naming it.
+  const std::string q = dir.file("broken.h5");
+  run_to_end(q, l, cal_a);
+  {
+    H5File f = H5File::open_rw(q);
+    h5_delete_attr(f.id(), "calibration", q);
+    f.close();
+  }
+  EXPECT_ONE_LINE_ERROR(error_of([&] { read_cache(q); }), q, "int8 without a calibration");
+  EXPECT_ONE_LINE_ERROR(error_of([&] { peek_cache_settings(q); }), q, "calibration");
+  // Merge: shards of one calibration keep it; two calibrations are refused.
+  Listing shard[2];
+  for (size_t i = 0; i < l.images.size(); ++i) {
+    shard[i % 2].images.push_back(l.images[i]);
+    shard[i % 2].version.push_back(0);
+  }
+  shard[1].skipped.clear();
+  run_to_end(dir.file("s0.h5"), shard[0], cal_a);
+  run_to_end(dir.file("s1.h5"), shard[1], cal_a);
+  run_to_end(dir.file("s1b.h5"), shard[1], cal_b);
+  merge_caches({dir.file("s0.h5"), dir.file("s1.h5")}, dir.file("m.h5"));
+  EXPECT_EQ(read_cache(dir.file("m.h5")).settings.calibration, cal_a.calibration);
+  EXPECT_TRUE(same_contents(read_cache(dir.file("m.h5")), r));
+  EXPECT_ONE_LINE_ERROR(error_of([&] {
+                          merge_caches({dir.file("s0.h5"), dir.file("s1b.h5")}, dir.file("m2.h5"));
+                        }),
+                        dir.file("s0.h5"), dir.file("s1b.h5"), "calibration sha256");
 }
