@@ -12,7 +12,7 @@ timed (exit status 1). Each mode is compiled once per batch size with a static s
 is the median. Prints one line per (mode, batch), and with --json writes
   {"versions": {...}, "threads": T, "openvino_default": {<what OpenVINO reports>},
    "results": [{"mode", "batch", "img_per_s", "ms_per_batch", "gflop_per_s", "cosine", "rel_l2",
-                "note"}]}
+                "note"}], "failed": {mode: why}}
 (GFLOP/s only with --conv-flop, the conv count per image: bench/compare_cpu.py passes ours).
 Run with the benchmark venv's Python (bench/peers_venv.sh makes it):
     build/peers-venv/bin/python bench/peers_cpu.py --onnx build/peers/inception_v3_nchw.onnx \
@@ -132,7 +132,7 @@ def main():
                 "numpy": np.__version__}
     print("peers: openvino %s, onnxruntime %s, %d threads" % (versions["openvino"], versions["onnxruntime"],
                                                               a.threads), flush=True)
-    results, failed, ov_default_props = [], False, {}
+    results, failed, ov_default_props = [], {}, {}
     rng = np.random.default_rng(0)
     for mode in modes:
         if mode == "ort":
@@ -151,7 +151,7 @@ def main():
         print("%s: bottleneck vs PyTorch on %d reference images: cosine (worst) %.6f, rel L2 (worst) %.3g%s"
               % (mode, ref_x.shape[0], cos, rel, "" if ok else ": FAILED, not timed"), flush=True)
         if not ok:
-            failed = True
+            failed[mode] = "cosine %.6f, rel L2 %.3g under the floor" % (cos, rel)
             continue
         for b in batches:
             x = (rng.random((b, 3, 299, 299), dtype=np.float32) * 2 - 1).astype(np.float32)
@@ -166,7 +166,7 @@ def main():
     if a.json:
         with open(a.json, "w") as fh:
             json.dump(dict(versions=versions, threads=a.threads, iters=a.iters, openvino_default=ov_default_props,
-                           results=results), fh, indent=1)
+                           results=results, failed=failed), fh, indent=1)
     sys.exit(1 if failed else 0)
 
 
