@@ -9,7 +9,8 @@
 //   b.wait(slot);                   // the GPU's errors surface here, naming the call
 //   use(b.output(slot));            // n x 2048
 //
-// Implementations: BottleneckBackendCpu (here, over InceptionV3Cpu) and, in CUDA builds,
+// Implementations: BottleneckBackendCpu (here, over InceptionV3Cpu in fp32, InceptionV3CpuLowp in
+// bf16 and int8) and, in CUDA builds,
 // models/bottleneck_backend_cuda.cpp over InceptionV3Cuda (pinned slots, one stream, CUDA graphs).
 // open_bottleneck_backend() picks one for --device/--precision; it is defined in
 // models/bottleneck_backends.cpp (library engine_backends, which links the CUDA code only when
@@ -26,6 +27,7 @@
 #include "engine/error.h"
 #include "engine/tensor.h"
 #include "models/inception_v3.h"
+#include "models/inception_v3_lowp.h"
 #include "models/inception_weights.h"
 
 namespace engine {
@@ -43,29 +45,41 @@ class BottleneckBackend {
 
 // The CPU backend: launch() runs the forward pass before it returns (the CPU has no other worker
 // to hand it to; decoding goes on in the pipeline's threads meanwhile), wait() does nothing.
-// batch_invariant: InceptionV3Cpu::set_batch_invariant (extract: a resumed run is bit-identical).
+// batch_invariant: set_batch_invariant of the network (extract: a resumed run is bit-identical).
+// FP32 runs the exact InceptionV3Cpu; BF16/INT8 run InceptionV3CpuLowp (INT8 with `calibration`),
+// which throws when the CPU lacks the instructions (the tools fall back to fp32 before, saying so).
 class BottleneckBackendCpu : public BottleneckBackend {
  public:
-  BottleneckBackendCpu(const InceptionWeights& w, int64_t max_batch, bool batch_invariant);
+  BottleneckBackendCpu(const InceptionWeights& w, int64_t max_batch, bool batch_invariant,
+                       CpuPrecision precision = CpuPrecision::FP32,
+                       const Int8Calibration& calibration = {});
   int64_t max_batch() const override { return max_batch_; }
   float* input(int slot) override;
   const float* output(int slot) const override;
   void launch(int slot, int64_t n) override;
   void wait(int) override {}
-  std::string describe() const override { return "cpu fp32"; }
+  std::string describe() const override;  // "cpu bf16", "cpu int8 (calibrated on 32 images)"
 
  private:
-  InceptionV3Cpu model_;
-  int64_t max_batch_;
+  std::unique_ptr<InceptionV3Cpu> fp32_;      // FP32
+  std::unique_ptr<InceptionV3CpuLowp> lowp_;  // BF16, INT8
+  int64_t max_batch_, calibration_images_ = 0;
   Tensor in_[2], out_[2];
 };
 
 struct BackendRequest {
-  std::string device = "auto";     // --device: cpu | cuda | auto (resolve_device)
-  std::string precision = "fp32";  // --precision: fp32 | tf32 | fp16 (CPU: fp32 only)
-  int64_t batch = 32;              // wanted max batch; the GPU may lower it (see `notes`)
-  bool batch_invariant = false;    // CPU only (see BottleneckBackendCpu)
+  std::string device = "auto";  // --device: cpu | cuda | auto (resolve_device)
+  // --precision: fp32 | tf32 | fp16 (GPU) | bf16 | int8 (CPU) | auto (resolve_precision: the
+  // tools resolve it, and a CPU precision this CPU lacks, before open_bottleneck_backend).
+  std::string precision = "fp32";
+  Int8Calibration calibration;   // int8 only: the activation ranges (models/inception_v3_lowp.h)
+  int64_t batch = 32;            // wanted max batch; the GPU may lower it (see `notes`)
+  bool batch_invariant = false;  // CPU only (see BottleneckBackendCpu)
 };
+
+// The precisions of --precision and where they run.
+bool is_cpu_only_precision(const std::string& p);  // bf16, int8
+bool is_gpu_only_precision(const std::string& p);  // tf32, fp16
 
 // A usage error found before any work (--precision fp16 on the CPU): the tools print its one
 // line and exit 2.
@@ -74,9 +88,20 @@ struct BackendUsageError : Error {
 };
 
 // Resolves --device and checks --precision first (cheap, before any weights are read): throws
-// BackendUsageError for a precision the device cannot give and Error for --device cuda without a
-// usable GPU. Returns the device the backend will run on.
+// BackendUsageError for a precision the device cannot give (tf32/fp16 on the CPU, bf16/int8 with
+// --device cuda) and Error for --device cuda without a usable GPU. Returns the device the backend
+// will run on: --device auto with bf16 or int8 is the CPU (only it has them).
 Device check_backend_request(const BackendRequest& r);
+
+// The precision a run on `d` computes in, for a checked --precision:
+//   auto: the GPU fp32 (its reduced modes are not verified on a device yet); the CPU bf16 when it
+//         has the instructions natively (about twice fp32's speed, bottleneck cosine >= 0.9999),
+//         else fp32. tools/extract first replaces auto by an existing cache's precision.
+//   bf16/int8 on a CPU without the instructions: fp32, and `note` gets one line saying what is
+//         missing (cpu_precision_unavailable): never a slow emulation without saying so.
+//   anything else: itself.
+std::string resolve_precision(const std::string& precision, Device d,
+                              const std::function<void(const std::string&)>& note);
 
 // The backend for `r`. `note` receives one line per decision the user should know about (a batch
 // lowered to fit the GPU's memory).

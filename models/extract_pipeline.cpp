@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstring>
 #include <deque>
@@ -321,6 +322,50 @@ ExtractResult extract_features(const std::vector<ExtractItem>& items, Bottleneck
   if (s.stopped)
     fail("--strict: stopping at the first bad image (", r.skipped.size(),
          " skipped); work so far is kept in the cache journal");
+  return r;
+}
+
+// ------------------------------------------------------------------------ int8 calibration
+
+CalibrationSample calibrate_on_files(const InceptionWeights& w, std::vector<std::string> files,
+                                     const PipelineOptions& o, size_t max_images) {
+  ENGINE_CHECK(max_images >= 1, "calibrate_on_files: max_images must be >= 1");
+  const auto t0 = std::chrono::steady_clock::now();
+  std::sort(files.begin(), files.end());
+  const size_t k = std::min(max_images, files.size());
+  std::vector<std::string> pick;
+  for (size_t i = 0; i < k; ++i) pick.push_back(files[i * files.size() / k]);
+  const size_t per = static_cast<size_t>(o.pre.floats());
+  std::vector<float> pixels(pick.size() * per);
+  std::vector<uint8_t> ok(pick.size(), 0);
+  // Decoded in parallel (each image on its own, so the result does not depend on the threads).
+#pragma omp parallel for schedule(dynamic)
+  for (int64_t i = 0; i < static_cast<int64_t>(pick.size()); ++i) {
+    try {
+      const size_t u = static_cast<size_t>(i);
+      preprocess_image(read_image_file_bytes(pick[u]), pick[u], o.pre, pixels.data() + u * per,
+                       o.max_pixels);
+      ok[u] = 1;
+    } catch (const std::exception&) {
+      // unreadable: skipped here; extraction reports it with its reason
+    }
+  }
+  int64_t n = 0;
+  for (size_t i = 0; i < pick.size(); ++i)
+    if (ok[i]) {
+      if (static_cast<size_t>(n) != i)
+        std::memmove(pixels.data() + n * per, pixels.data() + i * per, per * sizeof(float));
+      ++n;
+    }
+  if (n == 0)
+    fail("int8 calibration: none of the ", pick.size(), " images picked from ", files.size(),
+         " could be read (", pick.empty() ? "no images" : pick[0] + ", ...",
+         "); use --precision fp32 or bf16");
+  CalibrationSample r;
+  r.tried = pick.size();
+  const Tensor x = Tensor::view(pixels.data(), Shape{n, o.pre.size, o.pre.size, 3});
+  r.calibration = calibrate_int8(w, x);
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return r;
 }
 

@@ -29,6 +29,7 @@
 #include "engine/preprocessing.h"
 #include "engine/progress.h"
 #include "models/bottleneck_backend.h"
+#include "models/inception_v3_lowp.h"
 
 namespace engine {
 
@@ -100,5 +101,20 @@ struct ExtractResult {
 // thread. `progress` (may be null) advances as images are reused, skipped or made durable.
 ExtractResult extract_features(const std::vector<ExtractItem>& items, BottleneckBackend& net,
                                const CacheSink& sink, const ExtractOptions& o, Progress* progress);
+
+// ------------------------------------------------------------------------ int8 calibration
+
+struct CalibrationSample {
+  Int8Calibration calibration;
+  size_t tried = 0;    // files picked
+  double seconds = 0;  // decoding and the fp32 network
+};
+
+// The int8 calibration of a fresh cache: up to `max_images` of `files` spread evenly over their
+// sorted order (so every shard of one listing picks the same files, and merges agree), each
+// preprocessed exactly as the pipeline does (`o.pre`, `o.max_pixels`), then calibrate_int8 on
+// them. Unreadable files are skipped (not replaced); none usable throws one line.
+CalibrationSample calibrate_on_files(const InceptionWeights& w, std::vector<std::string> files,
+                                     const PipelineOptions& o, size_t max_images = 32);
 
 }  // namespace engine

@@ -272,6 +272,8 @@ void write_keras_head(const std::string& path, const HeadConfig& config, const H
       h5_write_string_attr(r, "preprocessing", info.preprocessing, tmp);
       h5_write_string_attr(r, "inception_weights_sha256", info.inception_weights_sha256, tmp);
       h5_write_string_attr(r, "feature_precision", info.feature_precision, tmp);
+      if (!info.feature_calibration.empty())
+        h5_write_string_attr(r, "feature_calibration", info.feature_calibration, tmp);
       {  // the groups close before the file
         H5Id mw = h5_create_group(r, "model_weights", tmp);
         const std::string mwhere = tmp + ":/model_weights";
@@ -379,6 +381,13 @@ KerasHead read_keras_head(const std::string& path) {
   h.info.feature_precision = h5_has_attr(r, "feature_precision")
                                  ? h5_read_string_attr(r, "feature_precision", path)
                                  : "fp32";
+  h.info.feature_calibration = h5_has_attr(r, "feature_calibration")
+                                   ? h5_read_string_attr(r, "feature_calibration", path)
+                                   : "";
+  if ((h.info.feature_precision == "int8") != !h.info.feature_calibration.empty())
+    fail(path, ": attribute 'feature_calibration' is ",
+         h.info.feature_calibration.empty() ? "missing" : "present", " with feature_precision '",
+         h.info.feature_precision, "' (int8 features need it, others have none)");
   if (static_cast<int64_t>(h.info.class_names.size()) != h.config.classes)
     fail(path, ": attribute 'class_names' has ", h.info.class_names.size(),
          " names for a head with ", h.config.classes, " outputs");

@@ -5,7 +5,9 @@
 //                    Dense softmax), training_config (JSON: categorical cross-entropy, RMSprop),
 //                    keras_version, backend
 //                    + ours: class_names (K strings), preprocessing, inception_weights_sha256,
-//                    feature_precision (fp32 when absent: files written before it)
+//                    feature_precision (fp32 when absent: files written before it),
+//                    feature_calibration (int8 features only: the cache's calibration text,
+//                    models/inception_v3_lowp.h; absent otherwise)
 //   /model_weights   attributes layer_names [dense_1..dense_L], keras_version, backend;
 //                    /dense_k (weight_names [dense_k/kernel:0, dense_k/bias:0])
 //                    /dense_k/dense_k/kernel:0 (in, out) float32, bias:0 (out,)
@@ -28,6 +30,9 @@ struct KerasHeadInfo {
   std::string preprocessing;               // the cache's preprocessing string (weights/CACHE.md)
   std::string inception_weights_sha256;    // sha256 of the Inception weight file of the features
   std::string feature_precision = "fp32";  // the cache's precision (weights/CACHE.md); absent: fp32
+  // int8 only: the cache's calibration (Int8Calibration::serialize), so that predict quantizes
+  // its features exactly as extract did; "" otherwise (and when the attribute is absent).
+  std::string feature_calibration;
 };
 
 struct KerasHead {

@@ -2,23 +2,30 @@
 // bottlenecks (engine/bottleneck_cache.h; layout in weights/CACHE.md).
 //
 //   extract --images DIR [--labels CSV] --weights inception.h5 --out cache.h5
-//           [--device auto|cpu|cuda] [--precision fp32|tf32|fp16] [--batch 32] [--workers N]
+//           [--device auto|cpu|cuda] [--precision auto|fp32|bf16|int8|tf32|fp16] [--batch 32]
+//           [--workers N]
 //           [--shard K/N] [--strict] ...
 //   extract --merge OUT.h5 SHARD1.h5 SHARD2.h5 ...
 //
 // The pipeline (decode workers, bounded queue, double-buffered batches on the CPU or GPU
 // backend, the journal writer thread) is models/extract_pipeline.h; this file parses flags, lists
 // the images, opens the cache and the backend, and prints. --precision is part of the cache's
-// settings (weights/CACHE.md): fp32 from the CPU and the GPU are the same setting; a tf32 or fp16
-// cache is refused by an fp32 run (and the reverse) unless --force. Bad files are skipped with
-// one line each and listed at the end and in the cache. Exit status: 0 all images extracted;
-// 3 some were skipped; 1 fatal error (or the first bad image with --strict); 2 bad flags
-// (--precision tf32/fp16 on the CPU included).
+// settings (weights/CACHE.md): fp32 from the CPU and the GPU are the same setting; a cache of
+// another precision is refused (and the reverse) unless --force. auto (the default) keeps an
+// existing cache's precision, else takes bf16 on a CPU that has it natively, else fp32 (the GPU:
+// fp32). bf16/int8 on a CPU without the instructions: one warning line, then fp32 (recorded so).
+// int8 calibrates its activation ranges on up to 32 images of the listing (all shards pick the
+// same ones) and stores them with the cache; a resumed run reuses them, so it is bit-identical to
+// an unbroken one. Bad files are skipped with one line each and listed at the end and in the
+// cache. Exit status: 0 all images extracted; 3 some were skipped; 1 fatal error (or the first
+// bad image with --strict); 2 bad flags (--precision tf32/fp16 on the CPU, bf16/int8 with
+// --device cuda included).
 #include <sys/stat.h>
 #include <unistd.h>
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
+#include <optional>
 #include <cstdio>
 #include <set>
 
@@ -56,7 +63,7 @@ bool parse_shard(const std::string& s, int* k, int* n) {
 
 struct Options {
   std::string images, labels, label_column, group_column, out, weights, device = "auto";
-  std::string precision = "fp32";
+  std::string precision = "auto";
   std::string resize = "antialias", shard;
   int batch = 32, workers = 0, queue_batches = 4;
   bool dct_scale = false, force = false, strict = false, quiet = false;
@@ -69,7 +76,7 @@ int run_extract(const Options& o) {
   request.precision = o.precision;
   request.batch = o.batch;
   request.batch_invariant = true;  // CPU: a resumed run gives bit-identical features
-  check_backend_request(request);  // --precision fp16 on the CPU: exit 2 before any work
+  const Device device = check_backend_request(request);  // fp16 on the CPU: exit 2, no work
   int shard_k = 1, shard_n = 1;
   if (!o.shard.empty()) parse_shard(o.shard, &shard_k, &shard_n);  // validated in main
   // tf1: TF's JPEG decode, no EXIF rotation, no DCT scaling (whatever --dct-scale says).
@@ -98,12 +105,52 @@ int run_extract(const Options& o) {
   settings.weights_sha256 = sha256_file(o.weights);
   settings.preprocessing = pre.key();
   settings.engine_version = kEngineVersion;
-  settings.precision = o.precision;
-  BottleneckCache cache(o.out, settings, o.force);
+  // The existing cache (unless --force discards it) decides `auto` and keeps its int8
+  // calibration: a resume never changes how features are made without saying so.
+  const std::optional<CacheSettings> stored =
+      o.force ? std::nullopt : peek_cache_settings(o.out);
+  std::string precision = o.precision;
+  if (precision == "auto" && stored) {
+    precision = stored->precision;
+    if (device == Device::CPU ? is_gpu_only_precision(precision)
+                              : is_cpu_only_precision(precision))
+      fail(o.out, ": the cache holds ", precision, " features, which the ",
+           device == Device::CPU ? "CPU" : "GPU", " does not compute; use --device ",
+           device == Device::CPU ? "cuda" : "cpu", ", or --force to extract again");
+  }
+  precision = resolve_precision(precision, device, [](const std::string& s) {
+    std::fprintf(stderr, "warning: %s\n", s.c_str());
+  });
+  request.precision = settings.precision = precision;
 
   InceptionWeights w = load_inception_v3_weights(o.weights);
   if (!random_weights_warning(w).empty())
     std::fprintf(stderr, "%s\n", random_weights_warning(w).c_str());
+  if (precision == "int8") {
+    if (stored && stored->precision != "int8")
+      fail(o.out, ": cache was made with precision ", stored->precision,
+           "; this run uses int8; use --force to discard it and extract again");
+    if (stored) {
+      settings.calibration = stored->calibration;
+    } else {
+      // Over the whole listing, not this shard: every shard stores the same calibration.
+      std::vector<std::string> files;
+      for (const auto& im : ds.images) files.push_back(im.full_path);
+      PipelineOptions po;
+      po.pre = pre;
+      po.max_pixels = o.max_pixels;
+      const CalibrationSample cs = calibrate_on_files(w, files, po);
+      settings.calibration = cs.calibration.serialize();
+      std::printf("int8: calibrated on %lld images in %.1f s\n",
+                  static_cast<long long>(cs.calibration.images), cs.seconds);
+      std::fflush(stdout);
+    }
+    // The network takes the stored text, parsed, in both cases: fresh and resumed runs quantize
+    // alike (%.9g round-trips every float).
+    request.calibration = Int8Calibration::parse(settings.calibration, o.out);
+  }
+  BottleneckCache cache(o.out, settings, o.force);
+
   // No larger than the work: the GPU prepares (and checks the memory of) its largest batch first.
   request.batch = std::max<int64_t>(1, std::min<int64_t>(o.batch, int64_t(jobs.size())));
   std::unique_ptr<BottleneckBackend> net = open_bottleneck_backend(
@@ -161,9 +208,11 @@ int main(int argc, char** argv) {
   app.add_option("--device", o.device, "cpu, cuda or auto (auto: the GPU when one is usable)")
       ->check(CLI::IsMember({"cpu", "cuda", "auto"}));
   app.add_option("--precision", o.precision,
-                 "fp32 (default; exact, the same setting on the CPU and the GPU), tf32 or fp16 "
-                 "(GPU only; part of the cache's settings)")
-      ->check(CLI::IsMember({"fp32", "tf32", "fp16"}));
+                 "auto (default: an existing cache's precision, else bf16 on a CPU with "
+                 "AVX512_BF16/AMX, else fp32; fp32 on the GPU), fp32 (exact, the same setting on "
+                 "the CPU and the GPU), bf16 or int8 (CPU), tf32 or fp16 (GPU); part of the "
+                 "cache's settings")
+      ->check(CLI::IsMember({"auto", "fp32", "bf16", "int8", "tf32", "fp16"}));
   app.add_option("--batch", o.batch, "images per network batch")->check(CLI::Range(1, 4096));
   app.add_option("--workers", o.workers, "decode threads (default: all cores)")
       ->check(CLI::Range(0, 1024));

@@ -183,6 +183,8 @@ std::string cache_fingerprint(const CacheContents& c) {
   std::string s = c.settings.weights_sha256 + '\n' + c.settings.preprocessing + '\n';
   // fp32 adds nothing, so runs started on caches written before precision existed still resume.
   if (c.settings.precision != "fp32") s += "precision=" + c.settings.precision + '\n';
+  // int8: features quantized with other ranges are other features (empty for the others).
+  if (!c.settings.calibration.empty()) s += "calibration=" + c.settings.calibration + '\n';
   for (const auto& k : c.class_names) s += k + '\n';
   for (size_t i = 0; i < c.size(); ++i)
     s += c.paths[i] + '\0' + c.sha256[i] + '\0' + std::to_string(c.labels[i]) + '\0' + c.groups[i] +
@@ -389,7 +391,7 @@ int run_train(Options o) {
   // preprocessing (predict must feed the head features made the same way).
   write_keras_head(keras, final_head.config(), final_head.params(),
                    KerasHeadInfo{c.class_names, c.settings.preprocessing, c.settings.weights_sha256,
-                                 c.settings.precision});
+                                 c.settings.precision, c.settings.calibration});
 
   const std::string final_desc =
       have_val ? "best validation " + o.select : "last step (no validation split)";
