@@ -144,9 +144,10 @@ void InceptionV3Cpu::forward_chunk(const Tensor& x, Tensor& bottleneck, const Ta
     } else {
       PooledTensor& y = live[static_cast<size_t>(op.output)];
       y = run_op(op, in);
-      if (tap && !g.tensor(op.output).tap.empty()) {
+      const GraphTensor& out = g.tensor(op.output);
+      if (tap && (tap_every_tensor_ || !out.tap.empty())) {
         std::lock_guard<std::mutex> lock(tap_mu_);
-        tap(g.tensor(op.output).tap, *y, first);
+        tap(tap_every_tensor_ ? out.name : out.tap, *y, first);
       }
     }
     for (int id : op.inputs)

@@ -32,6 +32,9 @@ class InceptionV3Cpu {
   // x: (N, 299, 299, 3); bottleneck: (N, 2048), preallocated. Taps: "stem", "mixed0".."mixed10".
   void forward(const Tensor& x, Tensor& bottleneck, const Tap& tap = {});
   int64_t micro_batch() const { return micro_batch_; }
+  // The tap sees every tensor of the graph under its own name ("activation_5", "mixed3", ...),
+  // not only the block outputs: calibrate_int8 (models/inception_v3_lowp.h) measures ranges so.
+  void set_tap_every_tensor(bool on) { tap_every_tensor_ = on; }
   // Batch-invariant mode: every micro-batch runs on one thread with single-threaded primitives,
   // even when the batch has fewer micro-batches than threads, so an image's bottleneck is
   // bit-identical whatever batch it arrives in (tools/extract: a resumed run equals an unbroken
@@ -56,6 +59,7 @@ class InceptionV3Cpu {
   std::vector<BufferPool> pools_;  // one per OpenMP thread; sized before parallel regions
   int64_t micro_batch_;
   bool batch_invariant_ = false;
+  bool tap_every_tensor_ = false;
   std::mutex tap_mu_;
   bool has_top_ = false;
   int64_t top_classes_ = 0;
