@@ -22,6 +22,7 @@
 
 #include "engine/buffer_pool.h"
 #include "engine/error.h"
+#include "kernels/conv2d.h"
 #include "models/inception_graph.h"
 #include "models/inception_v3.h"
 
@@ -219,6 +220,11 @@ struct InceptionV3CpuLowp::Impl {
 
   CpuPrecision precision;
   int64_t micro_batch;
+  // The first conv (3 -> 32 channels, 0.3% of the FLOPs) runs in fp32 on the fp32 image, and
+  // only its output is rounded: rounding the image itself to bf16 (or to int8's 1/127 steps) is
+  // the largest single error of either mode (tests/test_inception_lowp.cpp measures it).
+  int first_conv = -1;
+  std::unique_ptr<Conv2dCpu> stem;
   bool batch_invariant = false;
   std::vector<dt> tensor_dt;        // per graph tensor
   std::vector<float> tensor_scale;  // int8: real value = q * scale
@@ -342,12 +348,11 @@ InceptionV3CpuLowp::InceptionV3CpuLowp(const InceptionWeights& w, CpuPrecision p
     ENGINE_CHECK(cal.max.size() == nt, "InceptionV3CpuLowp: int8 needs a calibration of ", nt,
                  " tensor ranges, got ", cal.max.size(), " (calibrate_int8)");
   im.tensor_dt.assign(nt, q ? dt::u8 : dt::bf16);
-  im.tensor_dt[static_cast<size_t>(g.input)] = q ? dt::s8 : dt::bf16;
+  im.tensor_dt[static_cast<size_t>(g.input)] = dt::f32;  // read only by the fp32 first conv
   im.tensor_scale.assign(nt, 1.f);
   if (q) {
     // A dead tensor (max 0) still needs a positive scale: its u8 values are all 0 anyway.
     for (size_t t = 0; t < nt; ++t) im.tensor_scale[t] = std::max(cal.max[t], 1e-6f) / 255.f;
-    im.tensor_scale[static_cast<size_t>(g.input)] = 1.f / 127.f;  // [-1, 1] -> [-127, 127]
     for (const GraphOp& op : g.ops)  // a conv read only by a concat writes at the concat's scale
       if (op.type == GraphOpType::Concat)
         for (int i : op.inputs)
@@ -381,6 +386,15 @@ InceptionV3CpuLowp::InceptionV3CpuLowp(const InceptionWeights& w, CpuPrecision p
     }
     if (op.type != GraphOpType::Conv) continue;
     const FoldedConv& fc = w.convs.at(static_cast<size_t>(op.weight));
+    if (op.inputs[0] == g.input) {
+      ENGINE_CHECK(g.tensor(g.input).uses == 1 && im.first_conv < 0,
+                   "InceptionV3CpuLowp: the image must have one reader, the first conv");
+      Conv2dSpec spec;
+      spec.kh = op.kh, spec.kw = op.kw, spec.stride = op.stride, spec.padding = op.padding;
+      im.first_conv = static_cast<int>(i);
+      im.stem = std::make_unique<Conv2dCpu>(st.layer, fc.w_hwio, fc.bias, op.cin, op.cout, spec);
+      continue;
+    }
     const int64_t cout = op.cout, rows = static_cast<int64_t>(fc.w_hwio.size()) / cout;
     ENGINE_CHECK(rows == op.kh * op.kw * op.cin && fc.bias.size() == static_cast<size_t>(cout),
                  "InceptionV3CpuLowp: ", st.layer, ": weight shapes disagree with the graph");
@@ -496,26 +510,29 @@ void InceptionV3CpuLowp::Impl::forward_chunk(const Tensor& x, Tensor& bottleneck
   };
   auto acquire = [&](int id) { return pool().acquire(Shape{(bytes_of(id) + 3) / 4}); };
   std::vector<PooledTensor> live(g.tensors.size());
-  {  // the image, converted once: bf16, or s8 at scale 1/127
-    PooledTensor in = acquire(g.input);
-    const float* src = x.data();
-    const int64_t count = x.numel();
-    if (precision == CpuPrecision::BF16) {
-      auto* d = reinterpret_cast<uint16_t*>(in->data());
-      for (int64_t i = 0; i < count; ++i) d[i] = to_bf16(src[i]);
-    } else {
-      auto* d = reinterpret_cast<int8_t*>(in->data());
-      for (int64_t i = 0; i < count; ++i)
-        d[i] = static_cast<int8_t>(std::clamp(std::nearbyint(src[i] * 127.f), -127.f, 127.f));
-    }
-    live[static_cast<size_t>(g.input)] = std::move(in);
-  }
   dnnl::stream& strm = thread_stream();
   for (size_t i = 0; i < g.ops.size(); ++i) {
     const GraphOp& op = g.ops[i];
     OpState& st = ops[i];
     const auto data = [&](int id) { return live[static_cast<size_t>(id)]->data(); };
-    if (op.type == GraphOpType::GlobalAvgPool) {
+    if (static_cast<int>(i) == first_conv) {  // fp32 conv of the fp32 image, output rounded
+      const GraphTensor& t = g.tensor(op.output);
+      PooledTensor f = pool().acquire(Shape{n, t.h, t.w, t.c});
+      stem->forward(x, *f);
+      PooledTensor y = acquire(op.output);
+      const float* v = f->data();
+      const int64_t count = f->numel();
+      if (precision == CpuPrecision::BF16) {
+        auto* d = reinterpret_cast<uint16_t*>(y->data());
+        for (int64_t k = 0; k < count; ++k) d[k] = to_bf16(v[k]);
+      } else {
+        const float inv = 1.f / tensor_scale[static_cast<size_t>(op.output)];
+        auto* d = reinterpret_cast<uint8_t*>(y->data());
+        for (int64_t k = 0; k < count; ++k)  // post-ReLU: v >= 0
+          d[k] = static_cast<uint8_t>(std::min(255.f, std::nearbyint(v[k] * inv)));
+      }
+      live[static_cast<size_t>(op.output)] = std::move(y);
+    } else if (op.type == GraphOpType::GlobalAvgPool) {
       const int id = op.inputs[0];
       const GraphTensor& t = g.tensor(id);
       const int64_t hw = t.h * t.w, c = t.c;
@@ -594,7 +611,8 @@ void InceptionV3CpuLowp::Impl::forward_chunk(const Tensor& x, Tensor& bottleneck
       tap(t.name, f, first);
     }
     for (int id : op.inputs)
-      if (g.tensor(id).last_use == static_cast<int>(i)) live[static_cast<size_t>(id)] = {};
+      if (id != g.input && g.tensor(id).last_use == static_cast<int>(i))
+        live[static_cast<size_t>(id)] = {};
   }
 }
 

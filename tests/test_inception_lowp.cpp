@@ -1,19 +1,22 @@
 // tests/test_inception_lowp.cpp: the bf16 and int8 CPU executors (models/inception_v3_lowp.h)
 // against the PyTorch float64 reference (tests/reference/make_reference.py: the seeded
-// Keras-layout weights, BN statistics calibrated so every layer's activations have realistic
-// ranges, computed in float64). What is checked and why each bound is that size:
-//  - bf16: bottleneck cosine >= 0.9999 (the bound; OpenVINO's bf16 reached 0.99995) and
-//    relative L2 <= 1.5e-2. bf16 keeps 8 significant bits (relative rounding 2^-9 = 2e-3 per
-//    value); 94 convs deep with fp32 accumulation the errors add up roughly as a random walk
-//    over ~17 layers on the longest path, sqrt(17) * 2e-3 ~ 8e-3 expected.
-//  - int8: per-tensor u8 activations (255 levels of the calibrated range) and per-channel s8
-//    weights: the error is stated, and bounded at about 2x the value measured on the dev VM
-//    (see kInt8* below), both calibrated on the evaluated images and held out (calibrated on
-//    image 0, evaluated on image 1).
+// Keras-layout weights, BN statistics calibrated so that every conv's pre-activations have unit
+// variance, computed in float64).
+//
+// Why the bounds are not "cosine >= 0.9999": these weights amplify a perturbation about 50x from
+// the image to the bottleneck (a random network held at unit variance by its BN is close to
+// chaotic; trained ImageNet weights are not). The test measures that conditioning itself: the
+// EXACT fp32 network fed the image rounded to bf16 (or to int8's 1/127 steps) already lands at
+// cosine 0.998 (0.990) from the reference. No reduced-precision engine that rounds its input
+// can do better, and ours round at every one of the ~40 convs of the longest path, so each mode
+// is bounded by 2x its floor (measured 1.5x for bf16, 1.35x for int8) and by a cosine floor; the
+// first conv, before any amplification, is bounded by bf16's rounding alone. int8 is checked
+// calibrated on the evaluated images and held out (calibrated on image 0, evaluated on image 1).
+// bench/compare_cpu.py prints OpenVINO's bf16 cosine on the same weights for comparison.
 //  - Both modes: batch-invariant bit-identity (an image gives the same bottleneck alone or in a
 //    batch), the calibration text round trip, and malformed calibration text.
-// The CPU must have the instructions; a CPU without them checks that the constructor refuses with
-// the one-line reason instead (and the cosine bounds are not run: there is nothing to run).
+// A CPU without the instructions checks that the constructor refuses with the one-line reason
+// instead, and the fidelity checks are skipped saying why.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -33,10 +36,9 @@ using namespace engine::test;
 
 namespace {
 
-// Measured on the dev VM (AMD EPYC Zen 4, 2026-12-06) on the two reference images:
-// see the printed lines; the bounds are about twice the measured error.
-constexpr double kBf16MinCosine = 0.99;
-constexpr double kInt8MinCosine = 0.99, kInt8MaxRelL2 = 0.15;
+// Measured on the dev VM (AMD EPYC Zen 4, 2026-12-06), the two reference images: bf16 cosine
+// 0.9955 (relative L2 0.096 = 1.53x its floor), int8 0.982 (0.194 = 1.35x its floor).
+constexpr double kBf16MinCosine = 0.99, kInt8MinCosine = 0.97, kFloorMultiple = 2.0;
 
 struct Fidelity {
   double cosine, rel_l2;
@@ -103,9 +105,9 @@ TEST(InceptionV3CpuLowp, Bf16BottleneckMatchesFloat64Reference) {
   Reference ref = open_reference();
   Tensor want = h5_read_tensor(ref.file.id(), "/blocks/bottleneck", ref.file.path());
   const int64_t n = ref.inputs.n();
-  // 1. The first conv, before the network can amplify anything: bf16 input, weights and output
-  //    each carry at most half a unit of bf16's last place (2^-9 relative); with fp32
-  //    accumulation the layer's relative L2 error must stay below 3 x 2^-9 = 5.9e-3.
+  // 1. The first conv, before the network can amplify anything: it runs in fp32 and only its
+  //    output is rounded to bf16 (at most 2^-9 relative per value), so the layer's relative L2
+  //    error must stay below 2^-9 = 2.0e-3 (measured 1.7e-3).
   std::vector<float> exact_first, bf16_first;
   InceptionV3Cpu fp32(weights());
   fp32.set_tap_every_tensor(true);
@@ -122,13 +124,13 @@ TEST(InceptionV3CpuLowp, Bf16BottleneckMatchesFloat64Reference) {
   const Fidelity l1 =
       compare(bf16_first.data(), exact_first.data(), static_cast<int64_t>(exact_first.size()));
   std::printf("  bf16 first conv (activation_1) vs fp32: relative L2 %.3e\n", l1.rel_l2);
-  EXPECT_LE(l1.rel_l2, 3.0 / 512);
+  EXPECT_LE(l1.rel_l2, 1.0 / 512);
   // 2. The bottleneck. These seeded weights (BN calibrated to unit-variance pre-activations at
   //    every layer) amplify a perturbation about 50x from the image to the bottleneck: measured
   //    here by feeding the exact fp32 network the image rounded to bf16, the error every bf16
   //    engine makes before its first multiply. The bf16 network rounds at each of the ~40 convs
   //    on the longest path as well, so its error is a small multiple of that floor: bounded at
-  //    3x (measured 2.3x on the dev VM).
+  //    2x (measured 1.53x on the dev VM).
   Tensor rounded(ref.inputs.shape());
   for (int64_t i = 0; i < rounded.numel(); ++i)
     rounded.data()[i] = round_to_bf16(ref.inputs.data()[i]);
@@ -140,7 +142,7 @@ TEST(InceptionV3CpuLowp, Bf16BottleneckMatchesFloat64Reference) {
               floor.cosine, floor.rel_l2);
   std::printf("  bf16 vs float64 reference: cosine %.7f, relative L2 %.3e (%.2fx the floor)\n",
               f.cosine, f.rel_l2, f.rel_l2 / floor.rel_l2);
-  EXPECT_LE(f.rel_l2, 3 * floor.rel_l2);
+  EXPECT_LE(f.rel_l2, kFloorMultiple * floor.rel_l2);
   EXPECT_GE(f.cosine, kBf16MinCosine);
 }
 
@@ -149,6 +151,15 @@ TEST(InceptionV3CpuLowp, Int8BottleneckErrorIsBounded) {
   Reference ref = open_reference();
   Tensor want = h5_read_tensor(ref.file.id(), "/blocks/bottleneck", ref.file.path());
   ASSERT_GE(ref.inputs.n(), 2);
+  // The floor, as for bf16: the exact network on the image as int8 sees it (steps of 1/127).
+  Tensor rounded(ref.inputs.shape());
+  for (int64_t i = 0; i < rounded.numel(); ++i)
+    rounded.data()[i] = std::nearbyint(ref.inputs.data()[i] * 127.f) / 127.f;
+  Tensor floor_b(Shape{ref.inputs.n(), kBottleneckSize});
+  InceptionV3Cpu(weights()).forward(rounded, floor_b);
+  const Fidelity floor = compare(floor_b.data(), want.data(), floor_b.numel());
+  std::printf("  fp32 network on the int8-rounded image: cosine %.6f, relative L2 %.3e\n",
+              floor.cosine, floor.rel_l2);
   {  // calibrated on the evaluated images
     const Int8Calibration cal = calibrate_int8(weights(), ref.inputs);
     InceptionV3CpuLowp model(weights(), CpuPrecision::INT8, cal);
@@ -158,7 +169,7 @@ TEST(InceptionV3CpuLowp, Int8BottleneckErrorIsBounded) {
     std::printf("  int8 (calibrated on these %ld images): cosine %.6f, relative L2 %.3e\n",
                 static_cast<long>(ref.inputs.n()), f.cosine, f.rel_l2);
     EXPECT_GE(f.cosine, kInt8MinCosine);
-    EXPECT_LE(f.rel_l2, kInt8MaxRelL2);
+    EXPECT_LE(f.rel_l2, kFloorMultiple * floor.rel_l2);
   }
   {  // held out: calibrated on image 0, evaluated on image 1
     const Int8Calibration cal = calibrate_int8(weights(), image(ref.inputs, 0));
@@ -171,7 +182,7 @@ TEST(InceptionV3CpuLowp, Int8BottleneckErrorIsBounded) {
         "%.3e\n",
         f.cosine, f.rel_l2);
     EXPECT_GE(f.cosine, kInt8MinCosine);
-    EXPECT_LE(f.rel_l2, kInt8MaxRelL2);
+    EXPECT_LE(f.rel_l2, kFloorMultiple * floor.rel_l2);
   }
 }
 
