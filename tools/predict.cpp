@@ -4,12 +4,15 @@
 // printed so that it reads back as the same float32 (engine/text_format.h; fields CSV-quoted).
 //
 //   predict --weights inception.h5 --head run/head_keras.h5 --out predictions.csv
-//           [--device auto|cpu|cuda] [--precision fp32|tf32|fp16] [--batch 16] IMAGE_OR_DIR...
+//           [--device auto|cpu|cuda] [--precision auto|fp32|bf16|int8|tf32|fp16] [--batch 16]
+//           IMAGE_OR_DIR...
 //
 // The images go through models/extract_pipeline.h (decode workers, double-buffered batches on the
 // CPU or GPU backend of models/bottleneck_backend.h); rows are written in the order of the image
 // list as their batches complete. The head records the precision of the features it was trained
-// on; a different --precision is allowed with one warning line.
+// on (and, for int8, their calibration): --precision auto (the default) computes in it when this
+// device can, else in fp32 with one note line; an explicit other --precision is allowed with one
+// warning line (int8 needs an int8 head: the calibration comes from it).
 //
 // The head file is read by models/head_keras.h. The preprocessing (engine/preprocessing.h) is
 // read from it, since it records the cache it was trained on, so features are made exactly as in
@@ -97,7 +100,7 @@ extern "C" void on_terminate(int sig) {
 
 int main(int argc, char** argv) {
   CLI::App app{"Classify images with Inception v3 + a trained head; writes an ISIC-style CSV"};
-  std::string weights, head_path, out, device = "auto", precision = "fp32";
+  std::string weights, head_path, out, device = "auto", precision = "auto";
   std::vector<std::string> inputs;
   int batch = 16;
   bool quiet = false;
@@ -110,8 +113,11 @@ int main(int argc, char** argv) {
   app.add_option("--batch", batch, "images per network batch")->check(CLI::Range(1, 4096));
   app.add_option("--device", device, "cpu, cuda or auto (auto: the GPU when one is usable)")
       ->check(CLI::IsMember({"cpu", "cuda", "auto"}));
-  app.add_option("--precision", precision, "fp32 (default), tf32 or fp16 (GPU only)")
-      ->check(CLI::IsMember({"fp32", "tf32", "fp16"}));
+  app.add_option("--precision", precision,
+                 "auto (default: the precision the head was trained on, when this device computes "
+                 "it; else fp32), fp32, bf16 or int8 (CPU; int8 needs an int8 head), tf32 or fp16 "
+                 "(GPU)")
+      ->check(CLI::IsMember({"auto", "fp32", "bf16", "int8", "tf32", "fp16"}));
   app.add_flag("--quiet", quiet, "no progress output");
   app.add_option("images", inputs, "image files or folders (searched recursively)")->required();
   try {
@@ -148,8 +154,9 @@ int main(int argc, char** argv) {
     request.device = device;
     request.precision = precision;
     request.batch = batch;
+    Device dev;
     try {
-      check_backend_request(request);  // --precision fp16 on the CPU: exit 2 before any work
+      dev = check_backend_request(request);  // --precision fp16 on the CPU: exit 2, no work
     } catch (const BackendUsageError& e) {
       throw UsageError(e.what());
     }
@@ -164,11 +171,40 @@ int main(int argc, char** argv) {
     const Preprocessing pre = Preprocessing::parse(kh.info.preprocessing, head_path);
     if (pre.size != kInceptionInput)
       fail(head_path, ": preprocessing size=", pre.size, ", the network takes ", kInceptionInput);
-    if (kh.info.feature_precision != precision)
-      std::fprintf(stderr,
-                   "warning: %s was trained on %s features; these are computed in %s, so the "
-                   "probabilities differ from the training run's by that precision's error\n",
-                   head_path.c_str(), kh.info.feature_precision.c_str(), precision.c_str());
+    auto note = [](const std::string& s) { std::fprintf(stderr, "note: %s\n", s.c_str()); };
+    const std::string& trained = kh.info.feature_precision;
+    if (precision == "auto") {
+      // The head's precision where this device computes it (--device auto with bf16/int8: the
+      // CPU); else fp32, said in one line.
+      BackendRequest want = request;
+      want.precision = trained;
+      std::string why;
+      try {
+        dev = check_backend_request(want);
+        precision = resolve_precision(trained, dev, [&](const std::string& s) { why = s; });
+      } catch (const BackendUsageError&) {
+        precision = "fp32";
+        why = std::string("the ") + (dev == Device::CPU ? "CPU" : "GPU") + " does not compute " +
+              trained + "; computing fp32 instead";
+      }
+      if (precision != trained)
+        note(head_path + " was trained on " + trained + " features; " + why +
+             ", so the probabilities differ from the training run's by that precision's error");
+    } else {
+      precision = resolve_precision(precision, dev, note);
+      if (trained != precision)
+        std::fprintf(stderr,
+                     "warning: %s was trained on %s features; these are computed in %s, so the "
+                     "probabilities differ from the training run's by that precision's error\n",
+                     head_path.c_str(), trained.c_str(), precision.c_str());
+    }
+    request.precision = precision;
+    if (precision == "int8") {
+      if (trained != "int8")
+        throw UsageError("--precision int8 needs the activation ranges of an int8 head; " +
+                         head_path + " was trained on " + trained + " features");
+      request.calibration = Int8Calibration::parse(kh.info.feature_calibration, head_path);
+    }
     HeadCpu head = kh.to_cpu();
     const size_t K = static_cast<size_t>(kh.config.classes);
 
