@@ -56,8 +56,11 @@ ToolRun run_tool(const std::string& args, const TempDir& tmp, double kill_after_
   return engine::test::run_command(kTool + " " + args, tmp, when, SIGKILL, env);
 }
 
-std::string base_args(const std::string& images, const std::string& out) {
-  return "--images " + images + " --weights " + weights() + " --out " + out + " --batch 4 --quiet";
+// fp32 unless told: the exact mode (auto would pick bf16 on a CPU that has it).
+std::string base_args(const std::string& images, const std::string& out,
+                      const std::string& precision = "fp32", int batch = 4) {
+  return "--images " + images + " --weights " + weights() + " --out " + out + " --batch " +
+         std::to_string(batch) + " --quiet --precision " + precision;
 }
 
 // Features of a cache by path.
@@ -315,15 +318,21 @@ TEST(Extract, PrintsWhichColumnGaveTheGroups) {
 TEST(Extract, PrecisionFlagsAndPrecisionAsACacheSetting) {
   TempDir tmp;
   // Reduced precision on the CPU: one line, exit 2, before any work (no cache file).
-  for (const char* flags : {" --device cpu --precision fp16", " --device cpu --precision tf32"}) {
-    ToolRun r = run_tool(base_args(dataset("classes"), tmp / "p.h5") + flags, tmp);
+  for (const char* precision : {"fp16", "tf32"}) {
+    const std::string flags = std::string(" --device cpu (") + precision + ")";
+    ToolRun r =
+        run_tool(base_args(dataset("classes"), tmp / "p.h5", precision) + " --device cpu", tmp);
     EXPECT_EQ(r.status, 2) << flags << ": " << r.err;
     EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
     EXPECT_NE(r.err.find("GPU"), std::string::npos) << r.err;
     EXPECT_FALSE(fs::exists(tmp / "p.h5.lock")) << flags << ": work started";
   }
-  EXPECT_EQ(run_tool(base_args(dataset("classes"), tmp / "p.h5") + " --precision bf16", tmp).status,
-            2);
+  {  // bf16/int8 are CPU modes: with --device cuda a bad flag, refused before any work.
+    ToolRun r = run_tool(base_args(dataset("classes"), tmp / "p.h5", "bf16") + " --device cuda", tmp);
+    EXPECT_EQ(r.status, 2) << r.err;
+    EXPECT_NE(r.err.find("CPU only"), std::string::npos) << r.err;
+    EXPECT_FALSE(fs::exists(tmp / "p.h5.lock"));
+  }
   // A tf32 cache of these images (as a GPU run writes it) resumed by an fp32 run: refused with
   // one line naming both precisions, unless --force.
   CacheSettings s;
@@ -336,6 +345,11 @@ TEST(Extract, PrecisionFlagsAndPrecisionAsACacheSetting) {
   write_cache_atomic(tmp / "t.h5", c);
   ToolRun r = run_tool(base_args(dataset("classes"), tmp / "t.h5"), tmp);
   EXPECT_EQ(r.status, 1) << r.err;
+  // auto keeps the cache's precision: tf32, which the CPU does not compute (one line).
+  ToolRun a = run_tool(base_args(dataset("classes"), tmp / "t.h5", "auto") + " --device cpu", tmp);
+  EXPECT_EQ(a.status, 1) << a.err;
+  EXPECT_EQ(std::count(a.err.begin(), a.err.end(), '\n'), 1) << a.err;
+  EXPECT_NE(a.err.find("holds tf32 features"), std::string::npos) << a.err;
   EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
   for (const char* part : {"precision tf32", "precision fp32", "--force"})
     EXPECT_NE(r.err.find(part), std::string::npos) << part << " not in " << r.err;
@@ -379,7 +393,7 @@ TEST(Extract, CudaEqualsCpuWithinFp32Tolerance) {
   ASSERT_EQ(again.status, 0) << again.err;
   EXPECT_NE(again.out.find("(0 extracted now, 16 reused)"), std::string::npos) << again.out;
   // tf32 makes a cache of its own setting (format_version 2), refused by fp32 runs.
-  ToolRun t = run_tool(base_args(dataset("classes"), tmp / "t.h5") + " --precision tf32", tmp);
+  ToolRun t = run_tool(base_args(dataset("classes"), tmp / "t.h5", "tf32"), tmp);
   ASSERT_EQ(t.status, 0) << t.err;
   EXPECT_EQ(read_cache(tmp / "t.h5").settings.precision, "tf32");
   EXPECT_EQ(run_tool(base_args(dataset("classes"), tmp / "t.h5") + " --device cuda", tmp).status,

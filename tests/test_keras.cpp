@@ -547,7 +547,7 @@ TEST(KerasEndToEnd, ExtractResizeTf1CacheEqualsKeras) {
   ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
   const std::string run = std::string(ENGINE_BINARY_DIR) + "/tools/extract --images '" + tmp +
                           "/img' --weights '" + kdir() + "/inception_v3_keras_1based.h5' --out '" +
-                          tmp + "/c.h5' --resize tf1 --quiet --workers 2";
+                          tmp + "/c.h5' --resize tf1 --quiet --workers 2 --precision fp32";
   ASSERT_EQ(std::system(run.c_str()), 0) << run;
   CacheContents c = read_cache(tmp + "/c.h5");
   EXPECT_EQ(c.settings.preprocessing, Preprocessing::for_resize(ResizeFilter::Tf1, false).key());

@@ -335,7 +335,7 @@ TEST(Predict, ProbabilitiesEqualNumpyOnExtractedFeatures) {
   make_images(tmp, tmp / "imgs");
   ToolRun e = run("extract",
                   "--images " + q(tmp / "imgs") + " --weights " + q(weights()) + " --out " +
-                      q(tmp / "cache.h5") + " --quiet",
+                      q(tmp / "cache.h5") + " --quiet --precision fp32",
                   tmp);
   ASSERT_EQ(e.status, 0) << e.out << e.err;
   const CacheContents cache = read_cache(tmp / "cache.h5");

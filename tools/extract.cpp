@@ -123,9 +123,17 @@ int run_extract(const Options& o) {
   });
   request.precision = settings.precision = precision;
 
-  InceptionWeights w = load_inception_v3_weights(o.weights);
-  if (!random_weights_warning(w).empty())
-    std::fprintf(stderr, "%s\n", random_weights_warning(w).c_str());
+  // Loaded after the cache has accepted the settings (a refusal is the only line), except for a
+  // fresh int8 calibration, which needs the network first.
+  std::optional<InceptionWeights> weights;
+  auto load_weights = [&]() -> const InceptionWeights& {
+    if (!weights) {
+      weights = load_inception_v3_weights(o.weights);
+      if (!random_weights_warning(*weights).empty())
+        std::fprintf(stderr, "%s\n", random_weights_warning(*weights).c_str());
+    }
+    return *weights;
+  };
   if (precision == "int8") {
     if (stored && stored->precision != "int8")
       fail(o.out, ": cache was made with precision ", stored->precision,
@@ -139,7 +147,7 @@ int run_extract(const Options& o) {
       PipelineOptions po;
       po.pre = pre;
       po.max_pixels = o.max_pixels;
-      const CalibrationSample cs = calibrate_on_files(w, files, po);
+      const CalibrationSample cs = calibrate_on_files(load_weights(), files, po);
       settings.calibration = cs.calibration.serialize();
       std::printf("int8: calibrated on %lld images in %.1f s\n",
                   static_cast<long long>(cs.calibration.images), cs.seconds);
@@ -150,6 +158,7 @@ int run_extract(const Options& o) {
     request.calibration = Int8Calibration::parse(settings.calibration, o.out);
   }
   BottleneckCache cache(o.out, settings, o.force);
+  const InceptionWeights& w = load_weights();
 
   // No larger than the work: the GPU prepares (and checks the memory of) its largest batch first.
   request.batch = std::max<int64_t>(1, std::min<int64_t>(o.batch, int64_t(jobs.size())));

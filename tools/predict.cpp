@@ -192,6 +192,9 @@ int main(int argc, char** argv) {
              ", so the probabilities differ from the training run's by that precision's error");
     } else {
       precision = resolve_precision(precision, dev, note);
+      if (precision == "int8" && trained != "int8")
+        throw UsageError("--precision int8 needs the activation ranges of an int8 head; " +
+                         head_path + " was trained on " + trained + " features");
       if (trained != precision)
         std::fprintf(stderr,
                      "warning: %s was trained on %s features; these are computed in %s, so the "
@@ -199,12 +202,8 @@ int main(int argc, char** argv) {
                      head_path.c_str(), trained.c_str(), precision.c_str());
     }
     request.precision = precision;
-    if (precision == "int8") {
-      if (trained != "int8")
-        throw UsageError("--precision int8 needs the activation ranges of an int8 head; " +
-                         head_path + " was trained on " + trained + " features");
+    if (precision == "int8")  // trained is int8 here (auto, or checked above)
       request.calibration = Int8Calibration::parse(kh.info.feature_calibration, head_path);
-    }
     HeadCpu head = kh.to_cpu();
     const size_t K = static_cast<size_t>(kh.config.classes);
 
