@@ -9,8 +9,8 @@
 // images (/inputs) (the tests' floors on these weights, see min_cosine;
 // $ENGINE_BENCH_MIN_COSINE_BF16/_INT8 override them). Each mode's cosine and relative L2 go to
 // stderr and to the rows' counters (cosine = the worst image's, rel_l2 = the worst image's),
-// beside the weights' own conditioning: the exact fp32 network fed the image rounded as the mode
-// rounds it (bf16; int8's 1/127 steps), the floor no rounding engine beats. A mode that fails
+// beside the weights' own conditioning: the exact fp32 network fed the image rounded to bf16 or
+// to int8's 1/127 steps (tests/test_inception_lowp.cpp's floor). A mode that fails
 // validation has its
 // rows skipped with the reason and the exit status is 1; a precision the CPU lacks the
 // instructions for is skipped naming what is missing (exit status unchanged).
@@ -122,8 +122,9 @@ double min_cosine(CpuPrecision p) {
   return v;
 }
 
-// The image rounded as the mode's executor rounds it before its first multiply: bf16 to
-// nearest even; int8 to steps of 1/127.
+// The image rounded to bf16 (nearest even) or to int8's 1/127 steps: what an engine that rounds
+// its input loses before its first multiply (OpenVINO's bf16 does; ours runs the first conv in
+// fp32 and rounds its output, so this is the weights' conditioning, not a bound on ours).
 Tensor rounded_like(const Tensor& x, CpuPrecision p) {
   Tensor r(x.shape());
   for (int64_t i = 0; i < x.numel(); ++i) {
