@@ -390,6 +390,11 @@ def vs_network(a, weights, workdir):
             cell(col(lambda m: m["startup_s"]), "%.1f"), cell(rm, "%.3f"), cell(rp, "%.3f"),
             "marginal %s, plain %s" % ("yes" if med(rm) >= 0.9 else "NO", "yes" if med(rp) >= 0.9 else "NO")))
         rows.append(dict(precision=p, rounds=ms))
+    for p in precisions:
+        print("per round, %s: marginal/network %s; plain %d/network %s; network CPU/extract CPU %s" % (
+            p, ", ".join("%.3f" % m["ratio_marginal"] for m in runs[p]), sizes[1],
+            ", ".join("%.3f" % m["ratio_plain"] for m in runs[p]),
+            ", ".join("%.3f" % (m["net_cpu_per_img"] / m["cpu_per_img"]) for m in runs[p])))
     print("\nwhere a marginal image's time goes (medians): extract's CPU per image (user + sys, "
           "marginal between the sizes) and the cores it kept busy; the network alone's CPU per image "
           "and cores busy (bench_inception main-thread cpu_time x threads); the rest = the difference "
