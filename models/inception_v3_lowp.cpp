@@ -143,7 +143,8 @@ Int8Calibration calibrate_int8(const InceptionWeights& w, const Tensor& images) 
   c.images = images.n();
   c.max.assign(g.tensors.size(), 0.f);
   float& in = c.max[static_cast<size_t>(g.input)];
-  for (int64_t i = 0; i < images.numel(); ++i) in = std::max(in, std::fabs(images.data()[i]));
+  const float* px = images.data();
+  for (int64_t i = 0, n = images.numel(); i < n; ++i) in = std::max(in, std::fabs(px[i]));
   InceptionV3Cpu model(w);
   model.set_tap_every_tensor(true);
   Tensor b(Shape{images.n(), kBottleneckSize});
@@ -151,7 +152,8 @@ Int8Calibration calibrate_int8(const InceptionWeights& w, const Tensor& images) 
     const int id = g.find_tensor(name);
     ENGINE_CHECK(id >= 0, "calibrate_int8: tap of unknown tensor ", name);
     float m = c.max[static_cast<size_t>(id)];
-    for (int64_t i = 0; i < t.numel(); ++i) m = std::max(m, t.data()[i]);
+    const float* v = t.data();  // hoisted: Shape::numel() is out of line
+    for (int64_t i = 0, n = t.numel(); i < n; ++i) m = std::max(m, v[i]);
     c.max[static_cast<size_t>(id)] = m;
   });
   return c;

@@ -292,15 +292,22 @@ TEST(ExtractPipeline, CpuBackendEqualsInceptionV3Cpu) {
         << files[i];
 }
 
-TEST(Backend, PrecisionOtherThanFp32NeedsTheGpu) {
+TEST(Backend, EachPrecisionNeedsItsDevice) {
   BackendRequest r;
   r.device = "cpu";
   r.precision = "fp16";
   EXPECT_THROW(check_backend_request(r), BackendUsageError);
   r.precision = "fp32";
   EXPECT_EQ(check_backend_request(r), Device::CPU);
-  r.precision = "bf16";
+  r.precision = "bf16";  // the CPU's reduced precisions (the instructions are checked later)
+  EXPECT_EQ(check_backend_request(r), Device::CPU);
+  r.device = "auto", r.precision = "int8";
+  EXPECT_EQ(check_backend_request(r), Device::CPU);
+  r.device = "cuda";
   EXPECT_THROW(check_backend_request(r), BackendUsageError);
+  r.precision = "fp8";
+  EXPECT_THROW(check_backend_request(r), BackendUsageError);
+  r.device = "cpu";
   if (cuda_availability().devices == 0) {
     r.device = "auto", r.precision = "tf32";
     const std::string e = error_of([&] { check_backend_request(r); });
