@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <array>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -231,6 +232,12 @@ struct InceptionV3CpuLowp::Impl {
   std::vector<dt> tensor_dt;        // per graph tensor
   std::vector<float> tensor_scale;  // int8: real value = q * scale
   std::vector<OpState> ops;
+  // ENGINE_LOWP_PROFILE=1: seconds per op summed over calls, printed by the destructor.
+  bool profile = std::getenv("ENGINE_LOWP_PROFILE") != nullptr;
+  std::vector<double> op_seconds;
+  std::vector<int64_t> op_images;
+  std::mutex profile_mu;
+  ~Impl();
   std::vector<BufferPool> pools;
 
   int64_t elem(int id) const { return tensor_dt[static_cast<size_t>(id)] == dt::bf16 ? 2 : 1; }
@@ -448,6 +455,25 @@ InceptionV3CpuLowp::InceptionV3CpuLowp(const InceptionWeights& w, CpuPrecision p
 
 InceptionV3CpuLowp::~InceptionV3CpuLowp() = default;
 
+InceptionV3CpuLowp::Impl::~Impl() {
+  if (!profile || op_seconds.empty()) return;
+  const InceptionGraph& g = inception_v3_graph();
+  double total = 0;
+  for (double t : op_seconds) total += t;
+  std::fprintf(stderr, "inception %s profile (ms per image per thread, GFLOP/s for convs):\n",
+               cpu_precision_name(precision));
+  for (size_t i = 0; i < g.ops.size(); ++i) {
+    const GraphOp& op = g.ops[i];
+    const GraphTensor& o = g.tensor(op.output);
+    const double per = op_images[i] ? op_seconds[i] / static_cast<double>(op_images[i]) : 0;
+    const double flop =
+        op.type == GraphOpType::Conv ? 2.0 * op.kh * op.kw * op.cin * op.cout * o.h * o.w : 0;
+    std::fprintf(stderr, "  %-28s %-8s %7.3f ms %5.1f%% %7.1f\n", ops[i].layer.c_str(),
+                 graph_op_type_name(op.type), per * 1e3, 100 * op_seconds[i] / total,
+                 per > 0 ? flop / per / 1e9 : 0.0);
+  }
+}
+
 void InceptionV3CpuLowp::set_batch_invariant(bool on) { impl_->batch_invariant = on; }
 CpuPrecision InceptionV3CpuLowp::precision() const { return impl_->precision; }
 double InceptionV3CpuLowp::flops_per_image() const { return inception_v3_flops_per_image(); }
@@ -513,9 +539,11 @@ void InceptionV3CpuLowp::Impl::forward_chunk(const Tensor& x, Tensor& bottleneck
   auto acquire = [&](int id) { return pool().acquire(Shape{(bytes_of(id) + 3) / 4}); };
   std::vector<PooledTensor> live(g.tensors.size());
   dnnl::stream& strm = thread_stream();
+  std::vector<double> seconds(profile ? g.ops.size() : 0);
   for (size_t i = 0; i < g.ops.size(); ++i) {
     const GraphOp& op = g.ops[i];
     OpState& st = ops[i];
+    const auto t0 = std::chrono::steady_clock::now();
     const auto data = [&](int id) { return live[static_cast<size_t>(id)]->data(); };
     if (static_cast<int>(i) == first_conv) {  // fp32 conv of the fp32 image, output rounded
       const GraphTensor& t = g.tensor(op.output);
@@ -600,6 +628,8 @@ void InceptionV3CpuLowp::Impl::forward_chunk(const Tensor& x, Tensor& bottleneck
       });
       live[static_cast<size_t>(op.output)] = std::move(y);
     }
+    if (profile)
+      seconds[i] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (tap && op.type != GraphOpType::GlobalAvgPool) {
       const GraphTensor& t = g.tensor(op.output);
       Tensor f(Shape{n, t.h, t.w, t.c});
@@ -615,6 +645,12 @@ void InceptionV3CpuLowp::Impl::forward_chunk(const Tensor& x, Tensor& bottleneck
     for (int id : op.inputs)
       if (id != g.input && g.tensor(id).last_use == static_cast<int>(i))
         live[static_cast<size_t>(id)] = {};
+  }
+  if (profile) {
+    std::lock_guard<std::mutex> lock(profile_mu);
+    op_seconds.resize(g.ops.size());
+    op_images.resize(g.ops.size());
+    for (size_t i = 0; i < g.ops.size(); ++i) op_seconds[i] += seconds[i], op_images[i] += n;
   }
 }
 
