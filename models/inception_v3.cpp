@@ -87,14 +87,22 @@ void InceptionV3Cpu::forward(const Tensor& x, Tensor& bottleneck, const Tap& tap
     Tensor bs = Tensor::view(bottleneck.data() + first * out_c, Shape{n, out_c});
     forward_chunk(xs, bs, tap, first);
   };
-  const int threads = batch_invariant_
-                          ? omp_get_max_threads()
-                          : static_cast<int>(std::min<int64_t>(omp_get_max_threads(), chunks));
+  const int threads = micro_batch_threads(chunks, batch_invariant_);
   // Grown only here, when no PooledTensor is alive (they point into their pool).
-  if (pools_.size() < static_cast<size_t>(std::max(threads, 1)))
-    pools_.resize(static_cast<size_t>(std::max(threads, 1)));
+  if (pools_.size() < static_cast<size_t>(threads)) pools_.resize(static_cast<size_t>(threads));
+  run_micro_batches(chunks, threads, run_chunk);
+}
+
+int micro_batch_threads(int64_t chunks, bool batch_invariant) {
+  const int t = batch_invariant
+                    ? omp_get_max_threads()
+                    : static_cast<int>(std::min<int64_t>(omp_get_max_threads(), chunks));
+  return std::max(t, 1);
+}
+
+void run_micro_batches(int64_t chunks, int threads, const std::function<void(int64_t)>& run) {
   if (threads <= 1) {
-    for (int64_t c = 0; c < chunks; ++c) run_chunk(c);
+    for (int64_t c = 0; c < chunks; ++c) run(c);
     return;
   }
   std::exception_ptr error;
@@ -103,8 +111,8 @@ void InceptionV3Cpu::forward(const Tensor& x, Tensor& bottleneck, const Tap& tap
   {
     for (int64_t c = omp_get_thread_num(); c < chunks; c += threads) {
       try {
-        run_chunk(c);
-      } catch (...) {  // an exception must not leave an OpenMP region: keep the first, rethrow
+        run(c);
+      } catch (...) {
         std::lock_guard<std::mutex> g(error_mu);
         if (!error) error = std::current_exception();
       }

@@ -23,6 +23,13 @@
 
 namespace engine {
 
+// The micro-batch schedule both CPU executors share (this one and InceptionV3CpuLowp): how many
+// threads run micro-batches (all of them in batch-invariant mode, else no more than there are
+// micro-batches), and the OpenMP loop that runs micro-batch c on thread c % threads, keeping the
+// first exception (an exception must not leave an OpenMP region) and rethrowing it after.
+int micro_batch_threads(int64_t chunks, bool batch_invariant);
+void run_micro_batches(int64_t chunks, int threads, const std::function<void(int64_t)>& run);
+
 class InceptionV3Cpu {
  public:
   // t holds images [first, first + t.n()) of the batch.

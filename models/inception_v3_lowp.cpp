@@ -502,30 +502,10 @@ void InceptionV3CpuLowp::forward(const Tensor& x, Tensor& bottleneck, const Tap&
         Tensor::view(bottleneck.data() + first * kBottleneckSize, Shape{n, kBottleneckSize});
     im.forward_chunk(xs, bs, tap, first);
   };
-  // The same thread layout as InceptionV3Cpu::forward (see there).
-  const int threads = im.batch_invariant
-                          ? omp_get_max_threads()
-                          : static_cast<int>(std::min<int64_t>(omp_get_max_threads(), chunks));
-  if (im.pools.size() < static_cast<size_t>(std::max(threads, 1)))
-    im.pools.resize(static_cast<size_t>(std::max(threads, 1)));
-  if (threads <= 1) {
-    for (int64_t c = 0; c < chunks; ++c) run_chunk(c);
-    return;
-  }
-  std::exception_ptr error;
-  std::mutex error_mu;
-#pragma omp parallel num_threads(threads)
-  {
-    for (int64_t c = omp_get_thread_num(); c < chunks; c += threads) {
-      try {
-        run_chunk(c);
-      } catch (...) {
-        std::lock_guard<std::mutex> lk(error_mu);
-        if (!error) error = std::current_exception();
-      }
-    }
-  }
-  if (error) std::rethrow_exception(error);
+  // The same thread layout as InceptionV3Cpu::forward (models/inception_v3.h).
+  const int threads = micro_batch_threads(chunks, im.batch_invariant);
+  if (im.pools.size() < static_cast<size_t>(threads)) im.pools.resize(static_cast<size_t>(threads));
+  run_micro_batches(chunks, threads, run_chunk);
 }
 
 void InceptionV3CpuLowp::Impl::forward_chunk(const Tensor& x, Tensor& bottleneck, const Tap& tap,

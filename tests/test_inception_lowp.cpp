@@ -26,6 +26,7 @@
 #include "engine/error.h"
 #include "engine/hdf5_io.h"
 #include "inception_reference.h"
+#include "lowp_test_util.h"
 #include "models/inception_graph.h"
 #include "models/inception_v3.h"
 #include "models/inception_v3_lowp.h"
@@ -40,20 +41,6 @@ namespace {
 // 0.9955 (relative L2 0.096 = 1.53x its floor), int8 0.982 (0.194 = 1.35x its floor).
 constexpr double kBf16MinCosine = 0.99, kInt8MinCosine = 0.97, kFloorMultiple = 2.0;
 
-struct Fidelity {
-  double cosine, rel_l2;
-};
-
-// Over all values of the (N, 2048) bottleneck, in double.
-Fidelity compare(const float* got, const float* want, int64_t n) {
-  double dot = 0, gg = 0, ww = 0, dd = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    const double g = got[i], w = want[i];
-    dot += g * w, gg += g * g, ww += w * w, dd += (g - w) * (g - w);
-  }
-  return {dot / std::sqrt(gg * ww), std::sqrt(dd / ww)};
-}
-
 const InceptionWeights& weights() {
   static const InceptionWeights w =
       load_inception_v3_weights(reference_file("inception_v3_1based.h5"));
@@ -61,15 +48,6 @@ const InceptionWeights& weights() {
 }
 
 bool available(CpuPrecision p) { return cpu_precision_unavailable(p).empty(); }
-
-float round_to_bf16(float f) {  // nearest even, as the executor rounds the image
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  u += 0x7fffu + ((u >> 16) & 1u);
-  u &= 0xffff0000u;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
 
 Tensor image(const Tensor& all, int64_t i) {
   const int64_t size = 299 * 299 * 3;
@@ -121,8 +99,8 @@ TEST(InceptionV3CpuLowp, Bf16BottleneckMatchesFloat64Reference) {
     if (name == "activation_1" && first == 0) bf16_first.assign(t.data(), t.data() + t.numel());
   });
   ASSERT_EQ(exact_first.size(), bf16_first.size());
-  const Fidelity l1 =
-      compare(bf16_first.data(), exact_first.data(), static_cast<int64_t>(exact_first.size()));
+  const Fidelity l1 = compare_fidelity(bf16_first.data(), exact_first.data(),
+                                       static_cast<int64_t>(exact_first.size()));
   std::printf("  bf16 first conv (activation_1) vs fp32: relative L2 %.3e\n", l1.rel_l2);
   EXPECT_LE(l1.rel_l2, 1.0 / 512);
   // 2. The bottleneck. These seeded weights (BN calibrated to unit-variance pre-activations at
@@ -136,8 +114,8 @@ TEST(InceptionV3CpuLowp, Bf16BottleneckMatchesFloat64Reference) {
     rounded.data()[i] = round_to_bf16(ref.inputs.data()[i]);
   Tensor floor_b(Shape{n, kBottleneckSize});
   InceptionV3Cpu(weights()).forward(rounded, floor_b);
-  const Fidelity floor = compare(floor_b.data(), want.data(), got.numel());
-  const Fidelity f = compare(got.data(), want.data(), got.numel());
+  const Fidelity floor = compare_fidelity(floor_b.data(), want.data(), got.numel());
+  const Fidelity f = compare_fidelity(got.data(), want.data(), got.numel());
   std::printf("  fp32 network on the bf16-rounded image: cosine %.7f, relative L2 %.3e\n",
               floor.cosine, floor.rel_l2);
   std::printf("  bf16 vs float64 reference: cosine %.7f, relative L2 %.3e (%.2fx the floor)\n",
@@ -157,7 +135,7 @@ TEST(InceptionV3CpuLowp, Int8BottleneckErrorIsBounded) {
     rounded.data()[i] = std::nearbyint(ref.inputs.data()[i] * 127.f) / 127.f;
   Tensor floor_b(Shape{ref.inputs.n(), kBottleneckSize});
   InceptionV3Cpu(weights()).forward(rounded, floor_b);
-  const Fidelity floor = compare(floor_b.data(), want.data(), floor_b.numel());
+  const Fidelity floor = compare_fidelity(floor_b.data(), want.data(), floor_b.numel());
   std::printf("  fp32 network on the int8-rounded image: cosine %.6f, relative L2 %.3e\n",
               floor.cosine, floor.rel_l2);
   {  // calibrated on the evaluated images
@@ -165,7 +143,7 @@ TEST(InceptionV3CpuLowp, Int8BottleneckErrorIsBounded) {
     InceptionV3CpuLowp model(weights(), CpuPrecision::INT8, cal);
     Tensor got(Shape{ref.inputs.n(), kBottleneckSize});
     model.forward(ref.inputs, got);
-    const Fidelity f = compare(got.data(), want.data(), got.numel());
+    const Fidelity f = compare_fidelity(got.data(), want.data(), got.numel());
     std::printf("  int8 (calibrated on these %ld images): cosine %.6f, relative L2 %.3e\n",
                 static_cast<long>(ref.inputs.n()), f.cosine, f.rel_l2);
     EXPECT_GE(f.cosine, kInt8MinCosine);
@@ -176,7 +154,7 @@ TEST(InceptionV3CpuLowp, Int8BottleneckErrorIsBounded) {
     InceptionV3CpuLowp model(weights(), CpuPrecision::INT8, cal);
     Tensor got(Shape{1, kBottleneckSize});
     model.forward(image(ref.inputs, 1), got);
-    const Fidelity f = compare(got.data(), want.data() + kBottleneckSize, kBottleneckSize);
+    const Fidelity f = compare_fidelity(got.data(), want.data() + kBottleneckSize, kBottleneckSize);
     std::printf(
         "  int8 (calibrated on image 0, evaluated on image 1): cosine %.6f, relative L2 "
         "%.3e\n",
@@ -216,15 +194,18 @@ TEST(Int8Calibration, TextRoundTripIsExact) {
   EXPECT_GT(cal.max[static_cast<size_t>(g.input)], 0.5f);
   EXPECT_LE(cal.max[static_cast<size_t>(g.input)], 1.f);
   for (size_t t = 0; t < g.tensors.size(); ++t)
-    if (static_cast<int>(t) != g.output && static_cast<int>(t) != g.input)
+    if (static_cast<int>(t) != g.output && static_cast<int>(t) != g.input) {
       EXPECT_GT(cal.max[t], 0.f) << g.tensors[t].name;
+    }
   const std::string text = cal.serialize();
   EXPECT_EQ(text.find('\n'), std::string::npos);
   const Int8Calibration back = Int8Calibration::parse(text, "cache.h5");
   EXPECT_EQ(back.images, cal.images);
   ASSERT_EQ(back.max.size(), cal.max.size());
   for (size_t t = 0; t < cal.max.size(); ++t)
-    if (static_cast<int>(t) != g.output) EXPECT_EQ(back.max[t], cal.max[t]) << g.tensors[t].name;
+    if (static_cast<int>(t) != g.output) {
+      EXPECT_EQ(back.max[t], cal.max[t]) << g.tensors[t].name;
+    }
   EXPECT_EQ(back.serialize(), text);
 }
 

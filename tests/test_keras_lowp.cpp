@@ -19,6 +19,7 @@
 
 #include "engine/error.h"
 #include "engine/hdf5_io.h"
+#include "lowp_test_util.h"
 #include "models/inception_v3.h"
 #include "models/inception_v3_lowp.h"
 #include "test_util.h"
@@ -30,18 +31,7 @@ namespace {
 
 constexpr double kBf16MinCosine = 0.995, kInt8MinCosine = 0.97, kFloorMultiple = 2.5;
 
-struct Stats {
-  double cosine, rel_l2;
-};
-
-Stats compare(const float* got, const double* want, int64_t n) {
-  double dot = 0, gg = 0, ww = 0, dd = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    const double g = got[i], w = want[i];
-    dot += g * w, gg += g * g, ww += w * w, dd += (g - w) * (g - w);
-  }
-  return {dot / std::sqrt(gg * ww), std::sqrt(dd / ww)};
-}
+using Stats = Fidelity;
 
 struct KerasRef {
   H5File f = H5File::open_read(reference_file("keras/keras_reference.h5"));
@@ -65,25 +55,17 @@ Tensor images(const Tensor& all, int64_t first, int64_t n) {
   return t;
 }
 
-float round_bf16(float f) {  // nearest even, as the executor rounds
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  u += 0x7fffu + ((u >> 16) & 1u);
-  u &= 0xffff0000u;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
-
 // The exact fp32 network on image i rounded to bf16 (or to steps of 1/127): the error every
 // engine of that precision makes before its first multiply, as the weights amplify it.
 double floor_rel_l2(int64_t i, bool bf16) {
   const KerasRef& r = ref();
   Tensor x = images(r.inputs, i, 1);
   for (int64_t k = 0; k < x.numel(); ++k)
-    x.data()[k] = bf16 ? round_bf16(x.data()[k]) : std::nearbyint(x.data()[k] * 127.f) / 127.f;
+    x.data()[k] = bf16 ? round_to_bf16(x.data()[k]) : std::nearbyint(x.data()[k] * 127.f) / 127.f;
   Tensor b(Shape{1, kBottleneckSize});
   InceptionV3Cpu(r.w).forward(x, b);
-  const double f = compare(b.data(), r.fp64.data() + i * kBottleneckSize, kBottleneckSize).rel_l2;
+  const double f =
+      compare_fidelity(b.data(), r.fp64.data() + i * kBottleneckSize, kBottleneckSize).rel_l2;
   std::printf("  image %ld, exact network on the %s-rounded image: relative L2 %.3e\n",
               static_cast<long>(i), bf16 ? "bf16" : "int8", f);
   return f;
@@ -95,8 +77,8 @@ Stats check_image(InceptionV3CpuLowp& model, int64_t i, const char* what) {
   Tensor got(Shape{1, kBottleneckSize});
   model.forward(images(r.inputs, i, 1), got);
   const double* want = r.fp64.data() + i * kBottleneckSize;
-  const Stats s = compare(got.data(), want, kBottleneckSize);
-  const Stats tf = compare(r.tf_fp32.data() + i * kBottleneckSize, want, kBottleneckSize);
+  const Stats s = compare_fidelity(got.data(), want, kBottleneckSize);
+  const Stats tf = compare_fidelity(r.tf_fp32.data() + i * kBottleneckSize, want, kBottleneckSize);
   std::printf(
       "  image %ld, %s vs float64 Keras: cosine %.7f, relative L2 %.3e (TF float32: %.1e)\n",
       static_cast<long>(i), what, s.cosine, s.rel_l2, tf.rel_l2);
