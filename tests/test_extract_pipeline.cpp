@@ -97,7 +97,7 @@ ExtractOptions options(int batch, int workers = 3) {
   return o;
 }
 
-CacheSettings settings() { return {std::string(64, 'a'), kPre.key(), "test"}; }
+CacheSettings settings() { return {std::string(64, 'a'), kPre.key(), "test", "fp32", ""}; }
 
 // The cache at `path` (opened as tools/extract opens it) and a fresh FakeBackend(max_batch):
 // what each extract_features run below writes into and computes with.
