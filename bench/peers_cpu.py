@@ -20,12 +20,14 @@ Run with the benchmark venv's Python (bench/peers_venv.sh makes it):
 """
 import argparse
 import json
-import statistics
+import os
 import sys
-import time
 
 import h5py
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_timing import median_seconds  # noqa: E402
 
 MODES = ("ov_default", "ov_f32", "ort")
 
@@ -93,14 +95,7 @@ class OnnxRuntime:
 
 
 def time_runs(fn, x, iters, warmup):
-    for _ in range(warmup):
-        fn(x)
-    ts = []
-    for _ in range(iters):
-        t0 = time.perf_counter()
-        fn(x)
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
+    return median_seconds(fn, x, iters, warmup)
 
 
 def main():

@@ -14,26 +14,20 @@ Run: /usr/bin/python3 bench/torch_inception_cpu.py --weights DIR/inception_v3_1b
 import argparse
 import json
 import os
-import statistics
 import sys
-import time
 
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "reference"))
 import torch_inception as ti  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_timing import median_seconds  # noqa: E402
+
 
 def time_model(fn, x, iters, warmup):
     with torch.no_grad():
-        for _ in range(warmup):
-            fn(x)
-        ts = []
-        for _ in range(iters):
-            t0 = time.perf_counter()
-            fn(x)
-            ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
+        return median_seconds(fn, x, iters, warmup)
 
 
 def main():
