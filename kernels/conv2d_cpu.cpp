@@ -20,6 +20,7 @@
 
 #include "engine/error.h"
 #include "kernels/conv2d.h"
+#include "kernels/dnnl_context.h"
 
 namespace engine {
 
@@ -114,36 +115,24 @@ void conv2d_forward_ref_cpu(const Tensor& x, const float* w_hwio, const float* b
 // ---------------------------------------------------------------------------------------------
 // oneDNN path.
 
-namespace {
-
-// One engine + stream for the whole process: creating them per layer would multiply the JIT
-// caches and thread pools for nothing.
-// Each calling thread gets its own stream: the model may run one image per core, each thread
-// executing single-threaded primitives (oneDNN runs nested OpenMP calls on the calling thread).
-struct DnnlContext {
-  dnnl::engine eng{dnnl::engine::kind::cpu, 0};
-  dnnl::stream strm{eng};
-};
-DnnlContext& dnnl_context() {
+// One engine for the whole process: creating one per layer would multiply the JIT caches and
+// thread pools for nothing. One stream per calling thread: the models may run one image per
+// core, each thread executing single-threaded primitives (oneDNN runs nested OpenMP calls on the
+// calling thread). Declared in kernels/dnnl_context.h.
+dnnl::engine& dnnl_cpu_engine() {
   static dnnl::engine eng{dnnl::engine::kind::cpu, 0};
-  thread_local DnnlContext ctx{eng, dnnl::stream(eng)};
-  return ctx;
+  return eng;
 }
+dnnl::stream& dnnl_thread_stream() {
+  thread_local dnnl::stream strm{dnnl_cpu_engine()};
+  return strm;
+}
+
+namespace {
 
 // Which primitive/scratchpad set a call uses: 0 outside OpenMP parallel regions (primitives use
 // every thread), 1 + thread number inside one (primitives run on that thread alone).
 int64_t execution_slot() { return omp_in_parallel() ? 1 + omp_get_thread_num() : 0; }
-
-// Runs a oneDNN call; a dnnl::error becomes an engine::Error naming the layer and the status.
-template <typename F>
-auto dnnl_checked(const std::string& layer, const char* what, F&& f) -> decltype(f()) {
-  try {
-    return f();
-  } catch (const dnnl::error& e) {
-    fail("conv2d '", layer, "': oneDNN ", what, " failed: ", dnnl_status2str(e.status), " (",
-         e.what(), ")");
-  }
-}
 
 using dims = dnnl::memory::dims;
 using tag = dnnl::memory::format_tag;
@@ -184,7 +173,7 @@ dnnl::convolution_forward::primitive_desc make_conv_pd(const Conv2dSpec& spec, i
   dnnl::convolution_forward::desc d(
       dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct, src_md, w_md, b_md,
       dst_md, {spec.stride, spec.stride}, {ph.before, pw.before}, {ph.after, pw.after});
-  return dnnl::convolution_forward::primitive_desc(d, attr, dnnl_context().eng);
+  return dnnl::convolution_forward::primitive_desc(d, attr, dnnl_cpu_engine());
 }
 
 // A nominal spatial size for the constructor's weight reorder; real shapes reuse the layout when
@@ -207,8 +196,7 @@ Conv2dCpu::Conv2dCpu(std::string name, const std::vector<float>& w_hwio,
                "': bias holds ", bias.size(), " floats, expected ", cout);
   Impl& im = *impl_;
   im.bias_data = bias.empty() ? std::vector<float>(static_cast<size_t>(cout), 0.f) : bias;
-  auto& ctx = dnnl_context();
-  dnnl_checked(name_, "primitive setup", [&] {
+  dnnl_checked("conv2d", name_, "primitive setup", [&] {
     // strict: no silent bf16/tf32 down-conversion on AMX/avx512_bf16 machines.
     im.attr.set_fpmath_mode(dnnl::fpmath_mode::strict);
     im.attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
@@ -217,15 +205,15 @@ Conv2dCpu::Conv2dCpu(std::string name, const std::vector<float>& w_hwio,
       ops.append_eltwise(1.f, dnnl::algorithm::eltwise_relu, 0.f, 0.f);
       im.attr.set_post_ops(ops);
     }
-    im.bias = dnnl::memory({{cout}, dt::f32, tag::x}, ctx.eng, im.bias_data.data());
+    im.bias = dnnl::memory({{cout}, dt::f32, tag::x}, dnnl_cpu_engine(), im.bias_data.data());
     const int64_t s = nominal_size(spec);
     auto pd = make_conv_pd(spec, cin, cout, 1, s, s, im.attr);
     // Keras hwio == oneDNN's hwio tag over dims {cout, cin, kh, kw}.
-    dnnl::memory user_w({{cout, cin, spec.kh, spec.kw}, dt::f32, tag::hwio}, ctx.eng,
+    dnnl::memory user_w({{cout, cin, spec.kh, spec.kw}, dt::f32, tag::hwio}, dnnl_cpu_engine(),
                         const_cast<float*>(w_hwio.data()));
-    im.weights = dnnl::memory(pd.weights_desc(), ctx.eng);
-    dnnl::reorder(user_w, im.weights).execute(ctx.strm, user_w, im.weights);
-    ctx.strm.wait();
+    im.weights = dnnl::memory(pd.weights_desc(), dnnl_cpu_engine());
+    dnnl::reorder(user_w, im.weights).execute(dnnl_thread_stream(), user_w, im.weights);
+    dnnl_thread_stream().wait();
     return 0;
   });
 }
@@ -249,24 +237,23 @@ void Conv2dCpu::forward(const Tensor& x, Tensor& y) {
   ENGINE_CHECK(y.shape() == ys, "conv2d '", name_, "': output shape ", y.shape().str(),
                ", expected ", ys.str(), " for input ", x.shape().str());
   Impl& im = *impl_;
-  auto& ctx = dnnl_context();
   const auto key = std::make_tuple(x.n(), x.h(), x.w(), execution_slot());
   std::unique_lock<std::mutex> lock(im.mu);
   auto it = im.cache.find(key);
   if (it == im.cache.end()) {
-    Impl::Entry e = dnnl_checked(name_, "primitive creation", [&] {
+    Impl::Entry e = dnnl_checked("conv2d", name_, "primitive creation", [&] {
       auto pd = make_conv_pd(spec_, cin_, cout_, x.n(), x.h(), x.w(), im.attr);
       Impl::Entry en{dnnl::convolution_forward(pd), pd.src_desc(), pd.dst_desc(), im.weights,
-                     dnnl::memory(pd.scratchpad_desc(), ctx.eng)};
+                     dnnl::memory(pd.scratchpad_desc(), dnnl_cpu_engine())};
       if (std::getenv("ENGINE_CONV_VERBOSE"))
         std::fprintf(stderr, "conv2d '%s' N=%ld H=%ld W=%ld: %s, scratchpad %zu bytes\n",
                      name_.c_str(), static_cast<long>(x.n()), static_cast<long>(x.h()),
                      static_cast<long>(x.w()), pd.impl_info_str(), pd.scratchpad_desc().get_size());
       if (pd.weights_desc() != im.weights.get_desc()) {
         // This shape wants another blocking: reorder once more, from the blocked copy.
-        en.weights = dnnl::memory(pd.weights_desc(), ctx.eng);
-        dnnl::reorder(im.weights, en.weights).execute(ctx.strm, im.weights, en.weights);
-        ctx.strm.wait();
+        en.weights = dnnl::memory(pd.weights_desc(), dnnl_cpu_engine());
+        dnnl::reorder(im.weights, en.weights).execute(dnnl_thread_stream(), im.weights, en.weights);
+        dnnl_thread_stream().wait();
       }
       return en;
     });
@@ -274,15 +261,15 @@ void Conv2dCpu::forward(const Tensor& x, Tensor& y) {
   }
   Impl::Entry& e = it->second;
   lock.unlock();
-  dnnl_checked(name_, "execution", [&] {
-    dnnl::memory src(e.src_md, ctx.eng, const_cast<float*>(x.data()));
-    dnnl::memory dst(e.dst_md, ctx.eng, y.data());
-    e.prim.execute(ctx.strm, {{DNNL_ARG_SRC, src},
-                              {DNNL_ARG_WEIGHTS, e.weights},
-                              {DNNL_ARG_BIAS, im.bias},
-                              {DNNL_ARG_DST, dst},
-                              {DNNL_ARG_SCRATCHPAD, e.scratchpad}});
-    ctx.strm.wait();
+  dnnl_checked("conv2d", name_, "execution", [&] {
+    dnnl::memory src(e.src_md, dnnl_cpu_engine(), const_cast<float*>(x.data()));
+    dnnl::memory dst(e.dst_md, dnnl_cpu_engine(), y.data());
+    e.prim.execute(dnnl_thread_stream(), {{DNNL_ARG_SRC, src},
+                                          {DNNL_ARG_WEIGHTS, e.weights},
+                                          {DNNL_ARG_BIAS, im.bias},
+                                          {DNNL_ARG_DST, dst},
+                                          {DNNL_ARG_SCRATCHPAD, e.scratchpad}});
+    dnnl_thread_stream().wait();
     return 0;
   });
 }

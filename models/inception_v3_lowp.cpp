@@ -24,6 +24,7 @@
 #include "engine/buffer_pool.h"
 #include "engine/error.h"
 #include "kernels/conv2d.h"
+#include "kernels/dnnl_context.h"
 #include "models/inception_graph.h"
 #include "models/inception_v3.h"
 
@@ -168,25 +169,6 @@ namespace {
 using dt = dnnl::memory::data_type;
 using tag = dnnl::memory::format_tag;
 
-dnnl::engine& cpu_engine() {
-  static dnnl::engine eng{dnnl::engine::kind::cpu, 0};
-  return eng;
-}
-dnnl::stream& thread_stream() {
-  thread_local dnnl::stream s{cpu_engine()};
-  return s;
-}
-
-template <typename F>
-auto dnnl_call(const std::string& layer, const char* what, F&& f) -> decltype(f()) {
-  try {
-    return f();
-  } catch (const dnnl::error& e) {
-    fail("inception ", layer, ": oneDNN ", what, " failed: ", dnnl_status2str(e.status), " (",
-         e.what(), ")");
-  }
-}
-
 uint16_t to_bf16(float f) {  // round to nearest even; inputs are finite ([-1, 1])
   uint32_t u;
   std::memcpy(&u, &f, 4);
@@ -281,7 +263,7 @@ dnnl::convolution_forward::primitive_desc InceptionV3CpuLowp::Impl::conv_pd(cons
       dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct, md(op.inputs[0], n),
       w, dnnl::memory::desc({op.cout}, dt::f32, tag::x), md(op.output, n), {op.stride, op.stride},
       {ph.before, pw.before}, {ph.after, pw.after});
-  return dnnl::convolution_forward::primitive_desc(d, st.attr, cpu_engine());
+  return dnnl::convolution_forward::primitive_desc(d, st.attr, dnnl_cpu_engine());
 }
 
 dnnl::pooling_forward::primitive_desc InceptionV3CpuLowp::Impl::pool_pd(const GraphOp& op,
@@ -296,7 +278,7 @@ dnnl::pooling_forward::primitive_desc InceptionV3CpuLowp::Impl::pool_pd(const Gr
                                 {ph.before, pw.before}, {ph.after, pw.after});
   dnnl::primitive_attr attr;
   attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
-  return dnnl::pooling_forward::primitive_desc(d, attr, cpu_engine());
+  return dnnl::pooling_forward::primitive_desc(d, attr, dnnl_cpu_engine());
 }
 
 InceptionV3CpuLowp::Impl::Entry& InceptionV3CpuLowp::Impl::entry(int op_index, int64_t n) {
@@ -306,7 +288,7 @@ InceptionV3CpuLowp::Impl::Entry& InceptionV3CpuLowp::Impl::entry(int op_index, i
   std::lock_guard<std::mutex> lock(st.mu);
   auto it = st.cache.find(key);
   if (it != st.cache.end()) return it->second;
-  Entry e = dnnl_call(st.layer, "primitive creation", [&] {
+  Entry e = dnnl_checked("inception", st.layer, "primitive creation", [&] {
     Entry en;
     auto finish = [&](const dnnl::primitive_desc_base& pd) {
       require_fast(st.layer, pd.impl_info_str());
@@ -315,7 +297,7 @@ InceptionV3CpuLowp::Impl::Entry& InceptionV3CpuLowp::Impl::entry(int op_index, i
                      st.layer.c_str(), static_cast<long>(n), pd.impl_info_str());
       en.src_md = pd.src_desc();
       en.dst_md = pd.dst_desc();
-      en.scratchpad = dnnl::memory(pd.scratchpad_desc(), cpu_engine());
+      en.scratchpad = dnnl::memory(pd.scratchpad_desc(), dnnl_cpu_engine());
     };
     if (op.type == GraphOpType::Conv) {
       const auto pd = conv_pd(op, st, n);
@@ -323,9 +305,9 @@ InceptionV3CpuLowp::Impl::Entry& InceptionV3CpuLowp::Impl::entry(int op_index, i
       en.prim = dnnl::convolution_forward(pd);
       en.weights = st.weights;
       if (pd.weights_desc() != st.weights.get_desc()) {  // this shape wants another blocking
-        en.weights = dnnl::memory(pd.weights_desc(), cpu_engine());
-        dnnl::reorder(st.weights, en.weights).execute(thread_stream(), st.weights, en.weights);
-        thread_stream().wait();
+        en.weights = dnnl::memory(pd.weights_desc(), dnnl_cpu_engine());
+        dnnl::reorder(st.weights, en.weights).execute(dnnl_thread_stream(), st.weights, en.weights);
+        dnnl_thread_stream().wait();
       }
     } else {
       const auto pd = pool_pd(op, n);
@@ -375,7 +357,7 @@ InceptionV3CpuLowp::InceptionV3CpuLowp(const InceptionWeights& w, CpuPrecision p
             im.tensor_scale[static_cast<size_t>(op.inputs[0])];
   }
   im.ops = std::vector<Impl::OpState>(g.ops.size());
-  dnnl::stream& strm = thread_stream();
+  dnnl::stream& strm = dnnl_thread_stream();
   for (size_t i = 0; i < g.ops.size(); ++i) {
     const GraphOp& op = g.ops[i];
     Impl::OpState& st = im.ops[i];
@@ -407,7 +389,7 @@ InceptionV3CpuLowp::InceptionV3CpuLowp(const InceptionWeights& w, CpuPrecision p
     const int64_t cout = op.cout, rows = static_cast<int64_t>(fc.w_hwio.size()) / cout;
     ENGINE_CHECK(rows == op.kh * op.kw * op.cin && fc.bias.size() == static_cast<size_t>(cout),
                  "InceptionV3CpuLowp: ", st.layer, ": weight shapes disagree with the graph");
-    dnnl_call(st.layer, "weight setup", [&] {
+    dnnl_checked("inception", st.layer, "weight setup", [&] {
       st.attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
       st.bias_data = fc.bias;
       dnnl::memory user;
@@ -416,7 +398,7 @@ InceptionV3CpuLowp::InceptionV3CpuLowp(const InceptionWeights& w, CpuPrecision p
         dnnl::post_ops po;
         po.append_eltwise(1.f, dnnl::algorithm::eltwise_relu, 0.f, 0.f);
         st.attr.set_post_ops(po);
-        user = dnnl::memory({{cout, op.cin, op.kh, op.kw}, dt::f32, tag::hwio}, cpu_engine(),
+        user = dnnl::memory({{cout, op.cin, op.kh, op.kw}, dt::f32, tag::hwio}, dnnl_cpu_engine(),
                             const_cast<float*>(fc.w_hwio.data()));
       } else {
         // Per output channel: w = wq * sw[o], wq in [-127, 127]. dst_q = s_in * sw / s_out *
@@ -440,12 +422,12 @@ InceptionV3CpuLowp::InceptionV3CpuLowp(const InceptionWeights& w, CpuPrecision p
             wq[k] = static_cast<int8_t>(std::nearbyint(fc.w_hwio[k] / sw[o]));
           }
         st.attr.set_output_scales(1 << 1, out_scale);  // mask bit 1: per output channel
-        user = dnnl::memory({{cout, op.cin, op.kh, op.kw}, dt::s8, tag::hwio}, cpu_engine(),
+        user = dnnl::memory({{cout, op.cin, op.kh, op.kw}, dt::s8, tag::hwio}, dnnl_cpu_engine(),
                             wq.data());
       }
-      st.bias = dnnl::memory({{cout}, dt::f32, tag::x}, cpu_engine(), st.bias_data.data());
+      st.bias = dnnl::memory({{cout}, dt::f32, tag::x}, dnnl_cpu_engine(), st.bias_data.data());
       const auto pd = im.conv_pd(op, st, 1);
-      st.weights = dnnl::memory(pd.weights_desc(), cpu_engine());
+      st.weights = dnnl::memory(pd.weights_desc(), dnnl_cpu_engine());
       dnnl::reorder(user, st.weights).execute(strm, user, st.weights);
       strm.wait();
       return 0;
@@ -518,7 +500,7 @@ void InceptionV3CpuLowp::Impl::forward_chunk(const Tensor& x, Tensor& bottleneck
   };
   auto acquire = [&](int id) { return pool().acquire(Shape{(bytes_of(id) + 3) / 4}); };
   std::vector<PooledTensor> live(g.tensors.size());
-  dnnl::stream& strm = thread_stream();
+  dnnl::stream& strm = dnnl_thread_stream();
   std::vector<double> seconds(profile ? g.ops.size() : 0);
   for (size_t i = 0; i < g.ops.size(); ++i) {
     const GraphOp& op = g.ops[i];
@@ -590,9 +572,9 @@ void InceptionV3CpuLowp::Impl::forward_chunk(const Tensor& x, Tensor& bottleneck
     } else {  // conv or pool through oneDNN
       PooledTensor y = acquire(op.output);
       Entry& e = entry(static_cast<int>(i), n);
-      dnnl_call(st.layer, "execution", [&] {
-        dnnl::memory src(e.src_md, cpu_engine(), data(op.inputs[0]));
-        dnnl::memory dst(e.dst_md, cpu_engine(), y->data());
+      dnnl_checked("inception", st.layer, "execution", [&] {
+        dnnl::memory src(e.src_md, dnnl_cpu_engine(), data(op.inputs[0]));
+        dnnl::memory dst(e.dst_md, dnnl_cpu_engine(), y->data());
         if (op.type == GraphOpType::Conv)
           e.prim.execute(strm, {{DNNL_ARG_SRC, src},
                                 {DNNL_ARG_WEIGHTS, e.weights},
