@@ -84,11 +84,17 @@ struct ModeRun {
   Fidelity fid;
 
   void forward(const Tensor& x, Tensor& b) {
-    if (fp32) fp32->forward(x, b);
-    else lowp->forward(x, b);
+    if (fp32)
+      fp32->forward(x, b);
+    else
+      lowp->forward(x, b);
   }
-  double flops_per_image() const { return fp32 ? fp32->flops_per_image() : lowp->flops_per_image(); }
-  int64_t activation_bytes() const { return fp32 ? fp32->activation_bytes() : lowp->activation_bytes(); }
+  double flops_per_image() const {
+    return fp32 ? fp32->flops_per_image() : lowp->flops_per_image();
+  }
+  int64_t activation_bytes() const {
+    return fp32 ? fp32->activation_bytes() : lowp->activation_bytes();
+  }
 };
 
 // fp32: element by element, as tests/test_inception.cpp (|d| <= 2e-5 + 1e-4 |want|).
@@ -112,13 +118,14 @@ bool fp32_elements_match(const Tensor& got, const Tensor& want, std::string& why
 // lands far below either floor, which is what the bench guards against.
 double min_cosine(CpuPrecision p) {
   const bool bf16 = p == CpuPrecision::BF16;
-  const char* env = std::getenv(bf16 ? "ENGINE_BENCH_MIN_COSINE_BF16" : "ENGINE_BENCH_MIN_COSINE_INT8");
+  const char* env =
+      std::getenv(bf16 ? "ENGINE_BENCH_MIN_COSINE_BF16" : "ENGINE_BENCH_MIN_COSINE_INT8");
   if (env == nullptr || *env == 0) return bf16 ? 0.99 : 0.97;
   char* end = nullptr;
   const double v = std::strtod(env, &end);
   if (*end != 0 || !(v >= -1 && v <= 1))
-    throw Error(std::string("bench_inception: ENGINE_BENCH_MIN_COSINE_") + (bf16 ? "BF16" : "INT8") + "='" +
-                env + "' is not a cosine in [-1, 1]");
+    throw Error(std::string("bench_inception: ENGINE_BENCH_MIN_COSINE_") +
+                (bf16 ? "BF16" : "INT8") + "='" + env + "' is not a cosine in [-1, 1]");
   return v;
 }
 
@@ -188,8 +195,8 @@ void prepare(ModeRun& r, const InceptionWeights& w, const Reference& ref) {
                  "relative L2 (worst) %.3g%s%s%s\n",
                  name, (long long)ref.inputs.n(),
                  r.precision == CpuPrecision::INT8 ? " (calibrated on the same images)" : "",
-                 r.fid.min_cosine, r.fid.max_rel_l2, cond, ok ? ": validated" : ": FAILED: ",
-                 ok ? "" : why.c_str());
+                 r.fid.min_cosine, r.fid.max_rel_l2, cond,
+                 ok ? ": validated" : ": FAILED: ", ok ? "" : why.c_str());
     if (!ok) {
       r.skip = "validation failed: " + why;
       r.failed = true;
@@ -238,12 +245,14 @@ std::vector<CpuPrecision> parse_precisions(const std::string& list) {
   size_t pos = 0;
   while (pos <= list.size()) {
     const size_t comma = list.find(',', pos);
-    const std::string item = list.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
+    const std::string item =
+        list.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
     if (!item.empty()) out.push_back(parse_cpu_precision(item));
     if (comma == std::string::npos) break;
     pos = comma + 1;
   }
-  if (out.empty()) throw Error("bench_inception: --precision/ENGINE_BENCH_PRECISIONS names no precision");
+  if (out.empty())
+    throw Error("bench_inception: --precision/ENGINE_BENCH_PRECISIONS names no precision");
   return out;
 }
 
@@ -251,7 +260,8 @@ std::vector<CpuPrecision> parse_precisions(const std::string& list) {
 
 int main(int argc, char** argv) {
   // Our flag out of argv before Google Benchmark sees it; 5 s per row unless the caller says.
-  std::string precisions = std::getenv("ENGINE_BENCH_PRECISIONS") ? std::getenv("ENGINE_BENCH_PRECISIONS") : "";
+  std::string precisions =
+      std::getenv("ENGINE_BENCH_PRECISIONS") ? std::getenv("ENGINE_BENCH_PRECISIONS") : "";
   std::vector<char*> args;
   bool min_time_given = false;
   for (int i = 0; i < argc; ++i) {
@@ -271,7 +281,8 @@ int main(int argc, char** argv) {
 
   std::vector<std::unique_ptr<ModeRun>> runs;
   try {
-    const std::vector<CpuPrecision> ps = parse_precisions(precisions.empty() ? "fp32,bf16,int8" : precisions);
+    const std::vector<CpuPrecision> ps =
+        parse_precisions(precisions.empty() ? "fp32,bf16,int8" : precisions);
     const InceptionWeights w = load_inception_v3_weights(bench::weights_path());
     H5File f = H5File::open_read(bench::reference_dir() + "/reference.h5");
     Reference ref{h5_read_tensor(f.id(), "/inputs", f.path()),
@@ -289,7 +300,8 @@ int main(int argc, char** argv) {
     for (int64_t n : {1, 8}) {
       const std::string name = std::string("BM_InceptionV3Cpu/") + cpu_precision_name(r->precision);
       ModeRun* rp = r.get();
-      benchmark::RegisterBenchmark(name.c_str(), [rp, n](benchmark::State& s) { bm_inception(s, rp, n); })
+      benchmark::RegisterBenchmark(name.c_str(),
+                                   [rp, n](benchmark::State& s) { bm_inception(s, rp, n); })
           ->Arg(n)
           ->Unit(benchmark::kMillisecond)
           ->UseRealTime();

@@ -22,7 +22,8 @@ namespace {
 constexpr int kAcc = 12;             // independent accumulators per loop
 constexpr int64_t kIters = 1 << 22;  // inner iterations per timed call (kAcc instructions each)
 
-#define ENGINE_PEAK_TARGET __attribute__((target("avx512f,avx512bf16,avx512vnni,avx512bw,avx512vl")))
+#define ENGINE_PEAK_TARGET \
+  __attribute__((target("avx512f,avx512bf16,avx512vnni,avx512bw,avx512vl")))
 
 // Sum of the 16 lanes through memory (GCC 12's _mm512_reduce_add_ps warns about an
 // uninitialized temporary inside its own header).
@@ -90,8 +91,10 @@ struct Kind {
 std::string missing_isa(bool need_bf16, bool need_vnni) {
   __builtin_cpu_init();
   if (!__builtin_cpu_supports("avx512f")) return "this CPU has no AVX512F";
-  if (need_bf16 && !__builtin_cpu_supports("avx512bf16")) return "this CPU has no AVX512_BF16 (vdpbf16ps)";
-  if (need_vnni && !__builtin_cpu_supports("avx512vnni")) return "this CPU has no AVX512_VNNI (vpdpbusd)";
+  if (need_bf16 && !__builtin_cpu_supports("avx512bf16"))
+    return "this CPU has no AVX512_BF16 (vdpbf16ps)";
+  if (need_vnni && !__builtin_cpu_supports("avx512vnni"))
+    return "this CPU has no AVX512_VNNI (vpdpbusd)";
   return "";
 }
 

@@ -268,8 +268,8 @@ TEST(CacheOpen, Int8CalibrationIsASettingKeptByJournalAndMerge) {
   EXPECT_EQ(peek->calibration, cal_a.calibration);
   const std::string msg = error_of([&] { BottleneckCache c(p, cal_b, false); });
   EXPECT_ONE_LINE_ERROR(msg, p, "--force");
-  EXPECT_NE(msg.find("calibration sha256"), msg.rfind("calibration sha256")) << "both named: "
-                                                                              << msg;
+  EXPECT_NE(msg.find("calibration sha256"), msg.rfind("calibration sha256"))
+      << "both named: " << msg;
   CacheSettings no_cal = cal_a;
   no_cal.calibration.clear();
   EXPECT_ONE_LINE_ERROR(error_of([&] { BottleneckCache c(p, no_cal, false); }), p,

@@ -328,7 +328,8 @@ TEST(Extract, PrecisionFlagsAndPrecisionAsACacheSetting) {
     EXPECT_FALSE(fs::exists(tmp / "p.h5.lock")) << flags << ": work started";
   }
   {  // bf16/int8 are CPU modes: with --device cuda a bad flag, refused before any work.
-    ToolRun r = run_tool(base_args(dataset("classes"), tmp / "p.h5", "bf16") + " --device cuda", tmp);
+    ToolRun r =
+        run_tool(base_args(dataset("classes"), tmp / "p.h5", "bf16") + " --device cuda", tmp);
     EXPECT_EQ(r.status, 2) << r.err;
     EXPECT_NE(r.err.find("CPU only"), std::string::npos) << r.err;
     EXPECT_FALSE(fs::exists(tmp / "p.h5.lock"));

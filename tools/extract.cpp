@@ -25,8 +25,8 @@
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
-#include <optional>
 #include <cstdio>
+#include <optional>
 #include <set>
 
 #include "engine/bottleneck_cache.h"
@@ -107,13 +107,11 @@ int run_extract(const Options& o) {
   settings.engine_version = kEngineVersion;
   // The existing cache (unless --force discards it) decides `auto` and keeps its int8
   // calibration: a resume never changes how features are made without saying so.
-  const std::optional<CacheSettings> stored =
-      o.force ? std::nullopt : peek_cache_settings(o.out);
+  const std::optional<CacheSettings> stored = o.force ? std::nullopt : peek_cache_settings(o.out);
   std::string precision = o.precision;
   if (precision == "auto" && stored) {
     precision = stored->precision;
-    if (device == Device::CPU ? is_gpu_only_precision(precision)
-                              : is_cpu_only_precision(precision))
+    if (device == Device::CPU ? is_gpu_only_precision(precision) : is_cpu_only_precision(precision))
       fail(o.out, ": the cache holds ", precision, " features, which the ",
            device == Device::CPU ? "CPU" : "GPU", " does not compute; use --device ",
            device == Device::CPU ? "cuda" : "cpu", ", or --force to extract again");

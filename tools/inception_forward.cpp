@@ -14,10 +14,10 @@
 #include <random>
 
 #include "engine/cli_status.h"
+#include "engine/cuda_device.h"
 #include "engine/error.h"
 #include "engine/inception_contract.h"
 #include "engine/progress.h"
-#include "engine/cuda_device.h"
 #include "models/bottleneck_backend.h"
 #include "models/inception_v3.h"
 #include "models/inception_v3_lowp.h"
